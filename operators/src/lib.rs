@@ -1,0 +1,15 @@
+//! Starling's data model and operators.
+//!
+//! Three layers, kept apart as in Materialize and DataFusion: [`definition`] is the serde model
+//! of what the user wrote; [`plan`] checks it and resolves names to positions and expressions to
+//! compiled code; [`render`] turns a plan into a timely/differential dataflow. Errors are found
+//! in `plan`; rendering never re-validates.
+
+pub mod event;
+pub mod json;
+pub mod schema;
+pub mod value;
+
+pub use event::{Event, Row};
+pub use schema::{Field, Schema};
+pub use value::{DataType, Value};
