@@ -5,11 +5,17 @@
 //! compiled code; [`render`] turns a plan into a timely/differential dataflow. Errors are found
 //! in `plan`; rendering never re-validates.
 
+pub mod definition;
+pub mod duration;
 pub mod event;
+pub mod expr;
 pub mod json;
+pub mod plan;
+pub mod render;
 pub mod schema;
 pub mod value;
 
 pub use event::{Event, Row};
+pub use expr::{EvalError, Expr, ExprError};
 pub use schema::{Field, Schema};
 pub use value::{DataType, Value};

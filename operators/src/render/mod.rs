@@ -1,0 +1,185 @@
+//! Rendering: a [`Plan`] becomes a timely dataflow on one worker.
+//!
+//! Every node's output is a stream of differential updates `(event, time, diff)`, where
+//! `time` is the timely timestamp. Timestamps are event time: a record enters at the input's
+//! watermark (the lower bound of what can still arrive), and the input frontier *is* the
+//! watermark, so operators close windows when the frontier passes their end. Insert-only
+//! operators emit `diff = +1`; retracting ones (aggregates, distinct, corrections of late
+//! windows) emit `-1` for what they take back.
+//!
+//! One file per operator family, as in timely: [`stateless`] (map, filter, key_by),
+//! [`window`] (windowed aggregates, frontier-driven), [`aggregate`] (incremental aggregates
+//! with differential), [`join`], [`distinct`], [`sink`] (publish, trigger, outputs).
+
+pub mod accumulate;
+pub mod aggregate;
+pub mod distinct;
+pub mod join;
+pub mod sink;
+pub mod stateless;
+pub mod window;
+
+use std::rc::Rc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use timely::dataflow::operators::{Concatenate, Probe};
+use timely::dataflow::{ProbeHandle, Scope, Stream};
+
+use crate::event::Event;
+use crate::plan::{NodeKind, Plan};
+
+/// Event time in milliseconds: the timely timestamp of every Starling dataflow.
+pub type Time = u64;
+/// Multiplicity of an update.
+pub type Diff = isize;
+/// One differential update.
+pub type Update = (Event, Time, Diff);
+/// A stream of updates within a dataflow.
+pub type Updates<'s> = Stream<'s, Time, Vec<Update>>;
+
+/// What a rendered dataflow may do outside itself. The engine implements it; rendering
+/// stays free of channels, topics and threads.
+pub trait Effects {
+    /// Appends events to a topic (`publish`, `trigger`, late and dead-letter topics).
+    fn publish(&self, topic: &str, events: Vec<Event>);
+    /// Delivers a batch of a named output's updates to its subscribers.
+    fn output(&self, output: usize, updates: &[Update]);
+}
+
+/// Live counters of one installed dataflow, shared by all its workers and read by the
+/// engine (and tests) to observe state and losses.
+#[derive(Debug, Default)]
+pub struct DataflowStats {
+    /// Entries of open window state (one per key per window); zero once every window retired.
+    pub window_state: AtomicI64,
+    /// Events that failed an expression and went to the dead-letter topic.
+    pub dead_letters: AtomicU64,
+    /// Updates delivered to outputs.
+    pub output_updates: AtomicU64,
+}
+
+impl DataflowStats {
+    pub(crate) fn add_window_state(&self, delta: i64) {
+        if delta != 0 {
+            self.window_state.fetch_add(delta, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Everything rendering needs besides the plan and the inputs.
+pub struct RenderContext {
+    pub effects: Rc<dyn Effects>,
+    pub stats: Arc<DataflowStats>,
+}
+
+/// Renders `plan` in `scope`, reading `inputs` (one stream per plan input, in order).
+/// Returns a probe that passes a time once every output has caught up to it.
+pub fn render<'s>(
+    plan: &Plan,
+    scope: Scope<'s, Time>,
+    inputs: Vec<Updates<'s>>,
+    ctx: &RenderContext,
+) -> ProbeHandle<Time> {
+    let mut streams: Vec<Updates<'s>> = Vec::with_capacity(plan.nodes.len());
+    let dead = Rc::new(sink::DeadLetters::new(
+        plan.dead_letter_topic.clone(),
+        Rc::clone(&ctx.effects),
+        Arc::clone(&ctx.stats),
+    ));
+    for node in &plan.nodes {
+        let s = match &node.kind {
+            NodeKind::Input { input } => inputs[*input].clone(),
+            NodeKind::Map { input, exprs } => stateless::map(
+                streams[*input].clone(),
+                &node.id,
+                exprs.clone(),
+                Rc::clone(&dead),
+            ),
+            NodeKind::Filter { input, predicate } => stateless::filter(
+                streams[*input].clone(),
+                &node.id,
+                predicate.clone(),
+                Rc::clone(&dead),
+            ),
+            NodeKind::KeyBy { input, key } => stateless::key_by(
+                streams[*input].clone(),
+                &node.id,
+                key.clone(),
+                Rc::clone(&dead),
+            ),
+            NodeKind::WindowAggregate {
+                input,
+                window,
+                aggs,
+                emit,
+            } => window::window_aggregate(
+                streams[*input].clone(),
+                window::WindowConfig {
+                    name: node.id.clone(),
+                    window: *window,
+                    aggs: aggs.clone(),
+                    emit: *emit,
+                    lateness: node.lateness,
+                    append_only: plan.nodes[*input].append_only,
+                },
+                Arc::clone(&ctx.stats),
+                Rc::clone(&dead),
+            ),
+            NodeKind::Aggregate { input, aggs } => aggregate::aggregate(
+                streams[*input].clone(),
+                &node.id,
+                aggs.clone(),
+                Rc::clone(&dead),
+            ),
+            NodeKind::IntervalJoin {
+                left,
+                right,
+                within,
+            } => join::interval_join(
+                streams[*left].clone(),
+                streams[*right].clone(),
+                *within,
+                node.lateness,
+            ),
+            NodeKind::TableJoin { left, right } => join::table_join(
+                streams[*left].clone(),
+                streams[*right].clone(),
+                !plan.nodes[*right].append_only,
+            ),
+            NodeKind::Distinct { input, ttl } => distinct::distinct(streams[*input].clone(), *ttl),
+            NodeKind::Union { inputs } => {
+                scope.concatenate(inputs.iter().map(|i| streams[*i].clone()))
+            }
+            NodeKind::Publish { input, topic } => sink::publish(
+                streams[*input].clone(),
+                topic.clone(),
+                Rc::clone(&ctx.effects),
+            ),
+            NodeKind::Trigger { input, when, topic } => sink::trigger(
+                streams[*input].clone(),
+                matches!(plan.nodes[*input].kind, NodeKind::WindowAggregate { .. }),
+                when.clone(),
+                topic.clone(),
+                Rc::clone(&ctx.effects),
+                Rc::clone(&dead),
+            ),
+        };
+        streams.push(s);
+    }
+    let probe = ProbeHandle::new();
+    for (i, out) in plan.outputs.iter().enumerate() {
+        sink::output(
+            streams[out.node].clone(),
+            i,
+            Rc::clone(&ctx.effects),
+            Arc::clone(&ctx.stats),
+        )
+        .probe_with(&probe);
+    }
+    // Nodes without outputs (publish, trigger, dangling ones) still count for completeness.
+    for s in streams {
+        s.probe_with(&probe);
+    }
+    probe
+}

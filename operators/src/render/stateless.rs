@@ -1,0 +1,106 @@
+//! `map`, `filter` and `key_by`: one event in, at most one out, no state.
+//!
+//! They keep the input's timestamps and diffs, so they work on insert-only and retracting
+//! streams alike. An event whose expression fails goes to the dead-letter topic with the
+//! error; the dataflow goes on.
+
+use std::rc::Rc;
+
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::Operator;
+
+use super::sink::DeadLetters;
+use super::{Update, Updates};
+use crate::expr::Expr;
+
+type Out = CapacityContainerBuilder<Vec<Update>>;
+
+/// Replaces each row by the values of `exprs`.
+pub fn map<'s>(s: Updates<'s>, name: &str, exprs: Vec<Expr>, dead: Rc<DeadLetters>) -> Updates<'s> {
+    let name = name.to_string();
+    s.unary::<Out, _, _, _>(Pipeline, &format!("Map {name}"), move |_, _| {
+        move |input, output| {
+            input.for_each_stamp(|cap, data| {
+                let mut session = output.session(&cap);
+                for batch in data {
+                    for (mut e, t, d) in batch.drain(..) {
+                        let mut row = Vec::with_capacity(exprs.len());
+                        let mut failed = None;
+                        for x in &exprs {
+                            match x.eval(&e.row) {
+                                Ok(v) => row.push(v),
+                                Err(err) => {
+                                    failed = Some(format!("{} (`{}`)", err, x.source()));
+                                    break;
+                                }
+                            }
+                        }
+                        match failed {
+                            None => {
+                                e.row = row;
+                                session.give((e, t, d));
+                            }
+                            Some(err) => dead.push(&name, &e, err),
+                        }
+                    }
+                }
+            });
+            dead.flush();
+        }
+    })
+}
+
+/// Keeps the events for which `predicate` is true.
+pub fn filter<'s>(
+    s: Updates<'s>,
+    name: &str,
+    predicate: Expr,
+    dead: Rc<DeadLetters>,
+) -> Updates<'s> {
+    let name = name.to_string();
+    s.unary::<Out, _, _, _>(Pipeline, &format!("Filter {name}"), move |_, _| {
+        move |input, output| {
+            input.for_each_stamp(|cap, data| {
+                let mut session = output.session(&cap);
+                for batch in data {
+                    batch.retain(|(e, _, _)| match predicate.eval_bool(&e.row) {
+                        Ok(keep) => keep,
+                        Err(err) => {
+                            dead.push(&name, e, format!("{} (`{}`)", err, predicate.source()));
+                            false
+                        }
+                    });
+                    session.give_container(batch);
+                }
+            });
+            dead.flush();
+        }
+    })
+}
+
+/// Sets each event's key to the value of `key`.
+pub fn key_by<'s>(s: Updates<'s>, name: &str, key: Expr, dead: Rc<DeadLetters>) -> Updates<'s> {
+    let name = name.to_string();
+    s.unary::<Out, _, _, _>(Pipeline, &format!("KeyBy {name}"), move |_, _| {
+        move |input, output| {
+            input.for_each_stamp(|cap, data| {
+                let mut session = output.session(&cap);
+                for batch in data {
+                    for (mut e, t, d) in batch.drain(..) {
+                        match key.eval(&e.row) {
+                            Ok(k) => {
+                                e.key = k;
+                                session.give((e, t, d));
+                            }
+                            Err(err) => {
+                                dead.push(&name, &e, format!("{} (`{}`)", err, key.source()))
+                            }
+                        }
+                    }
+                }
+            });
+            dead.flush();
+        }
+    })
+}
