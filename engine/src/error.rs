@@ -1,0 +1,39 @@
+//! What the engine refuses, and why.
+
+use thiserror::Error;
+
+use starling_operators::json::DecodeError;
+use starling_operators::plan::PlanError;
+
+/// An engine operation that could not be done. Nothing of a refused request is applied.
+#[derive(Debug, Error)]
+pub enum EngineError {
+    #[error("topic `{0}` does not exist")]
+    UnknownTopic(String),
+    #[error("topic `{name}` already exists with a different declaration")]
+    TopicConflict { name: String },
+    #[error("dataflow `{0}` does not exist")]
+    UnknownDataflow(String),
+    #[error("dataflow `{0}` is already installed; drop it first or use another name")]
+    DataflowExists(String),
+    #[error("dataflow `{dataflow}` has no output `{output}` (outputs: {known})")]
+    UnknownOutput {
+        dataflow: String,
+        output: String,
+        known: String,
+    },
+    #[error("event {index} of the batch: {error}")]
+    BadEvent { index: usize, error: DecodeError },
+    #[error("event {index} of the batch: {message}")]
+    BadEventShape { index: usize, message: String },
+    #[error("topic `{0}` is written only by dataflows (it has no event-time field)")]
+    WriteOnlyTopic(String),
+    #[error("batch of {size} events is over the limit of {limit}")]
+    BatchTooLarge { size: usize, limit: usize },
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error("the engine is shutting down")]
+    ShuttingDown,
+    #[error("could not start the timely workers: {0}")]
+    Startup(String),
+}

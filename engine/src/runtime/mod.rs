@@ -1,0 +1,665 @@
+//! The in-process engine.
+//!
+//! Threads: W timely workers, each fed by its own command channel, and one clock thread that
+//! lets idle inputs advance their watermarks. Every command that changes what runs
+//! (install, drop) or moves event time is sent to all workers under one lock, so every worker
+//! sees the same sequence; a batch of events goes whole to one worker (round robin), and
+//! keyed operators exchange by key inside the dataflow.
+//!
+//! Event time: the engine tracks, per topic, the newest event time seen and when the last
+//! event arrived. Each worker derives each dataflow input's watermark from that and the
+//! input's policy (see [`worker`]), so all workers agree without talking to each other.
+
+mod subscribers;
+mod worker;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::{JoinHandle, Thread};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Sender;
+use serde_json::Value as Json;
+
+use starling_operators::definition::{Definition, TopicDef};
+use starling_operators::json::row_from_json;
+use starling_operators::plan::{self, Plan, TopicSpec};
+use starling_operators::render::{DataflowStats, Update};
+use starling_operators::{Event, Row, Value};
+
+pub use subscribers::{Subscribers, Subscription, SubscriptionClosed};
+use worker::Command;
+
+use crate::EngineError;
+
+/// Settings of an engine.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Timely worker threads.
+    pub workers: usize,
+    /// Batches a subscriber may leave unread before it is cut off.
+    pub subscriber_queue: usize,
+    /// The largest batch accepted by one publish call.
+    pub max_batch: usize,
+    /// How often idle inputs are checked (their watermark then advances).
+    pub clock_interval: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            subscriber_queue: 1024,
+            max_batch: 1_000_000,
+            clock_interval: Duration::from_millis(100),
+        }
+    }
+}
+
+/// A topic and its live state.
+pub(crate) struct Topic {
+    pub spec: TopicSpec,
+    pub clock: Mutex<TopicClock>,
+    pub subscribers: Subscribers<Arc<[Event]>>,
+    pub published: AtomicU64,
+}
+
+/// Newest event time seen on a topic and when the last event arrived.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct TopicClock {
+    pub max_seen: Option<u64>,
+    pub last_arrival: Instant,
+}
+
+/// A description of a topic for listings.
+#[derive(Clone, Debug)]
+pub struct TopicInfo {
+    pub spec: TopicSpec,
+    /// Events accepted so far.
+    pub published: u64,
+    /// Newest event time seen.
+    pub max_event_time: Option<u64>,
+    pub subscribers: usize,
+}
+
+/// An installed dataflow, as the engine keeps it.
+pub(crate) struct Installed {
+    pub plan: Arc<Plan>,
+    pub definition: Definition,
+    pub stats: Arc<DataflowStats>,
+    pub outputs: Vec<Arc<Subscribers<Arc<[Update]>>>>,
+    /// Per worker: the frontier of the dataflow's probe (`u64::MAX` once complete).
+    pub frontiers: Arc<Vec<AtomicU64>>,
+    /// Per worker, per input: the input's watermark.
+    pub watermarks: Arc<Vec<Vec<AtomicU64>>>,
+    pub late_events: Arc<AtomicU64>,
+}
+
+/// A description of an installed dataflow, with live counters.
+#[derive(Clone, Debug)]
+pub struct DataflowInfo {
+    pub name: String,
+    pub definition: Definition,
+    pub inputs: Vec<(String, String)>,
+    pub outputs: Vec<String>,
+    /// Lowest watermark over workers, per input.
+    pub watermarks: Vec<u64>,
+    /// Lowest probe frontier over workers: every result up to here is out.
+    pub frontier: u64,
+    pub window_state: i64,
+    pub late_events: u64,
+    pub dead_letters: u64,
+    pub output_updates: u64,
+}
+
+pub(crate) struct Inner {
+    config: EngineConfig,
+    senders: Vec<Sender<Command>>,
+    threads: Mutex<Vec<Option<Thread>>>,
+    /// Held while sending to all workers, so they all see one order.
+    order: Mutex<()>,
+    next_worker: AtomicUsize,
+    topics: RwLock<HashMap<String, Arc<Topic>>>,
+    dataflows: Mutex<HashMap<String, Installed>>,
+    shutting_down: AtomicBool,
+    /// Per worker: timely dataflows alive (for leak checks).
+    live: Vec<AtomicUsize>,
+}
+
+/// The in-process engine. Cheap to share: clone the `Arc` it lives in, or use its methods
+/// from any thread.
+pub struct Engine {
+    inner: Arc<Inner>,
+    guards: Mutex<Option<timely::communication::initialize::WorkerGuards<()>>>,
+    clock: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Engine {
+    /// Starts the workers and the clock.
+    pub fn start(config: EngineConfig) -> Result<Engine, EngineError> {
+        let workers = config.workers.max(1);
+        let mut senders = Vec::with_capacity(workers);
+        let mut receivers = Vec::with_capacity(workers);
+        for _ in 0..workers {
+            let (tx, rx) = crossbeam_channel::unbounded();
+            senders.push(tx);
+            receivers.push(Some(rx));
+        }
+        let inner = Arc::new(Inner {
+            config: EngineConfig { workers, ..config },
+            senders,
+            threads: Mutex::new(vec![None; workers]),
+            order: Mutex::new(()),
+            next_worker: AtomicUsize::new(0),
+            topics: RwLock::new(HashMap::new()),
+            dataflows: Mutex::new(HashMap::new()),
+            shutting_down: AtomicBool::new(false),
+            live: (0..workers).map(|_| AtomicUsize::new(0)).collect(),
+        });
+        let receivers = Arc::new(Mutex::new(receivers));
+        let weak = Arc::downgrade(&inner);
+        let guards = timely::execute(timely::Config::process(workers), move |w| {
+            let rx = receivers
+                .lock()
+                .ok()
+                .and_then(|mut r| r.get_mut(w.index()).and_then(Option::take));
+            if let Some(rx) = rx {
+                worker::run(w, rx, weak.clone());
+            }
+        })
+        .map_err(EngineError::Startup)?;
+        // Wait until every worker registered its thread (for unparking).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while inner.lock_threads().iter().any(Option::is_none) {
+            if Instant::now() > deadline {
+                return Err(EngineError::Startup("workers did not start".into()));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let clock = {
+            let weak = Arc::downgrade(&inner);
+            let interval = inner.config.clock_interval;
+            std::thread::Builder::new()
+                .name("starling-clock".into())
+                .spawn(move || {
+                    while let Some(inner) = weak.upgrade() {
+                        if inner.shutting_down.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        inner.tick();
+                        drop(inner);
+                        std::thread::sleep(interval);
+                    }
+                })
+                .map_err(|e| EngineError::Startup(e.to_string()))?
+        };
+        Ok(Engine {
+            inner,
+            guards: Mutex::new(Some(guards)),
+            clock: Mutex::new(Some(clock)),
+        })
+    }
+
+    /// Number of worker threads.
+    pub fn workers(&self) -> usize {
+        self.inner.config.workers
+    }
+
+    /// Creates a topic from its declaration. Creating an identical topic again is a no-op;
+    /// a different declaration under the same name is refused.
+    pub fn create_topic(&self, def: &TopicDef) -> Result<(), EngineError> {
+        let probe = Definition {
+            name: "topic".into(),
+            description: None,
+            topics: vec![def.clone()],
+            inputs: vec![starling_operators::definition::InputDef {
+                id: "i".into(),
+                topic: def.name.clone(),
+                watermark: Default::default(),
+            }],
+            nodes: vec![],
+            outputs: vec![],
+            late_topic: None,
+            dead_letter_topic: None,
+        };
+        // Planning a one-input definition validates the declaration with the same errors.
+        let p = plan::plan(&probe, &self.topic_specs())?;
+        match p.new_topics.into_iter().find(|t| t.name == def.name) {
+            Some(spec) => self.inner.add_topic(spec),
+            None => Ok(()),
+        }
+    }
+
+    /// Every topic with its counters.
+    pub fn topics(&self) -> Vec<TopicInfo> {
+        let topics = self.inner.read_topics();
+        let mut out: Vec<TopicInfo> = topics
+            .values()
+            .map(|t| TopicInfo {
+                spec: t.spec.clone(),
+                published: t.published.load(Ordering::Relaxed),
+                max_event_time: t.clock.lock().ok().and_then(|c| c.max_seen),
+                subscribers: t.subscribers.len(),
+            })
+            .collect();
+        out.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
+        out
+    }
+
+    fn topic_specs(&self) -> HashMap<String, TopicSpec> {
+        self.inner
+            .read_topics()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.spec.clone()))
+            .collect()
+    }
+
+    /// Publishes rows of a topic: key and event time are read from the declared fields.
+    /// The whole batch is checked first; a bad row refuses the batch with its position.
+    pub fn publish_rows(&self, topic: &str, rows: Vec<Row>) -> Result<usize, EngineError> {
+        let t = self.inner.topic(topic)?;
+        let time = t.spec.time.ok_or_else(|| EngineError::WriteOnlyTopic(topic.into()))?;
+        self.inner.check_batch(rows.len())?;
+        let mut events = Vec::with_capacity(rows.len());
+        for (index, row) in rows.into_iter().enumerate() {
+            if row.len() != t.spec.schema.len() {
+                return Err(EngineError::BadEventShape {
+                    index,
+                    message: format!(
+                        "row has {} values; topic `{topic}` has {} fields",
+                        row.len(),
+                        t.spec.schema.len()
+                    ),
+                });
+            }
+            let ts = match &row[time] {
+                Value::Timestamp(v) | Value::Int(v) if *v >= 0 => *v as u64,
+                other => {
+                    return Err(EngineError::BadEventShape {
+                        index,
+                        message: format!(
+                            "event time `{}` must be a non-negative timestamp, found {other}",
+                            t.spec.schema.field(time).name
+                        ),
+                    })
+                }
+            };
+            let key = t.spec.key.map(|k| row[k].clone()).unwrap_or(Value::Null);
+            events.push(Event::new(key, ts, row));
+        }
+        let n = events.len();
+        self.inner.push(&t, events);
+        Ok(n)
+    }
+
+    /// Publishes JSON objects to a topic, validated against its schema. Nothing of a batch
+    /// with a bad event is applied; the error gives the event's position.
+    pub fn publish_json(&self, topic: &str, docs: &[Json]) -> Result<usize, EngineError> {
+        let t = self.inner.topic(topic)?;
+        self.inner.check_batch(docs.len())?;
+        let mut rows = Vec::with_capacity(docs.len());
+        for (index, doc) in docs.iter().enumerate() {
+            rows.push(row_from_json(&t.spec.schema, doc).map_err(|error| EngineError::BadEvent { index, error })?);
+        }
+        self.publish_rows(topic, rows)
+    }
+
+    /// Forces the watermark of every input reading `topic` up to `time` (like an end-of-input
+    /// mark up to that time). Events older than it that arrive later are late.
+    pub fn advance_watermark(&self, topic: &str, time: u64) -> Result<(), EngineError> {
+        let t = self.inner.topic(topic)?;
+        self.inner.broadcast(|| Command::Watermark {
+            topic: t.spec.name.clone().into(),
+            time,
+        });
+        Ok(())
+    }
+
+    /// Checks and installs a definition written as YAML or JSON.
+    pub fn install_text(&self, text: &str) -> Result<DataflowInfo, EngineError> {
+        let def = Definition::parse(text).map_err(|e| EngineError::Plan(e.into()))?;
+        self.install(&def)
+    }
+
+    /// Checks a definition, creates the topics it declares, and runs it on every worker.
+    pub fn install(&self, def: &Definition) -> Result<DataflowInfo, EngineError> {
+        let mut dataflows = self.inner.lock_dataflows();
+        if dataflows.contains_key(&def.name) {
+            return Err(EngineError::DataflowExists(def.name.clone()));
+        }
+        let plan = Arc::new(plan::plan(def, &self.topic_specs())?);
+        for spec in &plan.new_topics {
+            self.inner.add_topic(spec.clone())?;
+        }
+        let workers = self.inner.config.workers;
+        let installed = Installed {
+            plan: Arc::clone(&plan),
+            definition: def.clone(),
+            stats: Arc::new(DataflowStats::default()),
+            outputs: plan
+                .outputs
+                .iter()
+                .map(|_| Arc::new(Subscribers::new(self.inner.config.subscriber_queue)))
+                .collect(),
+            frontiers: Arc::new((0..workers).map(|_| AtomicU64::new(0)).collect()),
+            watermarks: Arc::new(
+                (0..workers)
+                    .map(|_| plan.inputs.iter().map(|_| AtomicU64::new(0)).collect())
+                    .collect(),
+            ),
+            late_events: Arc::new(AtomicU64::new(0)),
+        };
+        let info = describe(&installed);
+        let cmd = worker::InstallCommand {
+            plan,
+            stats: Arc::clone(&installed.stats),
+            outputs: installed.outputs.clone(),
+            frontiers: Arc::clone(&installed.frontiers),
+            watermarks: Arc::clone(&installed.watermarks),
+            late_events: Arc::clone(&installed.late_events),
+        };
+        dataflows.insert(def.name.clone(), installed);
+        drop(dataflows);
+        self.inner.broadcast(|| Command::Install(Box::new(cmd.clone())));
+        tracing::info!(dataflow = %def.name, "installed");
+        Ok(info)
+    }
+
+    /// Stops a dataflow on every worker and ends its subscriptions. Its topics stay.
+    pub fn drop_dataflow(&self, name: &str) -> Result<(), EngineError> {
+        let removed = self
+            .inner
+            .lock_dataflows()
+            .remove(name)
+            .ok_or_else(|| EngineError::UnknownDataflow(name.into()))?;
+        self.inner.broadcast(|| Command::Drop(name.into()));
+        for o in &removed.outputs {
+            o.close_all();
+        }
+        tracing::info!(dataflow = %name, "dropped");
+        Ok(())
+    }
+
+    /// Installed dataflows with their live counters.
+    pub fn dataflows(&self) -> Vec<DataflowInfo> {
+        let mut v: Vec<DataflowInfo> = self.inner.lock_dataflows().values().map(describe).collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// One installed dataflow with its live counters.
+    pub fn dataflow(&self, name: &str) -> Result<DataflowInfo, EngineError> {
+        self.inner
+            .lock_dataflows()
+            .get(name)
+            .map(describe)
+            .ok_or_else(|| EngineError::UnknownDataflow(name.into()))
+    }
+
+    /// The live counters of a dataflow (window state, dead letters, ...).
+    pub fn stats(&self, name: &str) -> Result<Arc<DataflowStats>, EngineError> {
+        self.inner
+            .lock_dataflows()
+            .get(name)
+            .map(|d| Arc::clone(&d.stats))
+            .ok_or_else(|| EngineError::UnknownDataflow(name.into()))
+    }
+
+    /// Subscribes to a dataflow output: batches of `(event, time, diff)` updates.
+    pub fn subscribe(&self, dataflow: &str, output: &str) -> Result<Subscription<Arc<[Update]>>, EngineError> {
+        let dataflows = self.inner.lock_dataflows();
+        let d = dataflows
+            .get(dataflow)
+            .ok_or_else(|| EngineError::UnknownDataflow(dataflow.into()))?;
+        let i = d
+            .plan
+            .outputs
+            .iter()
+            .position(|o| o.name == output)
+            .ok_or_else(|| EngineError::UnknownOutput {
+                dataflow: dataflow.into(),
+                output: output.into(),
+                known: d.plan.outputs.iter().map(|o| o.name.as_str()).collect::<Vec<_>>().join(", "),
+            })?;
+        Ok(d.outputs[i].subscribe())
+    }
+
+    /// Subscribes to the events appended to a topic.
+    pub fn subscribe_topic(&self, topic: &str) -> Result<Subscription<Arc<[Event]>>, EngineError> {
+        Ok(self.inner.topic(topic)?.subscribers.subscribe())
+    }
+
+    /// Waits until every result of `dataflow` up to `time` is out (its probe passed `time`
+    /// on every worker). Returns false on timeout.
+    pub fn wait_until(&self, dataflow: &str, time: u64, timeout: Duration) -> Result<bool, EngineError> {
+        let frontiers = self
+            .inner
+            .lock_dataflows()
+            .get(dataflow)
+            .map(|d| Arc::clone(&d.frontiers))
+            .ok_or_else(|| EngineError::UnknownDataflow(dataflow.into()))?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if frontiers.iter().all(|f| f.load(Ordering::Acquire) > time) {
+                return Ok(true);
+            }
+            if Instant::now() > deadline {
+                return Ok(false);
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+
+    /// Number of timely dataflows alive on the workers (for leak checks).
+    pub fn live_dataflows(&self) -> usize {
+        self.inner.live.iter().map(|l| l.load(Ordering::Relaxed)).sum()
+    }
+
+    /// Stops the workers after they finish what they were sent.
+    pub fn shutdown(&self) {
+        self.inner.shutting_down.store(true, Ordering::Relaxed);
+        self.inner.broadcast(|| Command::Shutdown);
+        if let Some(g) = self.guards.lock().ok().and_then(|mut g| g.take()) {
+            for r in g.join() {
+                if let Err(e) = r {
+                    tracing::error!(error = %e, "worker failed");
+                }
+            }
+        }
+        if let Some(c) = self.clock.lock().ok().and_then(|mut c| c.take()) {
+            let _ = c.join();
+        }
+        for t in self.inner.read_topics().values() {
+            t.subscribers.close_all();
+        }
+        for d in self.inner.lock_dataflows().values() {
+            d.outputs.iter().for_each(|o| o.close_all());
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn describe(d: &Installed) -> DataflowInfo {
+    let n_inputs = d.plan.inputs.len();
+    DataflowInfo {
+        name: d.plan.name.clone(),
+        definition: d.definition.clone(),
+        inputs: d.plan.inputs.iter().map(|i| (i.id.clone(), i.topic.clone())).collect(),
+        outputs: d.plan.outputs.iter().map(|o| o.name.clone()).collect(),
+        watermarks: (0..n_inputs)
+            .map(|i| {
+                d.watermarks
+                    .iter()
+                    .map(|w| w[i].load(Ordering::Relaxed))
+                    .min()
+                    .unwrap_or(0)
+            })
+            .collect(),
+        frontier: d.frontiers.iter().map(|f| f.load(Ordering::Relaxed)).min().unwrap_or(0),
+        window_state: d.stats.window_state.load(Ordering::Relaxed),
+        late_events: d.late_events.load(Ordering::Relaxed),
+        dead_letters: d.stats.dead_letters.load(Ordering::Relaxed),
+        output_updates: d.stats.output_updates.load(Ordering::Relaxed),
+    }
+}
+
+impl Inner {
+    fn read_topics(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<Topic>>> {
+        self.topics.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_dataflows(&self) -> std::sync::MutexGuard<'_, HashMap<String, Installed>> {
+        self.dataflows.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_threads(&self) -> std::sync::MutexGuard<'_, Vec<Option<Thread>>> {
+        self.threads.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn set_live(&self, worker: usize, n: usize) {
+        if let Some(l) = self.live.get(worker) {
+            l.store(n, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn register_thread(&self, index: usize) {
+        if let Some(slot) = self.lock_threads().get_mut(index) {
+            *slot = Some(std::thread::current());
+        }
+    }
+
+    fn topic(&self, name: &str) -> Result<Arc<Topic>, EngineError> {
+        self.read_topics()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| EngineError::UnknownTopic(name.into()))
+    }
+
+    fn check_batch(&self, size: usize) -> Result<(), EngineError> {
+        if size > self.config.max_batch {
+            return Err(EngineError::BatchTooLarge {
+                size,
+                limit: self.config.max_batch,
+            });
+        }
+        if self.shutting_down.load(Ordering::Relaxed) {
+            return Err(EngineError::ShuttingDown);
+        }
+        Ok(())
+    }
+
+    fn add_topic(&self, spec: TopicSpec) -> Result<(), EngineError> {
+        let mut topics = self.topics.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = topics.get(&spec.name) {
+            return if t.spec == spec {
+                Ok(())
+            } else {
+                Err(EngineError::TopicConflict { name: spec.name })
+            };
+        }
+        tracing::info!(topic = %spec.name, "topic created");
+        topics.insert(
+            spec.name.clone(),
+            Arc::new(Topic {
+                spec,
+                clock: Mutex::new(TopicClock {
+                    max_seen: None,
+                    last_arrival: Instant::now(),
+                }),
+                subscribers: Subscribers::new(self.config.subscriber_queue),
+                published: AtomicU64::new(0),
+            }),
+        );
+        Ok(())
+    }
+
+    /// Appends trusted events (dataflow results) to a topic by name.
+    pub(crate) fn publish_internal(&self, topic: &str, events: Vec<Event>) {
+        match self.topic(topic) {
+            Ok(t) => self.push(&t, events),
+            Err(e) => tracing::error!(error = %e, "a dataflow wrote to a missing topic"),
+        }
+    }
+
+    /// Sends a batch to one worker and the topic's new clock to every worker.
+    fn push(&self, t: &Topic, events: Vec<Event>) {
+        if events.is_empty() {
+            return;
+        }
+        t.published.fetch_add(events.len() as u64, Ordering::Relaxed);
+        let batch_max = events.iter().map(|e| e.time).max();
+        if !t.subscribers.is_empty() {
+            t.subscribers.send(&Arc::from(events.clone()));
+        }
+        let _order = self.order.lock().unwrap_or_else(|p| p.into_inner());
+        let max_seen = {
+            let mut c = t.clock.lock().unwrap_or_else(|p| p.into_inner());
+            c.max_seen = c.max_seen.max(batch_max);
+            c.last_arrival = Instant::now();
+            c.max_seen.unwrap_or(0)
+        };
+        let topic: Arc<str> = t.spec.name.as_str().into();
+        let n = self.senders.len();
+        let target = self.next_worker.fetch_add(1, Ordering::Relaxed) % n;
+        let mut events = Some(events);
+        for (i, tx) in self.senders.iter().enumerate() {
+            let cmd = if i == target {
+                Command::Events {
+                    topic: Arc::clone(&topic),
+                    events: events.take().unwrap_or_default(),
+                    max_seen,
+                }
+            } else {
+                Command::Clock {
+                    topic: Arc::clone(&topic),
+                    max_seen,
+                    idle_ms: 0,
+                }
+            };
+            let _ = tx.send(cmd);
+        }
+        drop(_order);
+        self.unpark_all();
+    }
+
+    /// Sends one command to every worker, in the same order for all.
+    fn broadcast(&self, make: impl Fn() -> Command) {
+        let order = self.order.lock().unwrap_or_else(|p| p.into_inner());
+        for tx in &self.senders {
+            let _ = tx.send(make());
+        }
+        drop(order);
+        self.unpark_all();
+    }
+
+    fn unpark_all(&self) {
+        for t in self.lock_threads().iter().flatten() {
+            t.unpark();
+        }
+    }
+
+    /// Tells the workers how long each topic has been idle, so idle inputs advance.
+    fn tick(&self) {
+        let topics: Vec<Arc<Topic>> = self.read_topics().values().cloned().collect();
+        for t in topics {
+            let (max_seen, idle) = {
+                let c = t.clock.lock().unwrap_or_else(|p| p.into_inner());
+                (c.max_seen, c.last_arrival.elapsed())
+            };
+            if let Some(max_seen) = max_seen {
+                let name: Arc<str> = t.spec.name.as_str().into();
+                self.broadcast(|| Command::Clock {
+                    topic: Arc::clone(&name),
+                    max_seen,
+                    idle_ms: idle.as_millis() as u64,
+                });
+            }
+        }
+    }
+}
