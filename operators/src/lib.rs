@@ -6,10 +6,12 @@
 //! in `plan`; rendering never re-validates.
 
 pub mod event;
+pub mod expr;
 pub mod json;
 pub mod schema;
 pub mod value;
 
 pub use event::{Event, Row};
+pub use expr::{EvalError, Expr, ExprError};
 pub use schema::{Field, Schema};
 pub use value::{DataType, Value};
