@@ -7,14 +7,15 @@ use sqlparser::ast::{
 };
 use sqlparser::dialect::GenericDialect;
 use sqlparser::parser::{Parser, ParserError};
-use sqlparser::tokenizer::Token;
+use sqlparser::keywords::Keyword;
+use sqlparser::tokenizer::{Token, Tokenizer};
 
 use crate::schema::Schema;
 use crate::value::{DataType, Value};
 
 use super::eval::{castable, ArithOp, CmpOp, Node};
 use super::functions::{parse_duration, Func, LikePattern, FUNCTION_NAMES};
-use super::{ExprError, MAX_DEPTH, MAX_NESTING, MAX_SOURCE_LEN};
+use super::{ExprError, MAX_DEPTH, MAX_NESTING, MAX_OPERATORS, MAX_SOURCE_LEN};
 
 type Typed = (Node, DataType);
 
@@ -56,38 +57,72 @@ pub(crate) fn parse(text: &str) -> Result<ast::Expr, ExprError> {
     Ok(expr)
 }
 
-/// Rejects bracket nesting deeper than [`MAX_NESTING`], skipping quoted text.
+/// Rejects input that would make sqlparser recurse deeper than [`MAX_NESTING`]: brackets,
+/// `CASE … END` and runs of prefix operators (`NOT NOT …`, `- - …`) each add a level. The
+/// tokenizer is iterative, so this is safe on any input.
 fn check_nesting(text: &str) -> Result<(), ExprError> {
-    let (mut line, mut column) = (1u64, 0u64);
+    let dialect = GenericDialect {};
+    let tokens = Tokenizer::new(&dialect, text)
+        .tokenize_with_location()
+        .map_err(|e| ExprError::Parse {
+            message: e.message,
+            line: e.location.line.max(1),
+            column: e.location.column.max(1),
+        })?;
     let mut depth = 0usize;
-    let mut quote: Option<char> = None;
-    for c in text.chars() {
-        if c == '\n' {
-            line += 1;
-            column = 0;
-            continue;
+    let mut prefix_run = 0usize;
+    let mut operators = 0usize;
+    for t in &tokens {
+        let operator = matches!(
+            &t.token,
+            Token::Plus
+                | Token::Minus
+                | Token::Mul
+                | Token::Div
+                | Token::Mod
+                | Token::StringConcat
+                | Token::Eq
+                | Token::Neq
+                | Token::Lt
+                | Token::Gt
+                | Token::LtEq
+                | Token::GtEq
+        ) || matches!(
+            &t.token,
+            Token::Word(w) if matches!(w.keyword, Keyword::AND | Keyword::OR | Keyword::NOT)
+        );
+        if operator {
+            operators += 1;
+            if operators > MAX_OPERATORS {
+                return Err(ExprError::TooComplex {
+                    message: format!(
+                        "the expression has more than {MAX_OPERATORS} operators; split it up"
+                    ),
+                    line: t.span.start.line.max(1),
+                    column: t.span.start.column.max(1),
+                });
+            }
         }
-        column += 1;
-        match quote {
-            Some(q) if c == q => quote = None,
-            Some(_) => {}
-            None => match c {
-                '\'' | '"' | '`' => quote = Some(c),
-                '(' | '[' => {
-                    depth += 1;
-                    if depth > MAX_NESTING {
-                        return Err(ExprError::TooComplex {
-                            message: format!(
-                                "brackets are nested more than {MAX_NESTING} levels deep"
-                            ),
-                            line,
-                            column,
-                        });
-                    }
-                }
-                ')' | ']' => depth = depth.saturating_sub(1),
-                _ => {}
-            },
+        match &t.token {
+            Token::Whitespace(_) => continue,
+            Token::LParen | Token::LBracket => depth += 1,
+            Token::RParen | Token::RBracket => depth = depth.saturating_sub(1),
+            Token::Word(w) if w.keyword == Keyword::CASE => depth += 1,
+            Token::Word(w) if w.keyword == Keyword::END => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        let prefix = matches!(&t.token, Token::Minus | Token::Plus)
+            || matches!(&t.token, Token::Word(w) if w.keyword == Keyword::NOT);
+        prefix_run = if prefix { prefix_run + 1 } else { 0 };
+        if depth + prefix_run > MAX_NESTING {
+            return Err(ExprError::TooComplex {
+                message: format!(
+                    "the expression nests more than {MAX_NESTING} levels deep \
+                     (brackets, CASE and prefix operators each add one)"
+                ),
+                line: t.span.start.line.max(1),
+                column: t.span.start.column.max(1),
+            });
         }
     }
     Ok(())
@@ -802,6 +837,15 @@ impl Compiler<'_> {
     }
 
     fn function(&self, f: &ast::Function, c: &Ctx<'_>) -> Result<Typed, ExprError> {
+        // Some field names (`user`, `current_user`, …) are SQL keywords that sqlparser reads as
+        // functions without parentheses; a field of that name wins.
+        if let (FunctionArguments::None, [ast::ObjectNamePart::Identifier(id)]) =
+            (&f.args, f.name.0.as_slice())
+        {
+            if self.schema.index_of(&id.value).is_some() {
+                return self.field(&id.value, c.pos_of(id.span));
+            }
+        }
         let name = match f.name.0.as_slice() {
             [ast::ObjectNamePart::Identifier(id)] => id.value.to_ascii_lowercase(),
             _ => {

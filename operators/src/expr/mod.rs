@@ -28,9 +28,15 @@ use crate::value::{DataType, Value};
 
 use eval::Node;
 
-/// Deepest expression tree accepted by the compiler; evaluation recurses, so this bounds the
-/// stack an expression can use.
-pub const MAX_DEPTH: usize = 256;
+/// Deepest expression tree accepted by the compiler. Compilation and evaluation recurse, so
+/// this bounds the stack an expression can use (it must fit a 2 MiB thread stack even in
+/// unoptimised builds); hand-written expressions are far shallower.
+pub const MAX_DEPTH: usize = 64;
+
+/// Most operators (arithmetic, comparison, `AND`/`OR`/`NOT`, `||`) accepted in one
+/// expression. Long flat chains such as `a + a + a + …` parse without recursion but produce a
+/// deep syntax tree; this bounds it before anything walks it.
+pub const MAX_OPERATORS: usize = 256;
 
 /// Deepest bracket nesting accepted before the text is handed to sqlparser, whose own
 /// recursion limit is lower than [`MAX_DEPTH`]; checking first gives a positioned error.
