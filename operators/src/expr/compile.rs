@@ -6,8 +6,8 @@ use sqlparser::ast::{
     FunctionArguments, Spanned, TrimWhereField, UnaryOperator,
 };
 use sqlparser::dialect::GenericDialect;
-use sqlparser::parser::{Parser, ParserError};
 use sqlparser::keywords::Keyword;
+use sqlparser::parser::{Parser, ParserError};
 use sqlparser::tokenizer::{Token, Tokenizer};
 
 use crate::schema::Schema;
@@ -323,7 +323,10 @@ impl Compiler<'_> {
                 return Err(c.unsupported(
                     format!(
                         "qualified name `{}`",
-                        ids.iter().map(|i| i.value.as_str()).collect::<Vec<_>>().join(".")
+                        ids.iter()
+                            .map(|i| i.value.as_str())
+                            .collect::<Vec<_>>()
+                            .join(".")
                     ),
                     "an expression sees the fields of one input row; refer to them by bare name",
                 ))
@@ -388,9 +391,7 @@ impl Compiler<'_> {
                 let (hi, ht) = self.expr(high, Some(c))?;
                 for t in [&lt, &ht] {
                     if !comparable(&xt, t) {
-                        return Err(
-                            c.type_error(format!("BETWEEN cannot compare {xt} with {t}"))
-                        );
+                        return Err(c.type_error(format!("BETWEEN cannot compare {xt} with {t}")));
                     }
                 }
                 (
@@ -532,7 +533,10 @@ impl Compiler<'_> {
                 self.call(func, &[expr.as_ref()], c)?
             }
             E::Ceil { expr, field } | E::Floor { expr, field } => {
-                if !matches!(field, CeilFloorKind::DateTimeField(DateTimeField::NoDateTime)) {
+                if !matches!(
+                    field,
+                    CeilFloorKind::DateTimeField(DateTimeField::NoDateTime)
+                ) {
                     return Err(c.unsupported(
                         "CEIL/FLOOR with a scale or unit",
                         "use round(x, digits) or window_start(ts, size)",
@@ -655,16 +659,20 @@ impl Compiler<'_> {
                     }
                 }
                 let (n, t) = self.expr(x, Some(c))?;
-                if !matches!(t, DataType::Int | DataType::Float | DataType::Null | DataType::Any)
-                {
+                if !matches!(
+                    t,
+                    DataType::Int | DataType::Float | DataType::Null | DataType::Any
+                ) {
                     return Err(c.type_error(format!("cannot negate {t}")));
                 }
                 Ok((Node::Neg(Box::new(n)), t))
             }
             UnaryOperator::Plus => {
                 let (n, t) = self.expr(x, Some(c))?;
-                if !matches!(t, DataType::Int | DataType::Float | DataType::Null | DataType::Any)
-                {
+                if !matches!(
+                    t,
+                    DataType::Int | DataType::Float | DataType::Null | DataType::Any
+                ) {
                     return Err(c.type_error(format!("unary + expects a number, found {t}")));
                 }
                 Ok((n, t))
@@ -708,10 +716,7 @@ impl Compiler<'_> {
             B::GtEq => Some(CmpOp::GtEq),
             _ => None,
         };
-        if arith.is_none()
-            && cmp.is_none()
-            && !matches!(op, B::And | B::Or | B::StringConcat)
-        {
+        if arith.is_none() && cmp.is_none() && !matches!(op, B::And | B::Or | B::StringConcat) {
             return Err(c.unsupported(
                 format!("operator `{op}`"),
                 "supported operators: + - * / % || = <> != < <= > >= AND OR",
@@ -828,9 +833,9 @@ impl Compiler<'_> {
             _ => None,
         };
         match size {
-            Some(ms) if ms <= 0 => Err(c.invalid(format!(
-                "window size must be positive, found {ms} ms"
-            ))),
+            Some(ms) if ms <= 0 => {
+                Err(c.invalid(format!("window size must be positive, found {ms} ms")))
+            }
             Some(ms) => Ok((Node::Literal(Value::Int(ms)), DataType::Int)),
             None => Ok((n, t)),
         }

@@ -312,11 +312,7 @@ impl Node {
                     b.eval(row)?
                 }
             }
-            Node::Cast {
-                expr,
-                to,
-                try_cast,
-            } => match cast(expr.eval(row)?, to) {
+            Node::Cast { expr, to, try_cast } => match cast(expr.eval(row)?, to) {
                 Ok(v) => v,
                 Err(_) if *try_cast => Value::Null,
                 Err(e) => return Err(e),
@@ -539,9 +535,9 @@ pub(crate) fn cast(v: Value, to: &DataType) -> Result<Value, EvalError> {
             Some(t) => Ok(Timestamp(t)),
             None => fail(&v),
         },
-        (DataType::Bytes, Bytes(_))
-        | (DataType::List(_), List(_))
-        | (DataType::Map(_), Map(_)) => Ok(v),
+        (DataType::Bytes, Bytes(_)) | (DataType::List(_), List(_)) | (DataType::Map(_), Map(_)) => {
+            Ok(v)
+        }
         (DataType::Vector(n), Vector(x)) if x.len() == *n => Ok(v),
         _ => fail(&v),
     }

@@ -209,12 +209,7 @@ impl Func {
                 for i in 0..args.len() {
                     want(
                         i,
-                        &|t| {
-                            matches!(
-                                t,
-                                T::String | T::Int | T::Float | T::Bool | T::Timestamp
-                            )
-                        },
+                        &|t| matches!(t, T::String | T::Int | T::Float | T::Bool | T::Timestamp),
                         "a string, number, bool or timestamp",
                     )?;
                 }
@@ -269,7 +264,11 @@ impl Func {
             }
             Func::WindowStart | Func::WindowEnd => {
                 want(0, &time, "a timestamp")?;
-                want(1, &int, "a window size (int milliseconds or a duration like '10s')")?;
+                want(
+                    1,
+                    &int,
+                    "a window size (int milliseconds or a duration like '10s')",
+                )?;
                 (T::Timestamp, None)
             }
         })
@@ -314,9 +313,8 @@ impl Func {
         if args.iter().any(Value::is_null) {
             return Ok(Value::Null);
         }
-        let s = |i: usize| -> Result<&str, EvalError> {
-            Ok(as_str(arg(i), name)?.unwrap_or_default())
-        };
+        let s =
+            |i: usize| -> Result<&str, EvalError> { Ok(as_str(arg(i), name)?.unwrap_or_default()) };
         let int = |i: usize| -> Result<i64, EvalError> {
             match arg(i) {
                 Value::Int(v) => Ok(*v),
@@ -335,9 +333,8 @@ impl Func {
                 ))),
             }
         };
-        let not_number = |v: &Value| {
-            type_error(format!("{name}() expects a number, found {}", describe(v)))
-        };
+        let not_number =
+            |v: &Value| type_error(format!("{name}() expects a number, found {}", describe(v)));
         Ok(match self {
             Func::Lower => Value::str(&s(0)?.to_lowercase()),
             Func::Upper => Value::str(&s(0)?.to_uppercase()),
@@ -405,9 +402,10 @@ impl Func {
                 }
             }
             Func::Abs => match arg(0) {
-                Value::Int(i) => Value::Int(i.checked_abs().ok_or(EvalError::Overflow {
-                    operation: "abs",
-                })?),
+                Value::Int(i) => Value::Int(
+                    i.checked_abs()
+                        .ok_or(EvalError::Overflow { operation: "abs" })?,
+                ),
                 Value::Float(f) => Value::Float(f.abs()),
                 other => return Err(not_number(other)),
             },
@@ -576,11 +574,9 @@ pub(crate) fn parse_duration(text: &str) -> Result<i64, String> {
         "m" => 60_000,
         "h" => 3_600_000,
         "d" => 86_400_000,
-        "" => {
-            return Err(format!(
-                "duration `{text}` has no unit; write e.g. '{t}ms' or '{t}s' (units: ms, s, m, h, d)"
-            ))
-        }
+        "" => return Err(format!(
+            "duration `{text}` has no unit; write e.g. '{t}ms' or '{t}s' (units: ms, s, m, h, d)"
+        )),
         other => {
             return Err(format!(
                 "duration `{text}` has unknown unit `{other}` (units: ms, s, m, h, d)"

@@ -14,7 +14,11 @@ fn schema() -> Schema {
         Field::required("x", DataType::Float),
         Field::optional("flag", DataType::Bool, Value::Null),
         Field::optional("n", DataType::Int, Value::Null),
-        Field::optional("tags", DataType::List(Box::new(DataType::String)), Value::Null),
+        Field::optional(
+            "tags",
+            DataType::List(Box::new(DataType::String)),
+            Value::Null,
+        ),
         Field::optional("payload", DataType::Any, Value::Null),
         Field::optional("s", DataType::String, Value::Null),
     ])
@@ -168,22 +172,34 @@ fn runtime_errors() {
         }
     );
     assert_eq!(e.to_string(), "cannot cast string \"abc\" (string) to int");
-    assert!(matches!(eval("CAST(1e300 AS int)"), Err(EvalError::Cast { .. })));
+    assert!(matches!(
+        eval("CAST(1e300 AS int)"),
+        Err(EvalError::Cast { .. })
+    ));
     assert!(matches!(
         eval("CAST('yesterday' AS timestamp)"),
         Err(EvalError::Cast { .. })
     ));
     assert!(matches!(
         eval("sqrt(-1)"),
-        Err(EvalError::InvalidArgument { function: "sqrt", .. })
+        Err(EvalError::InvalidArgument {
+            function: "sqrt",
+            ..
+        })
     ));
     assert!(matches!(
         eval("split(user, '')"),
-        Err(EvalError::InvalidArgument { function: "split", .. })
+        Err(EvalError::InvalidArgument {
+            function: "split",
+            ..
+        })
     ));
     assert_eq!(EvalError::DivisionByZero.to_string(), "division by zero");
     // `any` fields are checked at run time.
-    assert!(matches!(eval("flag AND payload"), Err(EvalError::Type { .. })));
+    assert!(matches!(
+        eval("flag AND payload"),
+        Err(EvalError::Type { .. })
+    ));
     let e = Expr::compile("payload + 1", &schema()).unwrap();
     let mut r = row();
     r[8] = s("five");
@@ -208,7 +224,10 @@ fn comparisons() {
     assert_eq!(ok("flag = true"), Value::Bool(true));
     assert_eq!(ok("ts > 0"), Value::Bool(true));
     assert_eq!(ok("ts = ts"), Value::Bool(true));
-    assert_eq!(ok("ts > TIMESTAMP '2024-01-01T00:00:00Z'"), Value::Bool(true));
+    assert_eq!(
+        ok("ts > TIMESTAMP '2024-01-01T00:00:00Z'"),
+        Value::Bool(true)
+    );
     assert_eq!(ok("a BETWEEN 1 AND 7"), Value::Bool(true));
     assert_eq!(ok("a BETWEEN 8 AND 9"), Value::Bool(false));
     assert_eq!(ok("a NOT BETWEEN 8 AND 9"), Value::Bool(true));
@@ -312,13 +331,19 @@ fn string_functions() {
     assert_eq!(ok("ends_with(user, 'al')"), Value::Bool(false));
     assert_eq!(ok("length('héllo')"), Value::Int(5));
     assert_eq!(ok("length(tags)"), Value::Int(2));
-    assert_eq!(ok("concat(user, '-', a, '-', x, '-', flag)"), s("alice-7-2.5-true"));
+    assert_eq!(
+        ok("concat(user, '-', a, '-', x, '-', flag)"),
+        s("alice-7-2.5-true")
+    );
     assert_eq!(ok("user || '!' || a"), s("alice!7"));
     assert_eq!(
         ok("split('a,b,,c', ',')"),
         Value::List(Arc::from(vec![s("a"), s("b"), s(""), s("c")]))
     );
-    assert_eq!(ty("split(user, ',')"), DataType::List(Box::new(DataType::String)));
+    assert_eq!(
+        ty("split(user, ',')"),
+        DataType::List(Box::new(DataType::String))
+    );
     assert_eq!(ok("trim(s)"), s("Hello World"));
     assert_eq!(ok("ltrim(s)"), s("Hello World  "));
     assert_eq!(ok("rtrim(s)"), s("  Hello World"));
@@ -328,10 +353,7 @@ fn string_functions() {
     assert_eq!(ok("SUBSTRING('hello' FROM 0 FOR 2)"), s("h"));
     assert_eq!(ok("substring('hello', 9)"), s(""));
     assert_eq!(ok("substr('héllo', 2, 1)"), s("é"));
-    assert_eq!(
-        ok("concat(ts)"),
-        s("2024-03-15T13:45:30.250Z")
-    );
+    assert_eq!(ok("concat(ts)"), s("2024-03-15T13:45:30.250Z"));
 }
 
 #[test]
@@ -377,7 +399,10 @@ fn conditionals() {
     );
     assert_eq!(ok("CASE WHEN a > 10 THEN 'big' END"), Value::Null);
     assert_eq!(ok("CASE WHEN n > 10 THEN 1 ELSE 0 END"), Value::Int(0));
-    assert_eq!(ok("CASE a WHEN 1 THEN 'one' WHEN 7 THEN 'seven' END"), s("seven"));
+    assert_eq!(
+        ok("CASE a WHEN 1 THEN 'one' WHEN 7 THEN 'seven' END"),
+        s("seven")
+    );
     assert_eq!(ok("CASE n WHEN 1 THEN 'one' ELSE 'other' END"), s("other"));
     assert_eq!(ok("CASE WHEN flag THEN 1 ELSE 2.5 END"), Value::Float(1.0));
     // Lazy: the untaken branch is not evaluated.
@@ -398,7 +423,10 @@ fn casts() {
     assert_eq!(ok("CAST(a AS string)"), s("7"));
     assert_eq!(ok("CAST(x AS text)"), s("2.5"));
     assert_eq!(ok("CAST(flag AS varchar)"), s("true"));
-    assert_eq!(ok("CAST(0 AS timestamp)::string"), s("1970-01-01T00:00:00.000Z"));
+    assert_eq!(
+        ok("CAST(0 AS timestamp)::string"),
+        s("1970-01-01T00:00:00.000Z")
+    );
     assert_eq!(ok("CAST('true' AS bool)"), Value::Bool(true));
     assert_eq!(ok("CAST(0 AS boolean)"), Value::Bool(false));
     assert_eq!(ok("CAST(true AS int)"), Value::Int(1));
@@ -429,15 +457,36 @@ fn date_parts_and_windows() {
     assert_eq!(ok("year(-1)"), Value::Int(1969));
     assert!(matches!(
         eval("year(9223372036854775807)"),
-        Err(EvalError::InvalidArgument { function: "year", .. })
+        Err(EvalError::InvalidArgument {
+            function: "year",
+            ..
+        })
     ));
-    assert_eq!(ok("window_start(ts, '10s')"), Value::Timestamp(1_710_510_330_000));
-    assert_eq!(ok("window_end(ts, '10s')"), Value::Timestamp(1_710_510_340_000));
-    assert_eq!(ok("window_start(ts, '1h')"), Value::Timestamp(1_710_507_600_000));
+    assert_eq!(
+        ok("window_start(ts, '10s')"),
+        Value::Timestamp(1_710_510_330_000)
+    );
+    assert_eq!(
+        ok("window_end(ts, '10s')"),
+        Value::Timestamp(1_710_510_340_000)
+    );
+    assert_eq!(
+        ok("window_start(ts, '1h')"),
+        Value::Timestamp(1_710_507_600_000)
+    );
     assert_eq!(ok("window_start(ts, '250ms')"), Value::Timestamp(TS));
-    assert_eq!(ok("window_start(ts, 1000)"), Value::Timestamp(1_710_510_330_000));
-    assert_eq!(ok("window_start(ts, '1d')"), Value::Timestamp(1_710_460_800_000));
-    assert_eq!(ok("window_start(ts, '5m')"), Value::Timestamp(1_710_510_300_000));
+    assert_eq!(
+        ok("window_start(ts, 1000)"),
+        Value::Timestamp(1_710_510_330_000)
+    );
+    assert_eq!(
+        ok("window_start(ts, '1d')"),
+        Value::Timestamp(1_710_460_800_000)
+    );
+    assert_eq!(
+        ok("window_start(ts, '5m')"),
+        Value::Timestamp(1_710_510_300_000)
+    );
     assert_eq!(ok("window_start(-1, 1000)"), Value::Timestamp(-1000));
     assert_eq!(ok("window_start(ts, a)"), Value::Timestamp(TS - TS % 7));
     assert!(matches!(
@@ -468,13 +517,33 @@ fn compile_errors_have_positions() {
         "{e:?}"
     );
     let e = err("a + user");
-    assert!(matches!(e, ExprError::Type { line: 1, column: 1, .. }), "{e:?}");
-    assert!(e.to_string().contains("cannot apply `+` to int and string"), "{e}");
+    assert!(
+        matches!(
+            e,
+            ExprError::Type {
+                line: 1,
+                column: 1,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(
+        e.to_string().contains("cannot apply `+` to int and string"),
+        "{e}"
+    );
     assert!(e.to_string().contains("||"), "{e}");
     let e = err("user > 5");
-    assert!(e.to_string().contains("cannot compare string with int"), "{e}");
+    assert!(
+        e.to_string().contains("cannot compare string with int"),
+        "{e}"
+    );
     let e = err("a AND flag");
-    assert!(e.to_string().contains("AND expects boolean operands, but `a` is int"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("AND expects boolean operands, but `a` is int"),
+        "{e}"
+    );
     let e = err("NOT a");
     assert!(matches!(e, ExprError::Type { .. }), "{e:?}");
     let e = err("lower(a)");
@@ -483,17 +552,30 @@ fn compile_errors_have_positions() {
         "type error at 1:7: argument 1 of lower() must be a string, found int"
     );
     let e = err("lower(user, user)");
-    assert!(e.to_string().contains("lower() takes 1 argument, found 2"), "{e}");
+    assert!(
+        e.to_string().contains("lower() takes 1 argument, found 2"),
+        "{e}"
+    );
     let e = err("CAST(tags AS int)");
-    assert!(e.to_string().contains("cannot cast list<string> to int"), "{e}");
+    assert!(
+        e.to_string().contains("cannot cast list<string> to int"),
+        "{e}"
+    );
     let e = err("CAST(a AS frobnitz)");
     assert!(e.to_string().contains("unknown type"), "{e}");
     let e = err("if(a, 1, 2)");
     assert!(e.to_string().contains("condition must be boolean"), "{e}");
     let e = err("CASE WHEN flag THEN 1 ELSE 'x' END");
-    assert!(e.to_string().contains("CASE branches must have one type"), "{e}");
+    assert!(
+        e.to_string().contains("CASE branches must have one type"),
+        "{e}"
+    );
     let e = err("coalesce(a, 'x')");
-    assert!(e.to_string().contains("coalesce() arguments must have one type"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("coalesce() arguments must have one type"),
+        "{e}"
+    );
     let e = err("user LIKE 5");
     assert!(matches!(e, ExprError::Type { .. }), "{e:?}");
     let e = err("a IN (1, 'x')");
@@ -545,7 +627,17 @@ fn invalid_literals() {
 #[test]
 fn unsupported_constructs() {
     let e = err("now()");
-    assert!(matches!(e, ExprError::Unsupported { line: 1, column: 1, .. }), "{e:?}");
+    assert!(
+        matches!(
+            e,
+            ExprError::Unsupported {
+                line: 1,
+                column: 1,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
     assert!(e.to_string().contains("deterministic"), "{e}");
     let e = err("a > 1 AND ts < CURRENT_TIMESTAMP");
     assert!(e.to_string().contains("deterministic"), "{e}");
@@ -611,8 +703,15 @@ fn deep_nesting_is_an_error_not_a_crash() {
     let r = sqlparser::parser::Parser::new(&dialect)
         .try_with_sql(&parens)
         .and_then(|mut p| p.parse_expr());
-    assert_eq!(r, Err(sqlparser::parser::ParserError::RecursionLimitExceeded));
-    let cases = format!("{}1{}", "CASE WHEN flag THEN ".repeat(100), " END".repeat(100));
+    assert_eq!(
+        r,
+        Err(sqlparser::parser::ParserError::RecursionLimitExceeded)
+    );
+    let cases = format!(
+        "{}1{}",
+        "CASE WHEN flag THEN ".repeat(100),
+        " END".repeat(100)
+    );
     assert!(matches!(err(&cases), ExprError::TooComplex { .. }));
     // Long flat chains build a deep left-leaning tree without recursing in the parser.
     let chain = vec!["a"; 1_000].join(" + ");
@@ -635,7 +734,10 @@ fn deep_nesting_is_an_error_not_a_crash() {
 #[test]
 fn column_literal_comparison_is_specialised() {
     let e = Expr::compile("5 < a", &schema()).unwrap();
-    assert!(matches!(e.root, eval::Node::CmpColumnLiteral(eval::CmpOp::Gt, 2, _)));
+    assert!(matches!(
+        e.root,
+        eval::Node::CmpColumnLiteral(eval::CmpOp::Gt, 2, _)
+    ));
     assert!(e.eval_bool(&row()).unwrap());
 }
 
