@@ -362,7 +362,7 @@ fn numeric_functions() {
     assert_eq!(ok("abs(-2.5)"), Value::Float(2.5));
     assert_eq!(ok("round(2.5)"), Value::Float(3.0));
     assert_eq!(ok("round(-2.5)"), Value::Float(-3.0));
-    assert_eq!(ok("round(3.14159, 2)"), Value::Float(3.14));
+    assert_eq!(ok("round(2.71828, 2)"), Value::Float(2.72));
     assert_eq!(ok("round(1234.5, -2)"), Value::Float(1200.0));
     assert_eq!(ok("round(7)"), Value::Int(7));
     assert_eq!(ok("round(1250, -2)"), Value::Int(1300));
