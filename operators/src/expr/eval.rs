@@ -486,7 +486,7 @@ fn cast_error(v: &Value, to: &DataType) -> EvalError {
 const I64_BOUND: f64 = 9_223_372_036_854_775_808.0;
 
 fn float_to_i64(f: f64) -> Option<i64> {
-    (f.is_finite() && f >= -I64_BOUND && f < I64_BOUND).then_some(f.trunc() as i64)
+    (f.is_finite() && (-I64_BOUND..I64_BOUND).contains(&f)).then_some(f.trunc() as i64)
 }
 
 /// Converts a value to a type (`CAST`). NULL stays NULL.

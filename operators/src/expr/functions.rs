@@ -574,9 +574,11 @@ pub(crate) fn parse_duration(text: &str) -> Result<i64, String> {
         "m" => 60_000,
         "h" => 3_600_000,
         "d" => 86_400_000,
-        "" => return Err(format!(
+        "" => {
+            return Err(format!(
             "duration `{text}` has no unit; write e.g. '{t}ms' or '{t}s' (units: ms, s, m, h, d)"
-        )),
+        ))
+        }
         other => {
             return Err(format!(
                 "duration `{text}` has unknown unit `{other}` (units: ms, s, m, h, d)"

@@ -362,7 +362,7 @@ fn numeric_functions() {
     assert_eq!(ok("abs(-2.5)"), Value::Float(2.5));
     assert_eq!(ok("round(2.5)"), Value::Float(3.0));
     assert_eq!(ok("round(-2.5)"), Value::Float(-3.0));
-    assert_eq!(ok("round(3.14159, 2)"), Value::Float(3.14));
+    assert_eq!(ok("round(2.71828, 2)"), Value::Float(2.72));
     assert_eq!(ok("round(1234.5, -2)"), Value::Float(1200.0));
     assert_eq!(ok("round(7)"), Value::Int(7));
     assert_eq!(ok("round(1250, -2)"), Value::Int(1300));
@@ -786,4 +786,29 @@ proptest! {
             let _ = e.eval(&row());
         }
     }
+}
+
+#[test]
+fn documented_examples() {
+    assert_eq!(ok("1e3"), Value::Float(1000.0));
+    assert_eq!(ok("trim('  hi ')"), s("hi"));
+    assert_eq!(ok("concat('a', NULL, 1)"), s("a1"));
+    assert_eq!(ok("'a' || 1"), s("a1"));
+    assert_eq!(ok("if(3 > 2, 'y', 'n')"), s("y"));
+    assert_eq!(ok("hour(TIMESTAMP '2024-03-15T13:45:30Z')"), Value::Int(13));
+    assert_eq!(ok("window_end(0, '1m')"), Value::Timestamp(60_000));
+    assert_eq!(ok("1 NOT IN (2, NULL)"), Value::Null);
+    assert_eq!(ok("coalesce(NULL, 7)"), Value::Int(7));
+    let e = err(&format!("{}a{}", "(".repeat(41), ")".repeat(41)));
+    assert!(
+        matches!(
+            e,
+            ExprError::TooComplex {
+                line: 1,
+                column: 41,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
 }
