@@ -1,1 +1,72 @@
-fn main() {}
+//! `starling-bench`: runs Starling's benchmarks and prints events/s.
+
+use anyhow::Result;
+
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+use clap::{Parser, Subcommand};
+use starling_bench::window::{run, WindowBench};
+
+#[derive(Parser)]
+#[command(about = "Starling benchmarks (build with --release)")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Tumbling 10 s count+sum per key, in-process, with 1 and 2 workers in one invocation.
+    Window {
+        #[arg(long, default_value_t = 10_000_000)]
+        events: u64,
+        #[arg(long, default_value_t = 10_000)]
+        keys: u64,
+        /// Worker counts to compare, e.g. `1,2`.
+        #[arg(long, value_delimiter = ',', default_value = "1,2")]
+        workers: Vec<usize>,
+        #[arg(long, default_value_t = 0.05)]
+        out_of_order: f64,
+        #[arg(long, default_value_t = 10_000)]
+        batch: usize,
+    },
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Window {
+            events,
+            keys,
+            workers,
+            out_of_order,
+            batch,
+        } => {
+            if !(0.0..=1.0).contains(&out_of_order) {
+                anyhow::bail!("--out-of-order must be between 0 and 1");
+            }
+            let mut base = None;
+            for w in workers {
+                let r = run(&WindowBench {
+                    events,
+                    keys,
+                    workers: w,
+                    out_of_order,
+                    batch,
+                    ..WindowBench::default()
+                })?;
+                let eps = r.events_per_sec();
+                let ratio = base.map(|b: f64| eps / b).unwrap_or(1.0);
+                base.get_or_insert(eps);
+                println!(
+                    "window workers={w} events={} elapsed={:.2}s throughput={:.0} events/s ({:.2}x first) results={}",
+                    r.events,
+                    r.elapsed.as_secs_f64(),
+                    eps,
+                    ratio,
+                    r.results
+                );
+            }
+            Ok(())
+        }
+    }
+}

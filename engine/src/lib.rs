@@ -10,5 +10,7 @@ pub mod error;
 pub mod runtime;
 
 pub use error::EngineError;
-pub use runtime::{DataflowInfo, Engine, EngineConfig, Subscription, SubscriptionClosed, TopicInfo};
+pub use runtime::{
+    DataflowInfo, Engine, EngineConfig, Subscription, SubscriptionClosed, TopicInfo,
+};
 pub use starling_operators as operators;

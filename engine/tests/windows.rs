@@ -36,7 +36,12 @@ fn tumbling_count_and_sum_are_exact() {
         let sub = e.subscribe("per_user", "counts").unwrap();
         e.publish_json(
             "clicks",
-            &[click("a", 1_000, 1), click("b", 2_000, 5), click("a", 9_999, 2), click("a", 10_000, 7)],
+            &[
+                click("a", 1_000, 1),
+                click("b", 2_000, 5),
+                click("a", 9_999, 2),
+                click("a", 10_000, 7),
+            ],
         )
         .unwrap();
         settle(&e, "per_user", "clicks", 20_000);
@@ -46,7 +51,11 @@ fn tumbling_count_and_sum_are_exact() {
             r#"["a",10000,20000,1,7]"#.into(),
             r#"["b",0,10000,1,5]"#.into(),
         ];
-        assert_eq!(got.keys().cloned().collect::<Vec<_>>(), want, "workers={workers}");
+        assert_eq!(
+            got.keys().cloned().collect::<Vec<_>>(),
+            want,
+            "workers={workers}"
+        );
         assert!(got.values().all(|d| *d == 1));
         assert_eq!(e.dataflow("per_user").unwrap().window_state, 0);
     }

@@ -259,7 +259,10 @@ impl Engine {
     /// The whole batch is checked first; a bad row refuses the batch with its position.
     pub fn publish_rows(&self, topic: &str, rows: Vec<Row>) -> Result<usize, EngineError> {
         let t = self.inner.topic(topic)?;
-        let time = t.spec.time.ok_or_else(|| EngineError::WriteOnlyTopic(topic.into()))?;
+        let time = t
+            .spec
+            .time
+            .ok_or_else(|| EngineError::WriteOnlyTopic(topic.into()))?;
         self.inner.check_batch(rows.len())?;
         let mut events = Vec::with_capacity(rows.len());
         for (index, row) in rows.into_iter().enumerate() {
@@ -300,7 +303,10 @@ impl Engine {
         self.inner.check_batch(docs.len())?;
         let mut rows = Vec::with_capacity(docs.len());
         for (index, doc) in docs.iter().enumerate() {
-            rows.push(row_from_json(&t.spec.schema, doc).map_err(|error| EngineError::BadEvent { index, error })?);
+            rows.push(
+                row_from_json(&t.spec.schema, doc)
+                    .map_err(|error| EngineError::BadEvent { index, error })?,
+            );
         }
         self.publish_rows(topic, rows)
     }
@@ -361,7 +367,8 @@ impl Engine {
         };
         dataflows.insert(def.name.clone(), installed);
         drop(dataflows);
-        self.inner.broadcast(|| Command::Install(Box::new(cmd.clone())));
+        self.inner
+            .broadcast(|| Command::Install(Box::new(cmd.clone())));
         tracing::info!(dataflow = %def.name, "installed");
         Ok(info)
     }
@@ -407,7 +414,11 @@ impl Engine {
     }
 
     /// Subscribes to a dataflow output: batches of `(event, time, diff)` updates.
-    pub fn subscribe(&self, dataflow: &str, output: &str) -> Result<Subscription<Arc<[Update]>>, EngineError> {
+    pub fn subscribe(
+        &self,
+        dataflow: &str,
+        output: &str,
+    ) -> Result<Subscription<Arc<[Update]>>, EngineError> {
         let dataflows = self.inner.lock_dataflows();
         let d = dataflows
             .get(dataflow)
@@ -420,7 +431,13 @@ impl Engine {
             .ok_or_else(|| EngineError::UnknownOutput {
                 dataflow: dataflow.into(),
                 output: output.into(),
-                known: d.plan.outputs.iter().map(|o| o.name.as_str()).collect::<Vec<_>>().join(", "),
+                known: d
+                    .plan
+                    .outputs
+                    .iter()
+                    .map(|o| o.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
             })?;
         Ok(d.outputs[i].subscribe())
     }
@@ -432,7 +449,12 @@ impl Engine {
 
     /// Waits until every result of `dataflow` up to `time` is out (its probe passed `time`
     /// on every worker). Returns false on timeout.
-    pub fn wait_until(&self, dataflow: &str, time: u64, timeout: Duration) -> Result<bool, EngineError> {
+    pub fn wait_until(
+        &self,
+        dataflow: &str,
+        time: u64,
+        timeout: Duration,
+    ) -> Result<bool, EngineError> {
         let frontiers = self
             .inner
             .lock_dataflows()
@@ -453,7 +475,11 @@ impl Engine {
 
     /// Number of timely dataflows alive on the workers (for leak checks).
     pub fn live_dataflows(&self) -> usize {
-        self.inner.live.iter().map(|l| l.load(Ordering::Relaxed)).sum()
+        self.inner
+            .live
+            .iter()
+            .map(|l| l.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// Stops the workers after they finish what they were sent.
@@ -490,7 +516,12 @@ fn describe(d: &Installed) -> DataflowInfo {
     DataflowInfo {
         name: d.plan.name.clone(),
         definition: d.definition.clone(),
-        inputs: d.plan.inputs.iter().map(|i| (i.id.clone(), i.topic.clone())).collect(),
+        inputs: d
+            .plan
+            .inputs
+            .iter()
+            .map(|i| (i.id.clone(), i.topic.clone()))
+            .collect(),
         outputs: d.plan.outputs.iter().map(|o| o.name.clone()).collect(),
         watermarks: (0..n_inputs)
             .map(|i| {
@@ -501,7 +532,12 @@ fn describe(d: &Installed) -> DataflowInfo {
                     .unwrap_or(0)
             })
             .collect(),
-        frontier: d.frontiers.iter().map(|f| f.load(Ordering::Relaxed)).min().unwrap_or(0),
+        frontier: d
+            .frontiers
+            .iter()
+            .map(|f| f.load(Ordering::Relaxed))
+            .min()
+            .unwrap_or(0),
         window_state: d.stats.window_state.load(Ordering::Relaxed),
         late_events: d.late_events.load(Ordering::Relaxed),
         dead_letters: d.stats.dead_letters.load(Ordering::Relaxed),
@@ -592,7 +628,8 @@ impl Inner {
         if events.is_empty() {
             return;
         }
-        t.published.fetch_add(events.len() as u64, Ordering::Relaxed);
+        t.published
+            .fetch_add(events.len() as u64, Ordering::Relaxed);
         let batch_max = events.iter().map(|e| e.time).max();
         if !t.subscribers.is_empty() {
             t.subscribers.send(&Arc::from(events.clone()));

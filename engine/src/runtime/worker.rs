@@ -42,7 +42,10 @@ pub(crate) enum Command {
         idle_ms: u64,
     },
     /// Raise the watermark of every input on the topic to `time`.
-    Watermark { topic: Arc<str>, time: u64 },
+    Watermark {
+        topic: Arc<str>,
+        time: u64,
+    },
     Shutdown,
 }
 
@@ -85,10 +88,10 @@ impl Effects for WorkerEffects {
         }
     }
 
-    fn output(&self, output: usize, updates: &[Update]) {
+    fn output(&self, output: usize, updates: Vec<Update>) {
         if let Some(subs) = self.outputs.get(output) {
             if !subs.is_empty() {
-                subs.send(&Arc::from(updates.to_vec()));
+                subs.send(&Arc::from(updates));
             }
         }
     }
@@ -137,7 +140,9 @@ pub(crate) fn run(worker: &mut Worker, rx: Receiver<Command>, inner: Weak<Inner>
                         max_seen.saturating_sub(p.max_delay)
                     }
                 }),
-                Command::Watermark { topic, time } => advance(&mut running, &topic, me, |_, _| time),
+                Command::Watermark { topic, time } => {
+                    advance(&mut running, &topic, me, |_, _| time)
+                }
             }
         }
         if stop || inner.strong_count() == 0 {
@@ -242,7 +247,8 @@ fn ingest(
             }
             input.handle.send_batch(&mut updates);
             if !late.is_empty() {
-                cmd.late_events.fetch_add(late.len() as u64, Ordering::Relaxed);
+                cmd.late_events
+                    .fetch_add(late.len() as u64, Ordering::Relaxed);
                 late_out.push((cmd.plan.late_topic.clone(), late));
             }
             let target = max_seen.saturating_sub(input.policy.max_delay);

@@ -28,7 +28,11 @@ pub fn row_text(row: &[starling_engine::operators::Value]) -> String {
 pub fn drain(sub: &Subscription<Arc<[Update]>>) -> Vec<(String, isize)> {
     sub.drain()
         .iter()
-        .flat_map(|b| b.iter().map(|(e, _, d)| (row_text(&e.row), *d)).collect::<Vec<_>>())
+        .flat_map(|b| {
+            b.iter()
+                .map(|(e, _, d)| (row_text(&e.row), *d))
+                .collect::<Vec<_>>()
+        })
         .collect()
 }
 

@@ -5,7 +5,9 @@
 //! (an insert-only input keeps just the current extreme). Nulls are skipped by every function
 //! but `count`, as in SQL; `sum`, `min`, `max` and `avg` of no non-null values are null.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashMap as HashMap;
 use std::sync::Arc;
 
 use crate::definition::AggFn;
@@ -63,9 +65,9 @@ impl Acc {
                 values: BTreeMap::new(),
                 max: agg.func == AggFn::Max,
             },
-            AggFn::CountDistinct => Acc::CountDistinct(HashMap::new()),
+            AggFn::CountDistinct => Acc::CountDistinct(HashMap::default()),
             AggFn::TopK => Acc::TopK {
-                counts: HashMap::new(),
+                counts: HashMap::default(),
                 k: agg.k,
             },
         }

@@ -44,7 +44,7 @@ pub trait Effects {
     /// Appends events to a topic (`publish`, `trigger`, late and dead-letter topics).
     fn publish(&self, topic: &str, events: Vec<Event>);
     /// Delivers a batch of a named output's updates to its subscribers.
-    fn output(&self, output: usize, updates: &[Update]);
+    fn output(&self, output: usize, updates: Vec<Update>);
 }
 
 /// Live counters of one installed dataflow, shared by all its workers and read by the
@@ -168,7 +168,14 @@ pub fn render<'s>(
         streams.push(s);
     }
     let probe = ProbeHandle::new();
+    let mut consumed = vec![false; streams.len()];
+    for node in &plan.nodes {
+        for i in node.kind.inputs() {
+            consumed[i] = true;
+        }
+    }
     for (i, out) in plan.outputs.iter().enumerate() {
+        consumed[out.node] = true;
         sink::output(
             streams[out.node].clone(),
             i,
@@ -177,9 +184,12 @@ pub fn render<'s>(
         )
         .probe_with(&probe);
     }
-    // Nodes without outputs (publish, trigger, dangling ones) still count for completeness.
-    for s in streams {
-        s.probe_with(&probe);
+    // Leaves without outputs (publish, trigger, dangling nodes) count for completeness too.
+    // Only leaves are probed: a probe on a consumed stream would get a copy of its data.
+    for (s, used) in streams.into_iter().zip(consumed) {
+        if !used {
+            s.probe_with(&probe);
+        }
     }
     probe
 }

@@ -17,7 +17,9 @@
 //!   on scheduling: if it arrives at or after its window's end and the window has not been
 //!   emitted yet, the window is emitted first, then corrected.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+
+use rustc_hash::FxHashMap as HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -155,7 +157,7 @@ fn panes<'s>(
                             if end.saturating_add(lateness) > now {
                                 let pane = panes.entry(end).or_insert_with(|| Pane {
                                     start,
-                                    groups: HashMap::new(),
+                                    groups: HashMap::default(),
                                     emitted: updates || end <= now,
                                     cap: (!updates && end > now).then(|| cap.delayed(&end, 0)),
                                 });
@@ -235,7 +237,7 @@ fn sessions<'s>(
     name: &str,
 ) -> Updates<'s> {
     s.unary_frontier::<Out, _, _, _>(exchange, name, move |_, _| {
-        let mut by_key: HashMap<Value, Vec<Session>> = HashMap::new();
+        let mut by_key: HashMap<Value, Vec<Session>> = HashMap::default();
         // (end, key) of every session not yet retired, to find what the frontier closes.
         let mut index: BTreeSet<(Time, Value)> = BTreeSet::new();
         let mut caps: BTreeMap<Time, Capability<Time>> = BTreeMap::new();
