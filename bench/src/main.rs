@@ -29,6 +29,12 @@ enum Cmd {
         out_of_order: f64,
         #[arg(long, default_value_t = 10_000)]
         batch: usize,
+        /// Generate rows while publishing instead of before the clock starts.
+        #[arg(long)]
+        inline_generation: bool,
+        /// Events per second of event time.
+        #[arg(long, default_value_t = 100_000)]
+        rate: u64,
     },
 }
 
@@ -40,6 +46,8 @@ fn main() -> Result<()> {
             workers,
             out_of_order,
             batch,
+            rate,
+            inline_generation,
         } => {
             if !(0.0..=1.0).contains(&out_of_order) {
                 anyhow::bail!("--out-of-order must be between 0 and 1");
@@ -52,13 +60,15 @@ fn main() -> Result<()> {
                     workers: w,
                     out_of_order,
                     batch,
-                    ..WindowBench::default()
+                    rate,
+                    pregenerate: !inline_generation,
                 })?;
                 let eps = r.events_per_sec();
                 let ratio = base.map(|b: f64| eps / b).unwrap_or(1.0);
                 base.get_or_insert(eps);
                 println!(
-                    "window workers={w} events={} elapsed={:.2}s throughput={:.0} events/s ({:.2}x first) results={}",
+                    "window workers={w} rate={rate}/s pregenerated={} events={} elapsed={:.2}s throughput={:.0} events/s ({:.2}x first) results={}",
+                    !inline_generation,
                     r.events,
                     r.elapsed.as_secs_f64(),
                     eps,

@@ -17,8 +17,11 @@ pub struct WindowBench {
     /// Share of events displaced back in time (within `max_delay`).
     pub out_of_order: f64,
     pub batch: usize,
-    /// Event-time step between consecutive events, in ms.
-    pub step_ms: u64,
+    /// Events per second of event time (how dense the stream is; sets results per window).
+    pub rate: u64,
+    /// Generate every row before the clock starts, so the figure is the engine's alone
+    /// (otherwise the generator shares the cores with the workers).
+    pub pregenerate: bool,
 }
 
 impl Default for WindowBench {
@@ -29,7 +32,8 @@ impl Default for WindowBench {
             workers: 2,
             out_of_order: 0.05,
             batch: 10_000,
-            step_ms: 1,
+            rate: 100_000,
+            pregenerate: true,
         }
     }
 }
@@ -104,8 +108,33 @@ pub fn run(p: &WindowBench) -> Result<WindowResult> {
     let sub = engine.subscribe("bench_window", "out")?;
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let ooo_threshold = (p.out_of_order * u64::MAX as f64) as u64;
-    let start = Instant::now();
-    let mut i = 0u64;
+    let mut next_id = 0u64;
+    let mut generate = |n: u64| -> Vec<Row> {
+        let mut rows: Vec<Row> = Vec::with_capacity(n as usize);
+        for _ in 0..n {
+            let r = rng.next();
+            let mut ts = MAX_DELAY_MS + next_id * 1_000 / p.rate.max(1);
+            if r < ooo_threshold {
+                ts -= rng.next() % MAX_DELAY_MS;
+            }
+            rows.push(vec![
+                Value::Int((r % p.keys) as i64),
+                Value::Timestamp(ts as i64),
+                Value::Int((r >> 40) as i64 & 0xff),
+            ]);
+            next_id += 1;
+        }
+        rows
+    };
+    let sizes: Vec<u64> = (0..p.events.div_ceil(p.batch as u64))
+        .map(|b| (p.events - b * p.batch as u64).min(p.batch as u64))
+        .collect();
+    let mut ready: Vec<Vec<Row>> = if p.pregenerate {
+        sizes.iter().map(|&n| generate(n)).collect()
+    } else {
+        Vec::new()
+    };
+    ready.reverse();
     let mut results = 0u64;
     let mut counted = 0i64;
     let drain = |results: &mut u64, counted: &mut i64| {
@@ -118,26 +147,16 @@ pub fn run(p: &WindowBench) -> Result<WindowResult> {
             }
         }
     };
-    while i < p.events {
-        let n = (p.events - i).min(p.batch as u64);
-        let mut rows: Vec<Row> = Vec::with_capacity(n as usize);
-        for _ in 0..n {
-            let r = rng.next();
-            let mut ts = MAX_DELAY_MS + i * p.step_ms;
-            if r < ooo_threshold {
-                ts -= rng.next() % MAX_DELAY_MS;
-            }
-            rows.push(vec![
-                Value::Int((r % p.keys) as i64),
-                Value::Timestamp(ts as i64),
-                Value::Int((r >> 40) as i64 & 0xff),
-            ]);
-            i += 1;
-        }
+    let start = Instant::now();
+    for &n in &sizes {
+        let rows = match ready.pop() {
+            Some(rows) => rows,
+            None => generate(n),
+        };
         engine.publish_rows("events", rows)?;
         drain(&mut results, &mut counted);
     }
-    let end = MAX_DELAY_MS + p.events * p.step_ms + 20_000;
+    let end = MAX_DELAY_MS + p.events * 1_000 / p.rate.max(1) + 20_000;
     engine.advance_watermark("events", end)?;
     if !engine.wait_until("bench_window", end - 1, Duration::from_secs(600))? {
         bail!("the dataflow did not finish within 10 minutes");
@@ -175,7 +194,7 @@ mod tests {
                 keys: 100,
                 workers,
                 batch: 1_000,
-                step_ms: 3,
+                rate: 333,
                 ..WindowBench::default()
             })
             .unwrap();

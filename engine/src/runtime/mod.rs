@@ -44,6 +44,9 @@ pub struct EngineConfig {
     pub max_batch: usize,
     /// How often idle inputs are checked (their watermark then advances).
     pub clock_interval: Duration,
+    /// Event batches a worker may have queued before publishers wait (back-pressure that
+    /// keeps memory bounded when producers outrun the workers).
+    pub max_queued_batches: usize,
 }
 
 impl Default for EngineConfig {
@@ -53,6 +56,7 @@ impl Default for EngineConfig {
             subscriber_queue: 1024,
             max_batch: 1_000_000,
             clock_interval: Duration::from_millis(100),
+            max_queued_batches: 8,
         }
     }
 }
@@ -125,6 +129,8 @@ pub(crate) struct Inner {
     shutting_down: AtomicBool,
     /// Per worker: timely dataflows alive (for leak checks).
     live: Vec<AtomicUsize>,
+    /// Per worker: event batches sent but not yet taken.
+    pub(crate) queued: Vec<AtomicUsize>,
 }
 
 /// The in-process engine. Cheap to share: clone the `Arc` it lives in, or use its methods
@@ -156,6 +162,7 @@ impl Engine {
             dataflows: Mutex::new(HashMap::new()),
             shutting_down: AtomicBool::new(false),
             live: (0..workers).map(|_| AtomicUsize::new(0)).collect(),
+            queued: (0..workers).map(|_| AtomicUsize::new(0)).collect(),
         });
         let receivers = Arc::new(Mutex::new(receivers));
         let weak = Arc::downgrade(&inner);
@@ -292,6 +299,7 @@ impl Engine {
             events.push(Event::new(key, ts, row));
         }
         let n = events.len();
+        self.inner.wait_for_room();
         self.inner.push(&t, events);
         Ok(n)
     }
@@ -615,6 +623,28 @@ impl Inner {
         Ok(())
     }
 
+    /// Blocks while every worker has a full queue. Only external publishers wait: a worker
+    /// publishing its own results must never block on itself.
+    fn wait_for_room(&self) {
+        let limit = self.config.max_queued_batches.max(1);
+        let mut spins = 0u32;
+        while self
+            .queued
+            .iter()
+            .all(|q| q.load(Ordering::Acquire) >= limit)
+        {
+            if self.shutting_down.load(Ordering::Relaxed) {
+                return;
+            }
+            spins += 1;
+            if spins < 64 {
+                std::thread::yield_now();
+            } else {
+                std::thread::sleep(Duration::from_micros(100));
+            }
+        }
+    }
+
     /// Appends trusted events (dataflow results) to a topic by name.
     pub(crate) fn publish_internal(&self, topic: &str, events: Vec<Event>) {
         match self.topic(topic) {
@@ -643,7 +673,14 @@ impl Inner {
         };
         let topic: Arc<str> = t.spec.name.as_str().into();
         let n = self.senders.len();
-        let target = self.next_worker.fetch_add(1, Ordering::Relaxed) % n;
+        // Round robin, skipping workers whose queue is full when another has room.
+        let limit = self.config.max_queued_batches.max(1);
+        let first = self.next_worker.fetch_add(1, Ordering::Relaxed);
+        let target = (0..n)
+            .map(|k| (first + k) % n)
+            .find(|&w| self.queued[w].load(Ordering::Acquire) < limit)
+            .unwrap_or(first % n);
+        self.queued[target].fetch_add(1, Ordering::AcqRel);
         let mut events = Some(events);
         for (i, tx) in self.senders.iter().enumerate() {
             let cmd = if i == target {

@@ -128,7 +128,12 @@ pub(crate) fn run(worker: &mut Worker, rx: Receiver<Command>, inner: Weak<Inner>
                     topic,
                     events,
                     max_seen,
-                } => ingest(&mut running, &topic, events, max_seen, me, &inner),
+                } => {
+                    ingest(&mut running, &topic, events, max_seen, me, &inner);
+                    if let Some(i) = inner.upgrade() {
+                        i.queued[me].fetch_sub(1, Ordering::AcqRel);
+                    }
+                }
                 Command::Clock {
                     topic,
                     max_seen,

@@ -97,11 +97,16 @@ pub fn window_aggregate<'s>(
 }
 
 /// Evaluates the aggregated expressions of one event into `vals`; false if one failed.
+/// Plain column references are read directly, without going through the evaluator.
 fn eval_aggs(cfg: &WindowConfig, e: &Event, vals: &mut Vec<Value>, dead: &DeadLetters) -> bool {
     vals.clear();
     for agg in &cfg.aggs {
         match &agg.expr {
             None => vals.push(Value::Null),
+            Some(x) if x.as_column().is_some() => {
+                let i = x.as_column().unwrap_or(0);
+                vals.push(e.row.get(i).cloned().unwrap_or(Value::Null));
+            }
             Some(x) => match x.eval(&e.row) {
                 Ok(v) => vals.push(v),
                 Err(err) => {
@@ -178,11 +183,14 @@ fn panes<'s>(
                                 let fresh = !pane.groups.contains_key(&e.key);
                                 if fresh {
                                     stats.add_window_state(1);
+                                    pane.groups.insert(
+                                        e.key.clone(),
+                                        new_group(&cfg.aggs, cfg.append_only),
+                                    );
                                 }
-                                let accs = pane
-                                    .groups
-                                    .entry(e.key.clone())
-                                    .or_insert_with(|| new_group(&cfg.aggs, cfg.append_only));
+                                let Some(accs) = pane.groups.get_mut(&e.key) else {
+                                    continue;
+                                };
                                 if pane.emitted {
                                     let mut session = output.session(&cap);
                                     if !fresh {
