@@ -6,6 +6,7 @@
 //! time (watermarks, lateness) and delivers each output to its subscribers. The network front
 //! doors and the `starling` binary are thin layers over it.
 
+pub mod cli;
 pub mod error;
 pub mod runtime;
 

@@ -1,0 +1,5 @@
+//! The `starling` command line: one function per subcommand; `bin/starling.rs` only parses
+//! arguments and calls these.
+
+pub mod check;
+pub mod demo;
