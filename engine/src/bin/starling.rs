@@ -11,7 +11,11 @@ use starling_engine::cli;
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(name = "starling", version, about = "Starling: an incremental dataflow engine for event-driven agents")]
+#[command(
+    name = "starling",
+    version,
+    about = "Starling: an incremental dataflow engine for event-driven agents"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,

@@ -62,7 +62,11 @@ const BASE: u64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
 const USERS: usize = 40;
 const CHANNELS: [&str; 3] = ["chat", "mail", "phone"];
 const CALM: [&str; 4] = ["hello", "where is my order?", "thanks!", "can you help me"];
-const UPSET: [&str; 3] = ["I want a refund", "this makes me angry", "cancel my subscription"];
+const UPSET: [&str; 3] = [
+    "I want a refund",
+    "this makes me angry",
+    "cancel my subscription",
+];
 
 struct Rng(u64);
 impl Rng {
@@ -108,7 +112,10 @@ pub fn run(opts: &DemoOptions, out: &mut dyn Write) -> Result<DemoSummary> {
         opts.seconds,
         opts.speed
     )?;
-    writeln!(out, "  dataflow: dataflows/agents/support_desk.yaml (copy it to start your own agent)")?;
+    writeln!(
+        out,
+        "  dataflow: dataflows/agents/support_desk.yaml (copy it to start your own agent)"
+    )?;
 
     let mut rng = Rng(opts.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15).max(1));
     let mut summary = DemoSummary::default();
@@ -120,7 +127,8 @@ pub fn run(opts: &DemoOptions, out: &mut dyn Write) -> Result<DemoSummary> {
     let mut now_event = BASE;
     let hot_users = [3usize, 17, 29];
     while start.elapsed() < Duration::from_secs(opts.seconds) {
-        now_event = BASE.saturating_add((start.elapsed().as_millis() as u64).saturating_mul(opts.speed));
+        now_event =
+            BASE.saturating_add((start.elapsed().as_millis() as u64).saturating_mul(opts.speed));
         let mut batch = Vec::with_capacity(per_tick as usize);
         for _ in 0..per_tick {
             let hot = rng.below(4) == 0;
@@ -152,10 +160,21 @@ pub fn run(opts: &DemoOptions, out: &mut dyn Write) -> Result<DemoSummary> {
             }));
         }
         summary.published += engine.publish_json("messages", &batch)? as u64;
-        report(&activity, &escalations, &late, &channels, &mut channel_counts, &mut summary, out)?;
+        report(
+            &activity,
+            &escalations,
+            &late,
+            &channels,
+            &mut channel_counts,
+            &mut summary,
+            out,
+        )?;
         if start.elapsed() >= next_print {
             next_print += Duration::from_secs(2);
-            let counts: Vec<String> = channel_counts.iter().map(|(c, n)| format!("{c}={n}")).collect();
+            let counts: Vec<String> = channel_counts
+                .iter()
+                .map(|(c, n)| format!("{c}={n}"))
+                .collect();
             let info = engine.dataflow("support_desk")?;
             writeln!(
                 out,
@@ -176,7 +195,15 @@ pub fn run(opts: &DemoOptions, out: &mut dyn Write) -> Result<DemoSummary> {
         bail!("the dataflow did not finish its last windows within 30 s");
     }
     std::thread::sleep(Duration::from_millis(50));
-    report(&activity, &escalations, &late, &channels, &mut channel_counts, &mut summary, out)?;
+    report(
+        &activity,
+        &escalations,
+        &late,
+        &channels,
+        &mut channel_counts,
+        &mut summary,
+        out,
+    )?;
     let info = engine.dataflow("support_desk")?;
     engine.shutdown();
     writeln!(
@@ -228,7 +255,10 @@ fn report(
                 continue;
             }
             summary.window_results += 1;
-            windows.entry(*start as u64).or_default().push((text(&e.key), *n, *neg));
+            windows
+                .entry(*start as u64)
+                .or_default()
+                .push((text(&e.key), *n, *neg));
         }
     }
     for (start, mut users) in windows {
@@ -262,7 +292,11 @@ fn report(
             )?;
         }
     }
-    let late: Vec<u64> = late.drain().iter().flat_map(|b| b.iter().map(|e| e.time).collect::<Vec<_>>()).collect();
+    let late: Vec<u64> = late
+        .drain()
+        .iter()
+        .flat_map(|b| b.iter().map(|e| e.time).collect::<Vec<_>>())
+        .collect();
     if let Some(oldest) = late.iter().min() {
         summary.late_seen += late.len() as u64;
         writeln!(

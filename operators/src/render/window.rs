@@ -19,7 +19,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use rustc_hash::FxHashMap as HashMap;
+use hashbrown::hash_map::EntryRef;
+use rustc_hash::FxBuildHasher;
+
+type HashMap<K, V> = hashbrown::HashMap<K, V, FxBuildHasher>;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -180,16 +183,12 @@ fn panes<'s>(
                                     }
                                     pane.emitted = true;
                                 }
-                                let fresh = !pane.groups.contains_key(&e.key);
-                                if fresh {
-                                    stats.add_window_state(1);
-                                    pane.groups.insert(
-                                        e.key.clone(),
-                                        new_group(&cfg.aggs, cfg.append_only),
-                                    );
-                                }
-                                let Some(accs) = pane.groups.get_mut(&e.key) else {
-                                    continue;
+                                let (accs, fresh) = match pane.groups.entry_ref(&e.key) {
+                                    EntryRef::Occupied(o) => (o.into_mut(), false),
+                                    EntryRef::Vacant(v) => {
+                                        stats.add_window_state(1);
+                                        (v.insert(new_group(&cfg.aggs, cfg.append_only)), true)
+                                    }
                                 };
                                 if pane.emitted {
                                     let mut session = output.session(&cap);
