@@ -76,6 +76,7 @@ nodes:
   - {{id: t, op: trigger, input: agg, when: "n >= 2", topic: alerts}}
 outputs:
   - {{name: fired, from: t}}
+  - {{name: agg, from: agg}}
 "#
     );
     for workers in [1, 3] {
@@ -83,6 +84,7 @@ outputs:
         e.install_text(&def).unwrap();
         let alerts = e.subscribe_topic("alerts").unwrap();
         let fired = e.subscribe("tg", "fired").unwrap();
+        let agg = e.subscribe("tg", "agg").unwrap();
         e.publish_json("clicks", &[click("a", 1_000, 1), click("a", 1_000, 1)])
             .unwrap();
         e.publish_json("clicks", &[click("a", 2_000, 1)]).unwrap(); // 2 -> 3: no re-fire
@@ -97,6 +99,7 @@ outputs:
             "{w}"
         );
         assert_eq!(rows(&fired), strs(&[r#"["a",2]"#, r#"["b",2]"#]), "{w}");
+        assert_eq!(rows(&agg), strs(&[r#"["a",3]"#, r#"["b",3]"#]), "{w}");
     }
 }
 
