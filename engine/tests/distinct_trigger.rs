@@ -129,7 +129,7 @@ nodes:
             .unwrap();
         e.publish_json("clicks", &[click("b", 1_000, 1)]).unwrap();
         e.publish_json("clicks", &[click("b", 12_000, 1)]).unwrap(); // closes [0, 10 s)
-        // Corrections: a 2 -> 3 (no re-fire), b 1 -> 2 (crosses: fires).
+                                                                     // Corrections: a 2 -> 3 (no re-fire), b 1 -> 2 (crosses: fires).
         e.publish_json("clicks", &[click("a", 8_000, 1), click("b", 9_000, 1)])
             .unwrap();
         settle(&e, "tw", "clicks", 40_000);

@@ -114,7 +114,10 @@ outputs:
         e.publish_json("right", &[rv("d", 201_000, 7)]).unwrap();
         settle_all(&e, "ij", &["left", "right"], 300_000);
         assert_eq!(
-            timed(&out).into_iter().map(|(_, r, d)| (r, d)).collect::<Vec<_>>(),
+            timed(&out)
+                .into_iter()
+                .map(|(_, r, d)| (r, d))
+                .collect::<Vec<_>>(),
             vec![(r#"["d",200000,6,"d",201000,7]"#.to_string(), 1)],
             "{w}"
         );
@@ -211,7 +214,10 @@ outputs:
         e.publish_json("orders", &[o("b", 9_000, 40)]).unwrap();
         settle_all(&e, "tj", &["orders", "users"], 10_000);
         assert_eq!(
-            timed(&out).into_iter().map(|(_, r, d)| (r, d)).collect::<Vec<_>>(),
+            timed(&out)
+                .into_iter()
+                .map(|(_, r, d)| (r, d))
+                .collect::<Vec<_>>(),
             vec![(r#"["b",9000,40,"b",7000,"bobby"]"#.to_string(), 1)],
             "{w}"
         );

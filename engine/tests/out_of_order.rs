@@ -56,7 +56,10 @@ fn run(workers: usize, events: &[Ev], batches: &[usize]) -> (Vec<String>, Vec<St
     let mut sizes = batches.iter().cycle();
     while !rest.is_empty() {
         let n = (*sizes.next().unwrap()).clamp(1, rest.len());
-        let docs: Vec<Json> = rest[..n].iter().map(|(ts, u, a)| click(u, *ts, *a)).collect();
+        let docs: Vec<Json> = rest[..n]
+            .iter()
+            .map(|(ts, u, a)| click(u, *ts, *a))
+            .collect();
         e.publish_json("clicks", &docs).unwrap();
         rest = &rest[n..];
     }
@@ -100,7 +103,9 @@ fn scenario() -> impl Strategy<Value = (Vec<Ev>, Vec<Ev>, Vec<usize>)> {
             let mut shuffled = sorted.clone();
             shuffled.sort_by_key(|(t, _, _, j)| t + j);
             let strip = |v: Vec<(u64, &'static str, i64, u64)>| {
-                v.into_iter().map(|(t, u, a, _)| (t, u, a)).collect::<Vec<Ev>>()
+                v.into_iter()
+                    .map(|(t, u, a, _)| (t, u, a))
+                    .collect::<Vec<Ev>>()
             };
             (strip(sorted), strip(shuffled), batches)
         })

@@ -131,7 +131,13 @@ fn stateless_operators_are_exact() {
         assert_eq!(j[2], json!(3000), "{w}: {r}");
         assert_eq!(j[3], json!("c"), "{w}: {r}");
         assert_eq!(j[4], json!(["c", 3000, 0]), "{w}: {r}");
-        assert_eq!(e.stats("st").unwrap().dead_letters.load(std::sync::atomic::Ordering::Relaxed), 1);
+        assert_eq!(
+            e.stats("st")
+                .unwrap()
+                .dead_letters
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
         assert_eq!(e.dataflow("st").unwrap().dead_letters, 1);
 
         // The dataflow goes on after a dead letter.

@@ -72,8 +72,13 @@ fn sliding_windows_are_exact() {
 fn tumbling_final_emits_once_at_window_end() {
     for workers in [1, 3] {
         let e = engine(workers);
-        e.install_text(&windowed("tf", "kind: tumbling, size: 10s", STRICT, "final"))
-            .unwrap();
+        e.install_text(&windowed(
+            "tf",
+            "kind: tumbling, size: 10s",
+            STRICT,
+            "final",
+        ))
+        .unwrap();
         let sub = e.subscribe("tf", "out").unwrap();
         e.publish_json("clicks", &[click("a", 1_000, 1)]).unwrap();
         e.publish_json("clicks", &[click("a", 2_000, 2)]).unwrap();
@@ -108,8 +113,13 @@ fn tumbling_final_emits_once_at_window_end() {
 fn tumbling_updates_stream_is_exact() {
     for workers in [1, 3] {
         let e = engine(workers);
-        e.install_text(&windowed("tu", "kind: tumbling, size: 10s", STRICT, "updates"))
-            .unwrap();
+        e.install_text(&windowed(
+            "tu",
+            "kind: tumbling, size: 10s",
+            STRICT,
+            "updates",
+        ))
+        .unwrap();
         let sub = e.subscribe("tu", "out").unwrap();
         // Each batch enters at the watermark before it: 0, 1000, 2000, 3000.
         e.publish_json("clicks", &[click("a", 1_000, 1)]).unwrap();
