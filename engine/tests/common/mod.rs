@@ -71,3 +71,113 @@ topics:
 pub fn click(user: &str, ts: u64, amount: i64) -> Json {
     json!({"user": user, "ts": ts, "amount": amount})
 }
+
+/// Every update received so far as (time, row, diff), sorted: an exact, order-independent
+/// view of an output's stream.
+pub fn timed(sub: &Subscription<Arc<[Update]>>) -> Vec<(u64, String, isize)> {
+    let mut v: Vec<(u64, String, isize)> = sub
+        .drain()
+        .iter()
+        .flat_map(|b| {
+            b.iter()
+                .map(|(e, t, d)| (*t, row_text(&e.row), *d))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Every update received so far as (key, row, diff), sorted.
+pub fn keyed(sub: &Subscription<Arc<[Update]>>) -> Vec<(String, String, isize)> {
+    let mut v: Vec<(String, String, isize)> = sub
+        .drain()
+        .iter()
+        .flat_map(|b| {
+            b.iter()
+                .map(|(e, _, d)| (value_to_json(&e.key).to_string(), row_text(&e.row), *d))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// The consolidated rows of an output, each present exactly once (asserted), sorted.
+pub fn rows(sub: &Subscription<Arc<[Update]>>) -> Vec<String> {
+    let c = consolidate(&drain(sub));
+    assert!(c.values().all(|d| *d == 1), "multiplicities not 1: {c:?}");
+    c.into_keys().collect()
+}
+
+/// Rows of the events appended to a topic so far, sorted.
+pub fn topic_rows(sub: &Subscription<Arc<[starling_engine::operators::Event]>>) -> Vec<String> {
+    let mut v: Vec<String> = sub
+        .drain()
+        .iter()
+        .flat_map(|b| b.iter().map(|e| row_text(&e.row)).collect::<Vec<_>>())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Events appended to a topic so far.
+pub fn topic_events(
+    sub: &Subscription<Arc<[starling_engine::operators::Event]>>,
+) -> Vec<starling_engine::operators::Event> {
+    sub.drain().iter().flat_map(|b| b.iter().cloned()).collect()
+}
+
+/// Like [`settle`] for a dataflow reading several topics.
+pub fn settle_all(engine: &Engine, dataflow: &str, topics: &[&str], time: u64) {
+    for t in topics {
+        engine.advance_watermark(t, time).expect("topic exists");
+    }
+    assert!(
+        engine
+            .wait_until(dataflow, time - 1, Duration::from_secs(20))
+            .expect("dataflow exists"),
+        "dataflow {dataflow} did not reach {time}"
+    );
+}
+
+/// Polls `cond` until it holds or `timeout` passes; returns whether it held.
+pub fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Owned strings from literals.
+pub fn strs(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+/// (time, row, diff) triples from literals.
+pub fn ups(v: &[(u64, &str, isize)]) -> Vec<(u64, String, isize)> {
+    let mut v: Vec<(u64, String, isize)> =
+        v.iter().map(|(t, r, d)| (*t, r.to_string(), *d)).collect();
+    v.sort();
+    v
+}
+
+/// A topic `m` with nullable int, float and string fields, for aggregate tests.
+pub const METRICS_TOPIC: &str = r#"
+topics:
+  - name: m
+    key: k
+    time: ts
+    fields:
+      - {name: k, type: string}
+      - {name: ts, type: timestamp}
+      - {name: v, type: int, optional: true}
+      - {name: x, type: float, optional: true}
+      - {name: s, type: string, optional: true}
+"#;

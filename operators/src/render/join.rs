@@ -35,12 +35,14 @@ pub fn with_expiry<'s>(
     s.unary::<Out, _, _, _>(Pipeline, name, move |_, _| {
         move |input, output| {
             input.for_each_stamp(|cap, data| {
-                let Some(&now) = cap.least() else { return };
+                let Some(&least) = cap.least() else { return };
                 let mut later: HashMap<Time, Vec<Update>> = HashMap::new();
                 {
                     let mut session = output.session(&cap);
                     for batch in data {
                         for (e, t, d) in batch.drain(..) {
+                            // The record's own time: a stamp only bounds it from below.
+                            let now = t.max(least);
                             let at = expiry(&e, now).max(now + 1);
                             later.entry(at).or_default().push((e.clone(), at, -d));
                             session.give((e, t, d));
@@ -147,10 +149,15 @@ fn upserts<'s>(s: Updates<'s>) -> Updates<'s> {
             let mut current: HashMap<Value, Event> = HashMap::new();
             move |input, output| {
                 input.for_each_stamp(|cap, data| {
-                    let Some(&now) = cap.least() else { return };
+                    let Some(&least) = cap.least() else { return };
                     let mut session = output.session(&cap);
                     for batch in data {
-                        for (e, _, d) in batch.drain(..) {
+                        // Records at their own times, in time order (a stamp only bounds them).
+                        if !batch.is_sorted_by_key(|u| u.1) {
+                            batch.sort_by_key(|u| u.1);
+                        }
+                        for (e, t, d) in batch.drain(..) {
+                            let now = t.max(least);
                             if d <= 0 {
                                 continue;
                             }

@@ -134,7 +134,10 @@ pub fn trigger<'s>(
     s.unary::<Out, _, _, _>(Pipeline, "Trigger", move |_, _| {
         move |input, output| {
             input.for_each_stamp(|cap, data| {
-                let mut retracted: HashMap<(Value, Value), bool> = HashMap::new();
+                // Grouped by record time, not by stamp: a message of a differential output
+                // carries several times, and a retraction only cancels the insertion of the
+                // same group at the same time.
+                let mut retracted: HashMap<(Value, Value, u64), bool> = HashMap::new();
                 let mut inserted = Vec::new();
                 for batch in data {
                     for (e, t, d) in batch.drain(..) {
@@ -146,7 +149,8 @@ pub fn trigger<'s>(
                             }
                         };
                         if d < 0 {
-                            let entry = retracted.entry(group_of(&e)).or_insert(false);
+                            let (k, w) = group_of(&e);
+                            let entry = retracted.entry((k, w, t)).or_insert(false);
                             *entry |= fired;
                         } else if fired {
                             inserted.push((e, t, d));
@@ -155,7 +159,10 @@ pub fn trigger<'s>(
                 }
                 let fire: Vec<Update> = inserted
                     .into_iter()
-                    .filter(|(e, _, _)| !retracted.get(&group_of(e)).copied().unwrap_or(false))
+                    .filter(|(e, t, _)| {
+                        let (k, w) = group_of(e);
+                        !retracted.get(&(k, w, *t)).copied().unwrap_or(false)
+                    })
                     .collect();
                 if !fire.is_empty() {
                     effects.publish(&topic, fire.iter().map(|(e, _, _)| e.clone()).collect());

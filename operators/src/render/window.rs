@@ -153,10 +153,21 @@ fn panes<'s>(
         let lateness = cfg.lateness;
         let updates = cfg.emit == EmitMode::Updates;
         move |(input, frontier), output| {
-            input.for_each_stamp(|cap, data| {
-                let Some(&now) = cap.least() else { return };
+            input.for_each_stamp(|stamp, data| {
+                let Some(&least) = stamp.least() else { return };
+                // A message's stamp only bounds its records' times from below (differential
+                // outputs carry several times per message): each record is handled at its
+                // own time, in time order.
+                let mut cap: Capability<Time> = stamp.delayed(&least, 0);
                 for batch in data {
-                    for (e, _, diff) in batch.drain(..) {
+                    if !batch.is_sorted_by_key(|u| u.1) {
+                        batch.sort_by_key(|u| u.1);
+                    }
+                    for (e, t, diff) in batch.drain(..) {
+                        let now = t.max(least);
+                        if *cap.time() != now {
+                            cap = stamp.delayed(&now, 0);
+                        }
                         if !eval_aggs(&cfg, &e, &mut vals, &dead) {
                             continue;
                         }
@@ -167,7 +178,7 @@ fn panes<'s>(
                                     start,
                                     groups: HashMap::default(),
                                     emitted: updates || end <= now,
-                                    cap: (!updates && end > now).then(|| cap.delayed(&end, 0)),
+                                    cap: (!updates && end > now).then(|| cap.delayed(&end)),
                                 });
                                 if !pane.emitted && end <= now {
                                     // Emit before correcting, whatever the schedule was.
@@ -252,10 +263,19 @@ fn sessions<'s>(
         let lateness = cfg.lateness;
         let updates = cfg.emit == EmitMode::Updates;
         move |(input, frontier), output| {
-            input.for_each_stamp(|cap, data| {
-                let Some(&now) = cap.least() else { return };
+            input.for_each_stamp(|stamp, data| {
+                let Some(&least) = stamp.least() else { return };
+                // Each record at its own time, in time order (see `panes`).
+                let mut cap: Capability<Time> = stamp.delayed(&least, 0);
                 for batch in data {
-                    for (e, _, diff) in batch.drain(..) {
+                    if !batch.is_sorted_by_key(|u| u.1) {
+                        batch.sort_by_key(|u| u.1);
+                    }
+                    for (e, t, diff) in batch.drain(..) {
+                        let now = t.max(least);
+                        if *cap.time() != now {
+                            cap = stamp.delayed(&now, 0);
+                        }
                         if !eval_aggs(&cfg, &e, &mut vals, &dead) {
                             continue;
                         }
@@ -281,7 +301,7 @@ fn sessions<'s>(
                                 // A session the frontier already closed was (or now is) emitted.
                                 if s.emitted || s.end <= now {
                                     if !s.emitted && !updates {
-                                        let pcap = cap.delayed(&now, 0);
+                                        let pcap = cap.clone();
                                         output.session(&pcap).give((
                                             result_event(&e.key, s.start, s.end, &s.accs),
                                             now,
@@ -315,7 +335,7 @@ fn sessions<'s>(
                             ));
                         } else {
                             caps.entry(merged.end)
-                                .or_insert_with(|| cap.delayed(&merged.end, 0));
+                                .or_insert_with(|| cap.delayed(&merged.end));
                         }
                         drop(session);
                         index.insert((merged.end, e.key.clone()));
