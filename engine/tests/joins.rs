@@ -4,6 +4,7 @@ mod common;
 
 use common::*;
 use serde_json::{json, Value as Json};
+use std::collections::BTreeMap;
 
 fn lv(k: &str, ts: u64, v: i64) -> Json {
     json!({"k": k, "ts": ts, "lv": v})
@@ -221,5 +222,58 @@ outputs:
             vec![(r#"["b",9000,40,"b",7000,"bobby"]"#.to_string(), 1)],
             "{w}"
         );
+    }
+}
+
+/// A window fed by a differential operator (the join's output carries records at several
+/// times per message) must count each joined pair once, in the window of its event time.
+#[test]
+fn window_over_an_interval_join_counts_each_pair_once() {
+    let def = format!(
+        r#"
+name: jw
+{TWO_TOPICS}
+inputs:
+  - {{id: l, topic: left, watermark: {{max_delay: 0s, idle_timeout: 0s}}}}
+  - {{id: r, topic: right, watermark: {{max_delay: 0s, idle_timeout: 0s}}}}
+nodes:
+  - {{id: j, op: join, kind: interval, left: l, right: r, within: 1s}}
+  - {{id: w, op: window, input: j, kind: tumbling, size: 10s}}
+  - id: agg
+    op: aggregate
+    input: w
+    aggregates:
+      - {{name: pairs, fn: count}}
+      - {{name: total, fn: sum, expr: lv + rv}}
+outputs:
+  - {{name: out, from: agg}}
+"#
+    );
+    for workers in [1, 3] {
+        let e = engine(workers);
+        e.install_text(&def).unwrap();
+        let out = e.subscribe("jw", "out").unwrap();
+        // Several batches, so the join emits at several timestamps.
+        for i in 0..6u64 {
+            let t = 1_000 + i * 4_000;
+            e.publish_json("left", &[lv("a", t, 1), lv("b", t, 2)])
+                .unwrap();
+            e.publish_json("right", &[rv("a", t + 500, 10), rv("b", t + 2_000, 20)])
+                .unwrap();
+        }
+        settle_all(&e, "jw", &["left", "right"], 100_000);
+        let got = consolidate(&drain(&out));
+        // Pairs a: times 1000..21000 step 4000, joined at max(lt, rt) = t + 500:
+        // windows [0,10s): t=1000,5000,9000→ 9500 is in [0,10s) → 3 pairs; [10s,20s): 13000,17000 → 2;
+        // [20s,30s): 21000 → 1. b never joins (2 s apart > within).
+        let want: BTreeMap<String, isize> = [
+            (r#"["a",0,10000,3,33]"#.to_string(), 1),
+            (r#"["a",10000,20000,2,22]"#.to_string(), 1),
+            (r#"["a",20000,30000,1,11]"#.to_string(), 1),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(got, want, "workers={workers}");
+        assert_eq!(e.dataflow("jw").unwrap().window_state, 0);
     }
 }
