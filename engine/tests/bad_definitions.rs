@@ -8,9 +8,9 @@ mod common;
 use common::*;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
+use starling_engine::operators::definition::ParseError;
 use starling_engine::operators::duration::DurationError;
 use starling_engine::operators::plan::PlanError;
-use starling_engine::operators::definition::ParseError;
 use starling_engine::{Engine, EngineError};
 
 /// The clicks topic and one input `c` reading it; tests append `nodes:` and `outputs:`.
@@ -103,7 +103,11 @@ fn refuse_on(e: &Engine, text: &str, mentions: &[&str]) -> PlanError {
     for m in mentions {
         assert!(msg.contains(m), "message `{msg}` does not mention `{m}`");
     }
-    assert_eq!(snapshot(e), before, "a refused install left something behind ({msg})");
+    assert_eq!(
+        snapshot(e),
+        before,
+        "a refused install left something behind ({msg})"
+    );
     err
 }
 
@@ -113,7 +117,10 @@ fn unknown_operator() {
         &with("nodes:\n  - {id: f, op: flter, input: c, where: 'true'}\n"),
         &["nodes", "flter"],
     );
-    assert!(matches!(err, PlanError::Parse(ParseError::Yaml(_))), "{err:?}");
+    assert!(
+        matches!(err, PlanError::Parse(ParseError::Yaml(_))),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -122,14 +129,20 @@ fn unknown_field_in_a_node() {
         &with("nodes:\n  - {id: f, op: filter, input: c, wher: 'amount > 1'}\n"),
         &["nodes", "wher"],
     );
-    assert!(matches!(err, PlanError::Parse(ParseError::Yaml(_))), "{err:?}");
+    assert!(
+        matches!(err, PlanError::Parse(ParseError::Yaml(_))),
+        "{err:?}"
+    );
 }
 
 #[test]
 fn unknown_field_in_json() {
     let text = r#"{"name": "j", "inputs": [{"id": "c", "topic": "clicks", "watermak": {}}]}"#;
     let err = refuse(text, &["watermak"]);
-    assert!(matches!(err, PlanError::Parse(ParseError::Json(_))), "{err:?}");
+    assert!(
+        matches!(err, PlanError::Parse(ParseError::Json(_))),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -220,13 +233,19 @@ fn duplicate_node_id() {
         ),
         &["`f`"],
     );
-    assert!(matches!(&err, PlanError::DuplicateId { id } if id == "f"), "{err:?}");
+    assert!(
+        matches!(&err, PlanError::DuplicateId { id } if id == "f"),
+        "{err:?}"
+    );
     // A node may not reuse an input's id either.
     let err = refuse(
         &with("nodes:\n  - {id: c, op: filter, input: c, where: 'true'}\n"),
         &["`c`"],
     );
-    assert!(matches!(&err, PlanError::DuplicateId { id } if id == "c"), "{err:?}");
+    assert!(
+        matches!(&err, PlanError::DuplicateId { id } if id == "c"),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -235,7 +254,10 @@ fn duplicate_output() {
         &with("outputs:\n  - {name: out, from: c}\n  - {name: out, from: c}\n"),
         &["`out`"],
     );
-    assert!(matches!(&err, PlanError::DuplicateOutput { name } if name == "out"), "{err:?}");
+    assert!(
+        matches!(&err, PlanError::DuplicateOutput { name } if name == "out"),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -245,7 +267,10 @@ fn duplicate_topic() {
         "  - name: clicks\n    time: ts\n    fields: [{name: ts, type: int}]\ninputs:",
     );
     let err = refuse(&text, &["`clicks`"]);
-    assert!(matches!(&err, PlanError::DuplicateTopic { name } if name == "clicks"), "{err:?}");
+    assert!(
+        matches!(&err, PlanError::DuplicateTopic { name } if name == "clicks"),
+        "{err:?}"
+    );
 }
 
 fn window(extra: &str) -> String {
@@ -256,7 +281,10 @@ fn window(extra: &str) -> String {
 
 #[test]
 fn negative_duration() {
-    let err = refuse(&window("kind: tumbling, size: -5s"), &["`w`", "`size`", "-5s"]);
+    let err = refuse(
+        &window("kind: tumbling, size: -5s"),
+        &["`w`", "`size`", "-5s"],
+    );
     assert!(
         matches!(&err, PlanError::BadDuration { node, field: "size", error: DurationError::Negative(_) } if node == "w"),
         "{err:?}"
@@ -271,7 +299,14 @@ fn malformed_duration() {
             &["`w`", "`gap`", bad],
         );
         assert!(
-            matches!(&err, PlanError::BadDuration { field: "gap", error: DurationError::Malformed(_), .. }),
+            matches!(
+                &err,
+                PlanError::BadDuration {
+                    field: "gap",
+                    error: DurationError::Malformed(_),
+                    ..
+                }
+            ),
             "{bad}: {err:?}"
         );
     }
@@ -291,25 +326,43 @@ fn malformed_duration() {
 fn empty_and_huge_durations() {
     let err = refuse(&window("kind: tumbling, size: ''"), &["`size`"]);
     assert!(
-        matches!(&err, PlanError::BadDuration { error: DurationError::Empty(_), .. }),
+        matches!(
+            &err,
+            PlanError::BadDuration {
+                error: DurationError::Empty(_),
+                ..
+            }
+        ),
         "{err:?}"
     );
     let err = refuse(&window("kind: tumbling, size: 99999999999d"), &["`size`"]);
     assert!(
-        matches!(&err, PlanError::BadDuration { error: DurationError::TooLarge(_), .. }),
+        matches!(
+            &err,
+            PlanError::BadDuration {
+                error: DurationError::TooLarge(_),
+                ..
+            }
+        ),
         "{err:?}"
     );
 }
 
 #[test]
 fn zero_window_size() {
-    let err = refuse(&window("kind: tumbling, size: 0s"), &["`w`", "`size`", "zero"]);
+    let err = refuse(
+        &window("kind: tumbling, size: 0s"),
+        &["`w`", "`size`", "zero"],
+    );
     assert!(
         matches!(&err, PlanError::InvalidParameter { node, field: "size", .. } if node == "w"),
         "{err:?}"
     );
     let err = refuse(&window("kind: session, gap: 0ms"), &["`gap`"]);
-    assert!(matches!(&err, PlanError::InvalidParameter { field: "gap", .. }), "{err:?}");
+    assert!(
+        matches!(&err, PlanError::InvalidParameter { field: "gap", .. }),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -322,18 +375,36 @@ fn sliding_slide_not_dividing_size() {
         matches!(&err, PlanError::InvalidParameter { field: "slide", .. }),
         "{err:?}"
     );
-    let err = refuse(&window("kind: sliding, size: 10s, slide: 20s"), &["`slide`"]);
-    assert!(matches!(&err, PlanError::InvalidParameter { field: "slide", .. }), "{err:?}");
+    let err = refuse(
+        &window("kind: sliding, size: 10s, slide: 20s"),
+        &["`slide`"],
+    );
+    assert!(
+        matches!(&err, PlanError::InvalidParameter { field: "slide", .. }),
+        "{err:?}"
+    );
     let err = refuse(&window("kind: sliding, size: 1h, slide: 1ms"), &["`slide`"]);
-    assert!(matches!(&err, PlanError::InvalidParameter { field: "slide", .. }), "{err:?}");
+    assert!(
+        matches!(&err, PlanError::InvalidParameter { field: "slide", .. }),
+        "{err:?}"
+    );
 }
 
 #[test]
 fn window_fields_of_another_kind() {
-    let err = refuse(&window("kind: tumbling, size: 10s, gap: 1s"), &["`w`", "`gap`"]);
-    assert!(matches!(&err, PlanError::InvalidParameter { field: "gap", .. }), "{err:?}");
+    let err = refuse(
+        &window("kind: tumbling, size: 10s, gap: 1s"),
+        &["`w`", "`gap`"],
+    );
+    assert!(
+        matches!(&err, PlanError::InvalidParameter { field: "gap", .. }),
+        "{err:?}"
+    );
     let err = refuse(&window("kind: sliding, size: 10s"), &["`w`", "`slide`"]);
-    assert!(matches!(&err, PlanError::MissingField { field: "slide", .. }), "{err:?}");
+    assert!(
+        matches!(&err, PlanError::MissingField { field: "slide", .. }),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -376,7 +447,10 @@ fn unknown_field_in_an_expression() {
         &with("nodes:\n  - {id: m, op: map, input: c, fields: [{x: 'nope * 2'}]}\n"),
         &["`m`", "fields.x", "nope"],
     );
-    assert!(matches!(&err, PlanError::Expression { field, .. } if field == "fields.x"), "{err:?}");
+    assert!(
+        matches!(&err, PlanError::Expression { field, .. } if field == "fields.x"),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -385,7 +459,10 @@ fn expression_syntax_error() {
         &with("nodes:\n  - {id: k, op: key_by, input: c, key: 'user +'}\n"),
         &["`k`", "`key`"],
     );
-    assert!(matches!(&err, PlanError::Expression { field, .. } if field == "key"), "{err:?}");
+    assert!(
+        matches!(&err, PlanError::Expression { field, .. } if field == "key"),
+        "{err:?}"
+    );
 }
 
 fn aggregate(aggs: &str) -> String {
@@ -404,34 +481,70 @@ fn sum_over_a_string() {
         matches!(&err, PlanError::TypeMismatch { node, field, .. } if node == "a" && field == "aggregates.total"),
         "{err:?}"
     );
-    let err = refuse(&aggregate("{name: mean, fn: avg, expr: user}"), &["aggregates.mean"]);
+    let err = refuse(
+        &aggregate("{name: mean, fn: avg, expr: user}"),
+        &["aggregates.mean"],
+    );
     assert!(matches!(&err, PlanError::TypeMismatch { .. }), "{err:?}");
 }
 
 #[test]
 fn top_k_without_k() {
-    let err = refuse(&aggregate("{name: top, fn: top_k, expr: page}"), &["`a`", "`k`", "top_k"]);
+    let err = refuse(
+        &aggregate("{name: top, fn: top_k, expr: page}"),
+        &["`a`", "`k`", "top_k"],
+    );
     assert!(
         matches!(&err, PlanError::MissingField { node, field: "k", .. } if node == "a"),
         "{err:?}"
     );
-    let err = refuse(&aggregate("{name: top, fn: top_k, expr: page, k: 0}"), &["`k`"]);
-    assert!(matches!(&err, PlanError::InvalidParameter { field: "k", .. }), "{err:?}");
+    let err = refuse(
+        &aggregate("{name: top, fn: top_k, expr: page, k: 0}"),
+        &["`k`"],
+    );
+    assert!(
+        matches!(&err, PlanError::InvalidParameter { field: "k", .. }),
+        "{err:?}"
+    );
     let err = refuse(&aggregate("{name: n, fn: count, k: 3}"), &["`k`"]);
-    assert!(matches!(&err, PlanError::InvalidParameter { field: "k", .. }), "{err:?}");
+    assert!(
+        matches!(&err, PlanError::InvalidParameter { field: "k", .. }),
+        "{err:?}"
+    );
 }
 
 #[test]
 fn aggregate_without_expr_or_with_a_taken_name() {
     let err = refuse(&aggregate("{name: s, fn: sum}"), &["`a`", "`expr`"]);
-    assert!(matches!(&err, PlanError::MissingField { field: "expr", .. }), "{err:?}");
-    let err = refuse(&aggregate("{name: window_end, fn: count}"), &["`a`", "window_end"]);
     assert!(
-        matches!(&err, PlanError::InvalidParameter { field: "aggregates", .. }),
+        matches!(&err, PlanError::MissingField { field: "expr", .. }),
+        "{err:?}"
+    );
+    let err = refuse(
+        &aggregate("{name: window_end, fn: count}"),
+        &["`a`", "window_end"],
+    );
+    assert!(
+        matches!(
+            &err,
+            PlanError::InvalidParameter {
+                field: "aggregates",
+                ..
+            }
+        ),
         "{err:?}"
     );
     let err = refuse(&aggregate(""), &["`a`", "`aggregates`"]);
-    assert!(matches!(&err, PlanError::MissingField { field: "aggregates", .. }), "{err:?}");
+    assert!(
+        matches!(
+            &err,
+            PlanError::MissingField {
+                field: "aggregates",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -456,13 +569,22 @@ fn union_with_different_schemas() {
         ),
         &["`u`", "`c`", "`m`"],
     );
-    assert!(matches!(&err, PlanError::SchemaMismatch { node, .. } if node == "u"), "{err:?}");
+    assert!(
+        matches!(&err, PlanError::SchemaMismatch { node, .. } if node == "u"),
+        "{err:?}"
+    );
     let err = refuse(
         &with("nodes:\n  - {id: u, op: union, inputs: [c]}\n"),
         &["`u`", "`inputs`"],
     );
     assert!(
-        matches!(&err, PlanError::InvalidParameter { field: "inputs", .. }),
+        matches!(
+            &err,
+            PlanError::InvalidParameter {
+                field: "inputs",
+                ..
+            }
+        ),
         "{err:?}"
     );
 }
@@ -487,19 +609,40 @@ fn interval_join_without_within_or_on_an_aggregate() {
         &with("nodes:\n  - {id: j, op: join, kind: interval, left: c, right: c}\n"),
         &["`j`", "`within`"],
     );
-    assert!(matches!(&err, PlanError::MissingField { field: "within", .. }), "{err:?}");
+    assert!(
+        matches!(
+            &err,
+            PlanError::MissingField {
+                field: "within",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     let err = refuse(
         &with(
             "nodes:\n  - {id: a, op: aggregate, input: c, aggregates: [{name: n, fn: count}]}\n  - {id: j, op: join, kind: interval, left: c, right: a, within: 1s}\n",
         ),
         &["`j`"],
     );
-    assert!(matches!(&err, PlanError::InvalidParameter { .. }), "{err:?}");
+    assert!(
+        matches!(&err, PlanError::InvalidParameter { .. }),
+        "{err:?}"
+    );
     let err = refuse(
         &with("nodes:\n  - {id: j, op: join, kind: table, left: c, right: c, within: 1s}\n"),
         &["`j`", "`within`"],
     );
-    assert!(matches!(&err, PlanError::InvalidParameter { field: "within", .. }), "{err:?}");
+    assert!(
+        matches!(
+            &err,
+            PlanError::InvalidParameter {
+                field: "within",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -562,15 +705,24 @@ fn time_field_of_wrong_type() {
         "{err:?}"
     );
     let err = refuse(
-        &topic_with("      - {name: ts, type: timestamp, optional: true}\n", "ts"),
+        &topic_with(
+            "      - {name: ts, type: timestamp, optional: true}\n",
+            "ts",
+        ),
         &["`time`", "optional"],
     );
-    assert!(matches!(&err, PlanError::BadTopic { field, .. } if field == "time"), "{err:?}");
+    assert!(
+        matches!(&err, PlanError::BadTopic { field, .. } if field == "time"),
+        "{err:?}"
+    );
     let err = refuse(
         &topic_with("      - {name: ts, type: timestamp}\n", "when"),
         &["`time`", "`when`"],
     );
-    assert!(matches!(&err, PlanError::BadTopic { field, .. } if field == "time"), "{err:?}");
+    assert!(
+        matches!(&err, PlanError::BadTopic { field, .. } if field == "time"),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -593,7 +745,10 @@ fn default_on_a_required_field() {
         ),
         &["`n`", "default"],
     );
-    assert!(matches!(&err, PlanError::BadTopic { field, .. } if field == "n"), "{err:?}");
+    assert!(
+        matches!(&err, PlanError::BadTopic { field, .. } if field == "n"),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -601,9 +756,15 @@ fn key_not_a_field_and_no_fields() {
     let text = topic_with("      - {name: ts, type: timestamp}\n", "ts")
         .replace("    time: ts", "    key: user\n    time: ts");
     let err = refuse(&text, &["`events`", "`key`", "user"]);
-    assert!(matches!(&err, PlanError::BadTopic { field, .. } if field == "key"), "{err:?}");
+    assert!(
+        matches!(&err, PlanError::BadTopic { field, .. } if field == "key"),
+        "{err:?}"
+    );
     let err = refuse(&topic_with("      []\n", "ts"), &["`events`", "`fields`"]);
-    assert!(matches!(&err, PlanError::BadTopic { field, .. } if field == "fields"), "{err:?}");
+    assert!(
+        matches!(&err, PlanError::BadTopic { field, .. } if field == "fields"),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -613,7 +774,10 @@ fn redeclaring_an_existing_topic_differently() {
         .expect("valid");
     let text = "name: other\ntopics:\n  - name: clicks\n    time: ts\n    fields: [{name: ts, type: int}]\n  - name: fresh\n    time: ts\n    fields: [{name: ts, type: int}]\ninputs:\n  - {id: c, topic: clicks}\n";
     let err = refuse_on(&e, text, &["`clicks`"]);
-    assert!(matches!(&err, PlanError::BadTopic { topic, .. } if topic == "clicks"), "{err:?}");
+    assert!(
+        matches!(&err, PlanError::BadTopic { topic, .. } if topic == "clicks"),
+        "{err:?}"
+    );
     assert!(e.topics().iter().all(|t| t.spec.name != "fresh"));
 }
 
@@ -632,12 +796,36 @@ fn output_from_unknown_node() {
 #[test]
 fn invalid_names() {
     let cases: [(String, &str, &str); 6] = [
-        (HEAD.replace("name: bad", "name: '1abc'"), "definition", "1abc"),
+        (
+            HEAD.replace("name: bad", "name: '1abc'"),
+            "definition",
+            "1abc",
+        ),
         (HEAD.replace("name: bad", "name: ''"), "definition", ""),
-        (with("nodes:\n  - {id: 'bad id', op: filter, input: c, where: 'true'}\n"), "node", "bad id"),
-        (with("outputs:\n  - {name: 'out/1', from: c}\n"), "output", "out/1"),
-        (HEAD.replace("- name: clicks", "- name: 'cl icks'").replace("topic: clicks", "topic: 'cl icks'"), "topic", "cl icks"),
-        (with(&format!("nodes:\n  - {{id: {}, op: filter, input: c, where: 'true'}}\n", "n".repeat(129))), "node", ""),
+        (
+            with("nodes:\n  - {id: 'bad id', op: filter, input: c, where: 'true'}\n"),
+            "node",
+            "bad id",
+        ),
+        (
+            with("outputs:\n  - {name: 'out/1', from: c}\n"),
+            "output",
+            "out/1",
+        ),
+        (
+            HEAD.replace("- name: clicks", "- name: 'cl icks'")
+                .replace("topic: clicks", "topic: 'cl icks'"),
+            "topic",
+            "cl icks",
+        ),
+        (
+            with(&format!(
+                "nodes:\n  - {{id: {}, op: filter, input: c, where: 'true'}}\n",
+                "n".repeat(129)
+            )),
+            "node",
+            "",
+        ),
     ];
     for (text, what_want, name_want) in cases {
         let err = refuse(&text, &[what_want]);
@@ -654,9 +842,18 @@ fn invalid_names() {
         &with("nodes:\n  - {id: m, op: map, input: c, fields: [{'a b': user}]}\n"),
         &["field", "a b"],
     );
-    assert!(matches!(&err, PlanError::InvalidName { what: "field", .. }), "{err:?}");
-    let err = refuse(&format!("{HEAD}late_topic: 'late topic'\n"), &["late topic"]);
-    assert!(matches!(&err, PlanError::InvalidName { what: "topic", .. }), "{err:?}");
+    assert!(
+        matches!(&err, PlanError::InvalidName { what: "field", .. }),
+        "{err:?}"
+    );
+    let err = refuse(
+        &format!("{HEAD}late_topic: 'late topic'\n"),
+        &["late topic"],
+    );
+    assert!(
+        matches!(&err, PlanError::InvalidName { what: "topic", .. }),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -672,11 +869,20 @@ fn empty_inputs() {
 fn too_many_nodes() {
     let mut text = with("nodes:\n");
     for i in 0..1000 {
-        text.push_str(&format!("  - {{id: f{i}, op: filter, input: c, where: 'true'}}\n"));
+        text.push_str(&format!(
+            "  - {{id: f{i}, op: filter, input: c, where: 'true'}}\n"
+        ));
     }
     let err = refuse(&text, &["1001", "1000"]);
     assert!(
-        matches!(err, PlanError::TooMany { count: 1001, limit: 1000, .. }),
+        matches!(
+            err,
+            PlanError::TooMany {
+                count: 1001,
+                limit: 1000,
+                ..
+            }
+        ),
         "{err:?}"
     );
 }
@@ -686,31 +892,57 @@ fn huge_definition_over_one_mib() {
     let text = format!("{HEAD}description: '{}'\n", "x".repeat(1 << 20));
     let err = refuse(&text, &["bytes", "limit"]);
     assert!(
-        matches!(err, PlanError::Parse(ParseError::TooLarge { limit: 1_048_576, .. })),
+        matches!(
+            err,
+            PlanError::Parse(ParseError::TooLarge {
+                limit: 1_048_576,
+                ..
+            })
+        ),
         "{err:?}"
     );
     let json = format!("{{\"name\": \"{}\"}}", "y".repeat(1 << 20));
     let err = refuse(&json, &["limit"]);
-    assert!(matches!(err, PlanError::Parse(ParseError::TooLarge { .. })), "{err:?}");
+    assert!(
+        matches!(err, PlanError::Parse(ParseError::TooLarge { .. })),
+        "{err:?}"
+    );
 }
 
 #[test]
 fn deeply_nested_yaml_and_json() {
     let depth = 100_000;
-    let yaml = format!("{HEAD}description: {}{}\n", "[".repeat(depth), "]".repeat(depth));
+    let yaml = format!(
+        "{HEAD}description: {}{}\n",
+        "[".repeat(depth),
+        "]".repeat(depth)
+    );
     let err = refuse(&yaml, &[]);
-    assert!(matches!(err, PlanError::Parse(ParseError::Yaml(_))), "{err:?}");
+    assert!(
+        matches!(err, PlanError::Parse(ParseError::Yaml(_))),
+        "{err:?}"
+    );
     let json = format!("{{\"name\": {}{}}}", "[".repeat(depth), "]".repeat(depth));
     let err = refuse(&json, &[]);
-    assert!(matches!(err, PlanError::Parse(ParseError::Json(_))), "{err:?}");
-    let block = format!("{HEAD}description:\n{}", (0..2000).map(|i| format!("{}- \n", "  ".repeat(i + 1))).collect::<String>());
+    assert!(
+        matches!(err, PlanError::Parse(ParseError::Json(_))),
+        "{err:?}"
+    );
+    let block = format!(
+        "{HEAD}description:\n{}",
+        (0..2000)
+            .map(|i| format!("{}- \n", "  ".repeat(i + 1)))
+            .collect::<String>()
+    );
     let err = refuse(&block, &[]);
     assert!(matches!(err, PlanError::Parse(_)), "{err:?}");
 }
 
 #[test]
 fn garbage_and_binary_bytes() {
-    let bytes: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let bytes: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
     for text in [
         String::from_utf8_lossy(&bytes).into_owned(),
         "\u{0}\u{1}\u{2}\u{feff}".into(),
@@ -754,14 +986,20 @@ fn late_topic_that_is_also_a_publish_target() {
         ),
         &["`out`"],
     );
-    assert!(matches!(&err, PlanError::BadTopic { topic, .. } if topic == "out"), "{err:?}");
+    assert!(
+        matches!(&err, PlanError::BadTopic { topic, .. } if topic == "out"),
+        "{err:?}"
+    );
     let err = refuse(
         &format!(
             "{HEAD}nodes:\n  - {{id: p, op: publish, input: c, topic: out}}\ndead_letter_topic: out\n"
         ),
         &["`out`"],
     );
-    assert!(matches!(&err, PlanError::BadTopic { topic, .. } if topic == "out"), "{err:?}");
+    assert!(
+        matches!(&err, PlanError::BadTopic { topic, .. } if topic == "out"),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -798,8 +1036,30 @@ enum Edit {
 
 fn edit() -> impl Strategy<Value = Edit> {
     let word = prop::sample::select(vec![
-        "c", "w", "a", "m", "-1s", "0s", "[", "{", "}", ":", "- ", "'", "\"", "op: window",
-        "kind: session", "null", "~", "&x", "*x", "\t", "\u{0}", "é", "input: a", "9999999999999999999",
+        "c",
+        "w",
+        "a",
+        "m",
+        "-1s",
+        "0s",
+        "[",
+        "{",
+        "}",
+        ":",
+        "- ",
+        "'",
+        "\"",
+        "op: window",
+        "kind: session",
+        "null",
+        "~",
+        "&x",
+        "*x",
+        "\t",
+        "\u{0}",
+        "é",
+        "input: a",
+        "9999999999999999999",
     ]);
     prop_oneof![
         (any::<usize>(), any::<u8>()).prop_map(|(p, b)| Edit::Flip(p, b)),
@@ -874,13 +1134,19 @@ fn random_mutations_never_panic_and_failures_leave_nothing() {
             match e.install_text(&text) {
                 Ok(info) => {
                     accepted.set(accepted.get() + 1);
-                    e.drop_dataflow(&info.name).expect("drop what was installed");
+                    e.drop_dataflow(&info.name)
+                        .expect("drop what was installed");
                 }
                 Err(err) => {
                     refused.set(refused.get() + 1);
                     // Every refusal has a message.
                     prop_assert!(!err.to_string().is_empty());
-                    prop_assert_eq!(snapshot(&e), before, "refused install left something: {}", err);
+                    prop_assert_eq!(
+                        snapshot(&e),
+                        before,
+                        "refused install left something: {}",
+                        err
+                    );
                 }
             }
             Ok(())

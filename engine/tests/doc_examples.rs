@@ -145,17 +145,26 @@ fn examples() -> Vec<Example> {
                 .unwrap_or_else(|| panic!("line {}: no example `{name}` above", b.line))
         };
         if let Some(name) = b.attrs.get("input") {
-            let topic = b.attrs.get("topic").expect("input blocks name a topic").clone();
+            let topic = b
+                .attrs
+                .get("topic")
+                .expect("input blocks name a topic")
+                .clone();
             let i = find(&mut examples, name);
             examples[i].inputs.push((topic, ndjson(&b)));
         } else if let Some(name) = b.attrs.get("expect") {
             let expect = match (b.attrs.get("output"), b.attrs.get("topic")) {
                 (Some(o), None) => Expect::Output(o.clone()),
                 (None, Some(t)) => Expect::Topic(t.clone()),
-                _ => panic!("line {}: an expect block names one output=O or topic=T", b.line),
+                _ => panic!(
+                    "line {}: an expect block names one output=O or topic=T",
+                    b.line
+                ),
             };
             let i = find(&mut examples, name);
-            examples[i].expected.push((expect, expected_rows(&b), b.line));
+            examples[i]
+                .expected
+                .push((expect, expected_rows(&b), b.line));
         }
     }
     examples
@@ -229,7 +238,11 @@ fn run(example: &Example, workers: usize) -> Vec<String> {
 #[test]
 fn every_documented_example_produces_its_documented_output() {
     let examples = examples();
-    assert!(examples.len() >= 20, "found only {} examples", examples.len());
+    assert!(
+        examples.len() >= 20,
+        "found only {} examples",
+        examples.len()
+    );
     let mut failures = Vec::new();
     for ex in &examples {
         assert!(!ex.inputs.is_empty(), "example `{}` has no input", ex.name);
@@ -250,10 +263,27 @@ fn every_operator_and_function_has_an_example() {
     let examples = examples();
     let all: String = examples.iter().map(|e| e.definition.as_str()).collect();
     for op in [
-        "op: map", "op: project", "op: filter", "op: key_by", "kind: tumbling",
-        "kind: sliding", "kind: session", "fn: count", "fn: sum", "fn: min", "fn: max",
-        "fn: avg", "fn: count_distinct", "fn: top_k", "kind: interval", "kind: table",
-        "op: distinct", "op: union", "op: publish", "op: trigger", "emit: updates",
+        "op: map",
+        "op: project",
+        "op: filter",
+        "op: key_by",
+        "kind: tumbling",
+        "kind: sliding",
+        "kind: session",
+        "fn: count",
+        "fn: sum",
+        "fn: min",
+        "fn: max",
+        "fn: avg",
+        "fn: count_distinct",
+        "fn: top_k",
+        "kind: interval",
+        "kind: table",
+        "op: distinct",
+        "op: union",
+        "op: publish",
+        "op: trigger",
+        "emit: updates",
     ] {
         assert!(all.contains(op), "no documented example uses `{op}`");
     }
