@@ -158,6 +158,7 @@ pub fn render<'s>(
             ),
             NodeKind::Trigger { input, when, topic } => sink::trigger(
                 streams[*input].clone(),
+                &node.id,
                 matches!(plan.nodes[*input].kind, NodeKind::WindowAggregate { .. }),
                 when.clone(),
                 topic.clone(),

@@ -117,12 +117,14 @@ pub fn publish<'s>(s: Updates<'s>, topic: String, effects: Rc<dyn Effects>) -> U
 /// not satisfy the condition, so a threshold crossed once fires once.
 pub fn trigger<'s>(
     s: Updates<'s>,
+    name: &str,
     windowed: bool,
     when: Expr,
     topic: String,
     effects: Rc<dyn Effects>,
     dead: Rc<DeadLetters>,
 ) -> Updates<'s> {
+    let name = name.to_string();
     let group_of = move |e: &Event| -> (Value, Value) {
         let w = if windowed {
             e.row.get(1).cloned().unwrap_or(Value::Null)
@@ -141,7 +143,7 @@ pub fn trigger<'s>(
                         let fired = match when.eval_bool(&e.row) {
                             Ok(b) => b,
                             Err(err) => {
-                                dead.push("trigger", &e, format!("{err} (`{}`)", when.source()));
+                                dead.push(&name, &e, format!("{err} (`{}`)", when.source()));
                                 continue;
                             }
                         };
