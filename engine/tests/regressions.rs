@@ -53,3 +53,31 @@ nodes:
         assert_eq!(e.dataflow("trig").expect("installed").dead_letters, 1);
     }
 }
+
+/// Deeply nested YAML flow collections used to take time quadratic in the depth before the
+/// parser refused them (100 000 brackets, 200 KB: about 50 s). They are now refused by a
+/// linear scan, and brackets inside quoted strings and comments do not count.
+#[test]
+fn deep_yaml_nesting_is_refused_quickly() {
+    use starling_engine::operators::definition::Definition;
+    let depth = 200_000;
+    let text = format!(
+        "name: x\ndescription: {}{}\n",
+        "[".repeat(depth),
+        "]".repeat(depth)
+    );
+    let t = std::time::Instant::now();
+    assert!(Definition::parse(&text).is_err());
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        t.elapsed()
+    );
+    // Not counted: brackets in quoted strings, escaped quotes, comments.
+    let many = "[".repeat(500);
+    let ok = format!(
+        "name: x\ndescription: \"a \\\" {many}\"\n# {many}\ninputs: [{{id: c, topic: '{many}'}}]\n"
+    );
+    let def = Definition::parse(&ok).expect("quoted brackets are text");
+    assert_eq!(def.inputs[0].topic, many);
+}
