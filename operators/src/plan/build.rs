@@ -385,7 +385,10 @@ pub fn plan(def: &Definition, existing: &HashMap<String, TopicSpec>) -> Result<P
     for t in [&late_topic, &dead_letter_topic] {
         check_name("topic", t)?;
         let spec = system_topic(t);
-        match find_topic(t) {
+        // A topic this definition creates (a publish or trigger target) counts too: late
+        // records must not be written into a topic of another schema.
+        let known = find_topic(t).or_else(|| new_topics.iter().find(|n| &n.name == t).cloned());
+        match known {
             Some(existing) if existing.schema != spec.schema => {
                 return Err(PlanError::BadTopic {
                     topic: t.clone(),
@@ -394,8 +397,7 @@ pub fn plan(def: &Definition, existing: &HashMap<String, TopicSpec>) -> Result<P
                 })
             }
             Some(_) => {}
-            None if !new_topics.iter().any(|n| &n.name == t) => new_topics.push(spec),
-            None => {}
+            None => new_topics.push(spec),
         }
     }
 
