@@ -32,6 +32,8 @@ pub enum EngineError {
     BatchTooLarge { size: usize, limit: usize },
     #[error(transparent)]
     Plan(#[from] PlanError),
+    #[error("every worker's queue is full; retry shortly")]
+    Busy,
     #[error("the engine is shutting down")]
     ShuttingDown,
     #[error("could not start the timely workers: {0}")]

@@ -7,7 +7,11 @@
 //! doors and the `starling` binary are thin layers over it.
 
 pub mod cli;
+pub mod client;
 pub mod error;
+pub mod http;
+pub mod metrics;
+pub mod node;
 pub mod runtime;
 
 pub use error::EngineError;

@@ -1,11 +1,15 @@
-//! The `starling` binary: parses arguments and calls `starling_engine::cli`.
+//! The `starling` binary: parses arguments and calls `starling_engine::cli` and `node`.
 //! Exit codes: 0 success, 1 runtime error, 2 usage error.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
 use starling_engine::cli;
+use starling_engine::client::http::HttpClient;
+use starling_engine::node::{FileConfig, Node, NodeConfig};
 
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -21,8 +25,80 @@ struct Cli {
     cmd: Cmd,
 }
 
+/// Where the client commands find the node.
+#[derive(Args)]
+struct Remote {
+    /// The node's HTTP address.
+    #[arg(long, env = "STARLING_NODE", default_value = "http://127.0.0.1:7070")]
+    node: String,
+}
+
+#[derive(Args)]
+struct NodeArgs {
+    /// A TOML file of settings (flags and STARLING_* variables override it).
+    #[arg(long, env = "STARLING_CONFIG")]
+    config: Option<PathBuf>,
+    /// HTTP listen address [default: 127.0.0.1:7070].
+    #[arg(long = "http", env = "STARLING_HTTP_ADDR")]
+    http_addr: Option<SocketAddr>,
+    /// QUIC listen address [default: 127.0.0.1:7071].
+    #[arg(long = "quic", env = "STARLING_QUIC_ADDR")]
+    quic_addr: Option<SocketAddr>,
+    /// Data directory [default: ./starling-data].
+    #[arg(long, env = "STARLING_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Timely worker threads [default: the number of cores].
+    #[arg(long, env = "STARLING_WORKERS")]
+    workers: Option<usize>,
+    /// Largest HTTP request body, in bytes [default: 16 MiB].
+    #[arg(long, env = "STARLING_MAX_BODY_BYTES")]
+    max_body_bytes: Option<usize>,
+    /// Largest single event, in bytes [default: 1 MiB].
+    #[arg(long, env = "STARLING_MAX_EVENT_BYTES")]
+    max_event_bytes: Option<usize>,
+    /// Batches a subscriber may leave unread before it is cut off [default: 1024].
+    #[arg(long, env = "STARLING_SUBSCRIBER_QUEUE")]
+    subscriber_queue: Option<usize>,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
+    /// Run a node: the engine with its HTTP front door.
+    Node(NodeArgs),
+    /// Submit a dataflow definition (YAML or JSON) to a node.
+    Submit {
+        file: PathBuf,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Publish NDJSON events to a topic, from a file or standard input (`-`).
+    Publish {
+        topic: String,
+        file: Option<PathBuf>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Print a live stream: a topic's events or a dataflow output (`DATAFLOW/OUTPUT`).
+    Subscribe {
+        target: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// List a node's topics.
+    Topics {
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// List a node's dataflows with their counters.
+    Dataflows {
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Show whether a node is up, and what it runs.
+    Status {
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// Run the support-desk agent on generated traffic and print what it decides.
     Demo {
         /// How long to stream events, in seconds.
@@ -57,7 +133,69 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let result = match cli.cmd {
+    match run(cli.cmd) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
+}
+
+fn run(cmd: Cmd) -> Result<()> {
+    match cmd {
+        Cmd::Node(args) => runtime()?.block_on(node(args)),
+        Cmd::Submit { file, remote } => {
+            let out =
+                runtime()?.block_on(cli::remote::submit(&HttpClient::new(&remote.node), &file))?;
+            print!("{out}");
+            Ok(())
+        }
+        Cmd::Publish {
+            topic,
+            file,
+            remote,
+        } => {
+            let n = runtime()?.block_on(cli::remote::publish(
+                &HttpClient::new(&remote.node),
+                &topic,
+                file.as_deref(),
+            ))?;
+            println!("published {n} events to {topic}");
+            Ok(())
+        }
+        Cmd::Subscribe { target, remote } => runtime()?.block_on(cli::remote::subscribe(
+            &HttpClient::new(&remote.node),
+            &target,
+        )),
+        Cmd::Topics { remote } => {
+            print!(
+                "{}",
+                runtime()?.block_on(cli::remote::topics(&HttpClient::new(&remote.node)))?
+            );
+            Ok(())
+        }
+        Cmd::Dataflows { remote } => {
+            print!(
+                "{}",
+                runtime()?.block_on(cli::remote::dataflows(&HttpClient::new(&remote.node)))?
+            );
+            Ok(())
+        }
+        Cmd::Status { remote } => {
+            print!(
+                "{}",
+                runtime()?.block_on(cli::remote::status(&HttpClient::new(&remote.node)))?
+            );
+            Ok(())
+        }
         Cmd::Demo {
             seconds,
             speed,
@@ -74,13 +212,40 @@ fn main() -> ExitCode {
             };
             cli::demo::run(&opts, &mut std::io::stdout()).map(|_| ())
         }
-        Cmd::Check { file } => cli::check::check(&file).map(|s| print!("{s}")),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(1)
+        Cmd::Check { file } => {
+            print!("{}", cli::check::check(&file)?);
+            Ok(())
         }
     }
+}
+
+async fn node(args: NodeArgs) -> Result<()> {
+    let file = match &args.config {
+        Some(p) => FileConfig::load(p)?,
+        None => FileConfig::default(),
+    };
+    let overrides = FileConfig {
+        http_addr: args.http_addr,
+        quic_addr: args.quic_addr,
+        data_dir: args.data_dir,
+        workers: args.workers,
+        max_body_bytes: args.max_body_bytes,
+        max_event_bytes: args.max_event_bytes,
+        subscriber_queue: args.subscriber_queue,
+    };
+    let config = NodeConfig::build(file, overrides)?;
+    let node = Node::start(&config).await?;
+    println!(
+        "starling node listening: http={} data_dir={} workers={}",
+        node.http_addr(),
+        config.data_dir.display(),
+        config.workers
+    );
+    use std::io::Write;
+    std::io::stdout().flush()?;
+    starling_engine::node::wait_for_signal().await;
+    eprintln!("starling node: shutting down");
+    node.shutdown().await;
+    println!("starling node: stopped");
+    Ok(())
 }

@@ -131,6 +131,10 @@ pub(crate) struct Inner {
     live: Vec<AtomicUsize>,
     /// Per worker: event batches sent but not yet taken.
     pub(crate) queued: Vec<AtomicUsize>,
+    /// Per worker: nanoseconds spent working.
+    pub(crate) busy: Vec<AtomicU64>,
+    /// Cut-off counts of the outputs of dataflows since dropped.
+    dropped_cut_off: AtomicU64,
 }
 
 /// The in-process engine. Cheap to share: clone the `Arc` it lives in, or use its methods
@@ -163,6 +167,8 @@ impl Engine {
             shutting_down: AtomicBool::new(false),
             live: (0..workers).map(|_| AtomicUsize::new(0)).collect(),
             queued: (0..workers).map(|_| AtomicUsize::new(0)).collect(),
+            busy: (0..workers).map(|_| AtomicU64::new(0)).collect(),
+            dropped_cut_off: AtomicU64::new(0),
         });
         let receivers = Arc::new(Mutex::new(receivers));
         let weak = Arc::downgrade(&inner);
@@ -264,7 +270,24 @@ impl Engine {
 
     /// Publishes rows of a topic: key and event time are read from the declared fields.
     /// The whole batch is checked first; a bad row refuses the batch with its position.
+    /// Waits while every worker's queue is full (back-pressure).
     pub fn publish_rows(&self, topic: &str, rows: Vec<Row>) -> Result<usize, EngineError> {
+        self.publish_rows_inner(topic, rows, true)
+    }
+
+    /// Like [`Engine::publish_rows`], but refuses with [`EngineError::Busy`] instead of
+    /// waiting when every worker's queue is full, for callers that must not block (HTTP
+    /// answers 429 with `Retry-After`).
+    pub fn try_publish_rows(&self, topic: &str, rows: Vec<Row>) -> Result<usize, EngineError> {
+        self.publish_rows_inner(topic, rows, false)
+    }
+
+    fn publish_rows_inner(
+        &self,
+        topic: &str,
+        rows: Vec<Row>,
+        wait: bool,
+    ) -> Result<usize, EngineError> {
         let t = self.inner.topic(topic)?;
         let time = t
             .spec
@@ -299,7 +322,11 @@ impl Engine {
             events.push(Event::new(key, ts, row));
         }
         let n = events.len();
-        self.inner.wait_for_room();
+        if wait {
+            self.inner.wait_for_room();
+        } else if !self.inner.has_room() {
+            return Err(EngineError::Busy);
+        }
         self.inner.push(&t, events);
         Ok(n)
     }
@@ -307,6 +334,13 @@ impl Engine {
     /// Publishes JSON objects to a topic, validated against its schema. Nothing of a batch
     /// with a bad event is applied; the error gives the event's position.
     pub fn publish_json(&self, topic: &str, docs: &[Json]) -> Result<usize, EngineError> {
+        let rows = self.decode_json(topic, docs)?;
+        self.publish_rows(topic, rows)
+    }
+
+    /// Checks JSON objects against a topic's schema and turns them into rows, without
+    /// publishing; the error gives the position of the first bad event.
+    pub fn decode_json(&self, topic: &str, docs: &[Json]) -> Result<Vec<Row>, EngineError> {
         let t = self.inner.topic(topic)?;
         self.inner.check_batch(docs.len())?;
         let mut rows = Vec::with_capacity(docs.len());
@@ -316,7 +350,60 @@ impl Engine {
                     .map_err(|error| EngineError::BadEvent { index, error })?,
             );
         }
-        self.publish_rows(topic, rows)
+        Ok(rows)
+    }
+
+    /// One topic's description.
+    pub fn topic(&self, name: &str) -> Result<TopicInfo, EngineError> {
+        self.topics()
+            .into_iter()
+            .find(|t| t.spec.name == name)
+            .ok_or_else(|| EngineError::UnknownTopic(name.into()))
+    }
+
+    /// Live subscriptions (topics and outputs) and how many were cut off for reading slowly.
+    pub fn subscriptions(&self) -> (usize, u64) {
+        let mut live = 0;
+        let mut cut = 0;
+        for t in self.inner.read_topics().values() {
+            live += t.subscribers.len();
+            cut += t.subscribers.cut_off.load(Ordering::Relaxed);
+        }
+        for d in self.inner.lock_dataflows().values() {
+            for o in &d.outputs {
+                live += o.len();
+                cut += o.cut_off.load(Ordering::Relaxed);
+            }
+        }
+        (
+            live,
+            cut + self.inner.dropped_cut_off.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Time each worker spent doing work (not parked), in nanoseconds.
+    pub fn worker_busy_nanos(&self) -> Vec<u64> {
+        self.inner
+            .busy
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    /// Ends every live subscription (readers see the end of their stream); used when a node
+    /// shuts down so that streaming responses finish.
+    pub fn close_subscriptions(&self) {
+        for t in self.inner.read_topics().values() {
+            t.subscribers.close_all();
+        }
+        for d in self.inner.lock_dataflows().values() {
+            d.outputs.iter().for_each(|o| o.close_all());
+        }
+    }
+
+    /// Whether the engine accepts work (not shutting down).
+    pub fn is_running(&self) -> bool {
+        !self.inner.shutting_down.load(Ordering::Relaxed)
     }
 
     /// Forces the watermark of every input reading `topic` up to `time` (like an end-of-input
@@ -390,6 +477,9 @@ impl Engine {
             .ok_or_else(|| EngineError::UnknownDataflow(name.into()))?;
         self.inner.broadcast(|| Command::Drop(name.into()));
         for o in &removed.outputs {
+            self.inner
+                .dropped_cut_off
+                .fetch_add(o.cut_off.load(Ordering::Relaxed), Ordering::Relaxed);
             o.close_all();
         }
         tracing::info!(dataflow = %name, "dropped");
@@ -448,6 +538,34 @@ impl Engine {
                     .join(", "),
             })?;
         Ok(d.outputs[i].subscribe())
+    }
+
+    /// The schema of a dataflow output's rows.
+    pub fn output_schema(
+        &self,
+        dataflow: &str,
+        output: &str,
+    ) -> Result<starling_operators::Schema, EngineError> {
+        let dataflows = self.inner.lock_dataflows();
+        let d = dataflows
+            .get(dataflow)
+            .ok_or_else(|| EngineError::UnknownDataflow(dataflow.into()))?;
+        d.plan
+            .outputs
+            .iter()
+            .find(|o| o.name == output)
+            .map(|o| o.schema.clone())
+            .ok_or_else(|| EngineError::UnknownOutput {
+                dataflow: dataflow.into(),
+                output: output.into(),
+                known: d
+                    .plan
+                    .outputs
+                    .iter()
+                    .map(|o| o.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
     }
 
     /// Subscribes to the events appended to a topic.
@@ -623,16 +741,19 @@ impl Inner {
         Ok(())
     }
 
+    /// Whether some worker's queue has room for another batch.
+    fn has_room(&self) -> bool {
+        let limit = self.config.max_queued_batches.max(1);
+        self.queued
+            .iter()
+            .any(|q| q.load(Ordering::Acquire) < limit)
+    }
+
     /// Blocks while every worker has a full queue. Only external publishers wait: a worker
     /// publishing its own results must never block on itself.
     fn wait_for_room(&self) {
-        let limit = self.config.max_queued_batches.max(1);
         let mut spins = 0u32;
-        while self
-            .queued
-            .iter()
-            .all(|q| q.load(Ordering::Acquire) >= limit)
-        {
+        while !self.has_room() {
             if self.shutting_down.load(Ordering::Relaxed) {
                 return;
             }

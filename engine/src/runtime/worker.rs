@@ -153,7 +153,14 @@ pub(crate) fn run(worker: &mut Worker, rx: Receiver<Command>, inner: Weak<Inner>
         if stop || inner.strong_count() == 0 {
             break;
         }
+        // Parks until the engine or another worker wakes this thread (both unpark it).
         worker.step_or_park(Some(Duration::from_millis(20)));
+        // Busy time is the thread's CPU time: parked time costs none.
+        let cpu = cpu_time::ThreadTime::now();
+        if let Some(i) = inner.upgrade() {
+            let total = cpu.as_duration().as_nanos() as u64;
+            i.busy[me].store(total, Ordering::Relaxed);
+        }
         for r in running.values() {
             let f = r
                 .probe

@@ -1,0 +1,117 @@
+//! The HTTP front door (axum on hyper 1.x): topics, publishing, live subscriptions,
+//! dataflows, health and metrics. Every error is JSON `{code, message, details}`; the routes
+//! are documented in `docs/openapi.yaml`.
+
+mod dataflows;
+pub mod error;
+mod stream;
+mod topics;
+mod views;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+
+pub use error::ApiError;
+
+use crate::metrics::Metrics;
+use crate::Engine;
+
+/// Request and event size limits of the HTTP front door.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest request body accepted (413 beyond).
+    pub max_body_bytes: usize,
+    /// Largest single event (one NDJSON line) accepted (413 beyond).
+    pub max_event_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 16 << 20,
+            max_event_bytes: 1 << 20,
+        }
+    }
+}
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub engine: Arc<Engine>,
+    pub metrics: Arc<Metrics>,
+    pub limits: Limits,
+}
+
+/// The router with every route.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/v1/topics", get(topics::list).post(topics::create))
+        .route("/v1/topics/{topic}", get(topics::describe))
+        .route(
+            "/v1/topics/{topic}/events",
+            get(topics::subscribe).post(topics::publish),
+        )
+        .route(
+            "/v1/dataflows",
+            get(dataflows::list).post(dataflows::submit),
+        )
+        .route(
+            "/v1/dataflows/{dataflow}",
+            get(dataflows::describe).delete(dataflows::drop),
+        )
+        .route(
+            "/v1/dataflows/{dataflow}/outputs/{output}",
+            get(dataflows::subscribe),
+        )
+        .fallback(|| async { ApiError::not_found("no such route; see docs/openapi.yaml") })
+        .layer(middleware::from_fn_with_state(state.clone(), record))
+        .with_state(state)
+}
+
+async fn readyz(State(s): State<AppState>) -> Response {
+    if s.engine.is_running() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "the node is shutting down",
+        )
+        .into_response()
+    }
+}
+
+async fn metrics(State(s): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        s.metrics.render(),
+    )
+        .into_response()
+}
+
+/// Records the latency of every request under its route template.
+async fn record(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().to_string();
+    let started = Instant::now();
+    let resp = next.run(req).await;
+    s.metrics
+        .requests
+        .with_label_values(&[&route, &method, resp.status().as_str()])
+        .observe(started.elapsed().as_secs_f64());
+    resp
+}

@@ -1,0 +1,253 @@
+//! Topic routes: create, list, describe, publish, subscribe.
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value as JsonValue};
+use starling_operators::definition::TopicDef;
+use starling_operators::json::row_to_json;
+
+use super::error::ApiError;
+use super::stream::{stream_response, Format};
+use super::{views, AppState};
+use crate::EngineError;
+
+pub(super) async fn list(State(s): State<AppState>) -> Json<JsonValue> {
+    Json(JsonValue::Array(
+        s.engine.topics().iter().map(views::topic).collect(),
+    ))
+}
+
+pub(super) async fn describe(
+    State(s): State<AppState>,
+    Path(topic): Path<String>,
+) -> Result<Json<JsonValue>, ApiError> {
+    Ok(Json(views::topic(&s.engine.topic(&topic)?)))
+}
+
+pub(super) async fn create(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let bytes = read_body(body, s.limits.max_body_bytes).await?;
+    require_type(&headers, &["application/json"])?;
+    let def: TopicDef = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_topic",
+            format!("invalid topic declaration: {e}"),
+        )
+    })?;
+    let existed = s.engine.topic(&def.name).is_ok();
+    s.engine.create_topic(&def).map_err(|e| match e {
+        EngineError::Plan(p) => ApiError::new(StatusCode::BAD_REQUEST, "bad_topic", p.to_string()),
+        other => other.into(),
+    })?;
+    let status = if existed {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, Json(views::topic(&s.engine.topic(&def.name)?))).into_response())
+}
+
+/// Reads a body up to `limit` bytes; beyond that answers 413 without reading the rest.
+pub(super) async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let too_large = std::error::Error::source(&e)
+            .map(|s| s.to_string().contains("length limit"))
+            .unwrap_or(false)
+            || e.to_string().contains("length limit");
+        if too_large {
+            ApiError::too_large(
+                format!("request body is over the limit of {limit} bytes"),
+                limit,
+            )
+        } else {
+            ApiError::bad_request(format!("could not read the request body: {e}"))
+        }
+    })
+}
+
+/// The media type without parameters, lower-cased.
+pub(super) fn media_type(headers: &HeaderMap) -> String {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_default()
+}
+
+fn require_type(headers: &HeaderMap, accepted: &[&str]) -> Result<(), ApiError> {
+    let t = media_type(headers);
+    if accepted.contains(&t.as_str()) {
+        Ok(())
+    } else {
+        Err(ApiError::unsupported_media_type(&t, accepted))
+    }
+}
+
+const EVENT_TYPES: [&str; 3] = [
+    "application/x-ndjson",
+    "application/jsonl",
+    "application/json",
+];
+
+/// Parses a publish body: NDJSON (one object per line) or a JSON array. Errors name the
+/// position of the first bad event; nothing of the batch is applied.
+fn parse_events(kind: &str, bytes: &[u8], max_event: usize) -> Result<Vec<JsonValue>, ApiError> {
+    let bad = |index: usize, msg: String| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_event",
+            format!("event {index}: {msg}"),
+        )
+        .with_details(json!({ "index": index }))
+    };
+    if kind == "application/json" {
+        if bytes.len() > max_event && !bytes.trim_ascii_start().starts_with(b"[") {
+            return Err(ApiError::too_large(
+                format!("a single event is over {max_event} bytes"),
+                max_event,
+            ));
+        }
+        return match serde_json::from_slice::<JsonValue>(bytes) {
+            Ok(JsonValue::Array(items)) => Ok(items),
+            Ok(JsonValue::Object(o)) => Ok(vec![JsonValue::Object(o)]),
+            Ok(other) => Err(bad(
+                0,
+                format!("expected an object or an array of objects, found {other}"),
+            )),
+            Err(e) => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_json",
+                format!("invalid JSON: {e}"),
+            )
+            .with_details(json!({ "line": e.line(), "column": e.column() }))),
+        };
+    }
+    let mut out = Vec::new();
+    for (i, line) in bytes.split(|b| *b == b'\n').enumerate() {
+        let line = line.trim_ascii();
+        if line.is_empty() {
+            continue;
+        }
+        let index = out.len();
+        if line.len() > max_event {
+            return Err(ApiError::too_large(
+                format!(
+                    "event {index} (line {}) is {} bytes, over the limit of {max_event}",
+                    i + 1,
+                    line.len()
+                ),
+                max_event,
+            )
+            .with_details(json!({ "index": index, "line": i + 1, "limit_bytes": max_event })));
+        }
+        match serde_json::from_slice::<JsonValue>(line) {
+            Ok(v) => out.push(v),
+            Err(e) => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_json",
+                    format!("event {index} (line {}): invalid JSON: {e}", i + 1),
+                )
+                .with_details(json!({ "index": index, "line": i + 1, "column": e.column() })))
+            }
+        }
+    }
+    Ok(out)
+}
+
+pub(super) async fn publish(
+    State(s): State<AppState>,
+    Path(topic): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<JsonValue>, ApiError> {
+    let reject = |reason: &str| s.metrics.rejected.with_label_values(&[reason]).inc();
+    let kind = media_type(&headers);
+    if !EVENT_TYPES.contains(&kind.as_str()) {
+        reject("unsupported_media_type");
+        return Err(ApiError::unsupported_media_type(&kind, &EVENT_TYPES));
+    }
+    let bytes = read_body(body, s.limits.max_body_bytes)
+        .await
+        .inspect_err(|_| reject("too_large"))?;
+    let engine = s.engine.clone();
+    let max_event = s.limits.max_event_bytes;
+    // Parsing and validation are CPU work: keep them off the async threads.
+    let result = tokio::task::spawn_blocking(move || -> Result<usize, ApiError> {
+        let docs = parse_events(&kind, &bytes, max_event)?;
+        let rows = engine.decode_json(&topic, &docs)?;
+        Ok(engine.try_publish_rows(&topic, rows)?)
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    match result {
+        Ok(n) => Ok(Json(json!({ "accepted": n }))),
+        Err(e) => {
+            reject(e.code);
+            Err(e)
+        }
+    }
+}
+
+/// `?format=ndjson|sse` on subscription routes.
+#[derive(Deserialize)]
+pub(super) struct StreamQuery {
+    format: Option<String>,
+}
+
+impl StreamQuery {
+    pub(super) fn format(&self) -> Option<&str> {
+        self.format.as_deref()
+    }
+}
+
+pub(super) async fn subscribe(
+    State(s): State<AppState>,
+    Path(topic): Path<String>,
+    Query(q): Query<StreamQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let format = Format::choose(q.format(), &headers)?;
+    let info = s.engine.topic(&topic)?;
+    let sub = s.engine.subscribe_topic(&topic)?;
+    let schema = info.spec.schema.clone();
+    Ok(stream_response(format, move |tx| loop {
+        match sub.recv_timeout(std::time::Duration::from_millis(250)) {
+            Ok(Some(batch)) => {
+                for e in batch.iter() {
+                    let line = json!({
+                        "key": starling_operators::json::value_to_json(&e.key),
+                        "time": e.time,
+                        "event": row_to_json(&schema, &e.row),
+                    });
+                    if !tx.send_json(&line) {
+                        return;
+                    }
+                }
+            }
+            Ok(None) => {
+                if !tx.keep_alive() {
+                    return;
+                }
+            }
+            Err(closed) => {
+                tx.send_error(&closed);
+                return;
+            }
+        }
+    }))
+}

@@ -1,0 +1,154 @@
+//! Node settings: defaults, then a TOML file, then `STARLING_*` environment variables, then
+//! command-line flags; each later source wins over the earlier ones.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use thiserror::Error;
+
+use crate::http::Limits;
+
+/// Everything a node needs to start.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NodeConfig {
+    pub http_addr: SocketAddr,
+    pub quic_addr: SocketAddr,
+    pub data_dir: PathBuf,
+    pub workers: usize,
+    pub limits: Limits,
+    /// Batches a subscriber may leave unread before it is cut off.
+    pub subscriber_queue: usize,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 7070)),
+            quic_addr: SocketAddr::from(([127, 0, 0, 1], 7071)),
+            data_dir: PathBuf::from("./starling-data"),
+            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            limits: Limits::default(),
+            subscriber_queue: 1024,
+        }
+    }
+}
+
+/// The TOML file: every key optional, unknown keys refused.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub http_addr: Option<SocketAddr>,
+    pub quic_addr: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+    pub workers: Option<usize>,
+    pub max_body_bytes: Option<usize>,
+    pub max_event_bytes: Option<usize>,
+    pub subscriber_queue: Option<usize>,
+}
+
+/// Why the settings are unusable.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{0} must be at least 1")]
+    Zero(&'static str),
+}
+
+impl FileConfig {
+    /// Reads a TOML config file.
+    pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+}
+
+impl NodeConfig {
+    /// Applies the file's settings, then `overrides` (flags and environment, already merged
+    /// by the argument parser: a flag wins over its variable).
+    pub fn build(file: FileConfig, overrides: FileConfig) -> Result<NodeConfig, ConfigError> {
+        let d = NodeConfig::default();
+        let pick = |o: Option<usize>, f: Option<usize>, default: usize, name: &'static str| {
+            let v = o.or(f).unwrap_or(default);
+            if v == 0 {
+                Err(ConfigError::Zero(name))
+            } else {
+                Ok(v)
+            }
+        };
+        Ok(NodeConfig {
+            http_addr: overrides
+                .http_addr
+                .or(file.http_addr)
+                .unwrap_or(d.http_addr),
+            quic_addr: overrides
+                .quic_addr
+                .or(file.quic_addr)
+                .unwrap_or(d.quic_addr),
+            data_dir: overrides.data_dir.or(file.data_dir).unwrap_or(d.data_dir),
+            workers: pick(overrides.workers, file.workers, d.workers, "workers")?,
+            limits: Limits {
+                max_body_bytes: pick(
+                    overrides.max_body_bytes,
+                    file.max_body_bytes,
+                    d.limits.max_body_bytes,
+                    "max_body_bytes",
+                )?,
+                max_event_bytes: pick(
+                    overrides.max_event_bytes,
+                    file.max_event_bytes,
+                    d.limits.max_event_bytes,
+                    "max_event_bytes",
+                )?,
+            },
+            subscriber_queue: pick(
+                overrides.subscriber_queue,
+                file.subscriber_queue,
+                d.subscriber_queue,
+                "subscriber_queue",
+            )?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn later_sources_win() {
+        let file: FileConfig =
+            toml::from_str("http_addr = \"127.0.0.1:9000\"\nworkers = 3\n").unwrap();
+        let over = FileConfig {
+            workers: Some(5),
+            ..FileConfig::default()
+        };
+        let c = NodeConfig::build(file, over).unwrap();
+        assert_eq!(c.http_addr.port(), 9000);
+        assert_eq!(c.workers, 5);
+        assert_eq!(c.quic_addr.port(), 7071);
+        assert!(toml::from_str::<FileConfig>("bogus = 1").is_err());
+        assert!(matches!(
+            NodeConfig::build(
+                FileConfig {
+                    workers: Some(0),
+                    ..FileConfig::default()
+                },
+                FileConfig::default()
+            ),
+            Err(ConfigError::Zero("workers"))
+        ));
+    }
+}

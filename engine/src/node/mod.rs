@@ -1,0 +1,149 @@
+//! A Starling node: the engine plus its network front doors.
+//!
+//! `starling node` builds a [`NodeConfig`], calls [`Node::start`], prints where it listens,
+//! and on SIGINT/SIGTERM calls [`Node::shutdown`]: stop accepting, end live streams, let
+//! in-flight requests finish, stop the workers.
+
+pub mod config;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use config::{ConfigError, FileConfig, NodeConfig};
+
+use crate::http::{router, AppState};
+use crate::metrics::Metrics;
+use crate::{Engine, EngineConfig, EngineError};
+
+/// Why a node could not start.
+#[derive(Debug, Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot listen for HTTP on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// A running node.
+pub struct Node {
+    engine: Arc<Engine>,
+    http_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    http: JoinHandle<()>,
+}
+
+impl Node {
+    /// Starts the engine and the HTTP front door. Must run inside a tokio runtime.
+    pub async fn start(config: &NodeConfig) -> Result<Node, NodeError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| NodeError::DataDir {
+            path: config.data_dir.display().to_string(),
+            source,
+        })?;
+        let engine = Arc::new(Engine::start(EngineConfig {
+            workers: config.workers,
+            subscriber_queue: config.subscriber_queue,
+            ..EngineConfig::default()
+        })?);
+        let metrics = Arc::new(Metrics::new(&engine)?);
+        let listener = TcpListener::bind(config.http_addr)
+            .await
+            .map_err(|source| NodeError::Bind {
+                addr: config.http_addr,
+                source,
+            })?;
+        let http_addr = listener.local_addr().map_err(|source| NodeError::Bind {
+            addr: config.http_addr,
+            source,
+        })?;
+        let app = router(AppState {
+            engine: Arc::clone(&engine),
+            metrics,
+            limits: config.limits,
+        });
+        let (stop, mut stopped) = watch::channel(false);
+        let http = tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            };
+            if let Err(e) = axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+            {
+                tracing::error!(error = %e, "HTTP server failed");
+            }
+        });
+        tracing::info!(%http_addr, "node started");
+        Ok(Node {
+            engine,
+            http_addr,
+            stop,
+            http,
+        })
+    }
+
+    /// Where HTTP listens (the real port when 0 was asked).
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// The engine inside.
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// Stops accepting, ends live streams, waits (up to 10 s) for in-flight requests, then
+    /// stops the workers.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        self.engine.close_subscriptions();
+        if tokio::time::timeout(Duration::from_secs(10), self.http)
+            .await
+            .is_err()
+        {
+            tracing::warn!("in-flight HTTP requests did not finish within 10 s");
+        }
+        let engine = self.engine;
+        let _ = tokio::task::spawn_blocking(move || engine.shutdown()).await;
+    }
+}
+
+/// Waits for SIGINT or SIGTERM.
+pub async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
