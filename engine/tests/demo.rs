@@ -15,6 +15,7 @@ fn demo_runs_and_its_summary_adds_up() {
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
+    assert!(stdout.contains("a node on http://127.0.0.1:"), "{stdout}");
     assert!(stdout.contains("minute 00:00:00:"), "{stdout}");
     assert!(stdout.contains("ESCALATE user-"), "{stdout}");
     let summary = stdout

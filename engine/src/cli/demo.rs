@@ -1,21 +1,22 @@
 //! `starling demo`: the support-desk agent on generated traffic, printed live.
 //!
-//! Runs the engine in-process on its embedded defaults: installs the shipped
-//! `support_desk` definition, streams simulated customer messages (some out of order, a few
-//! too late), prints the live per-channel counts, each closed minute, every escalation and
-//! every late event, then closes the last windows and prints a summary.
+//! Starts a node on free ports with a temporary data directory, and then works as any client
+//! would, over HTTP: submits the shipped `support_desk` definition, streams simulated customer
+//! messages (some out of order, a few too late), subscribes to the results, prints the live
+//! per-channel counts, each closed minute, every escalation and every late event, then marks
+//! the end of the input (closing the last windows) and prints a summary.
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
-use serde_json::json;
-use starling_operators::render::Update;
-use starling_operators::{Event, Value};
+use serde_json::{json, Value as Json};
+use std::net::SocketAddr;
+use tokio::sync::mpsc;
 
-use crate::{Engine, EngineConfig, Subscription};
+use crate::client::http::HttpClient;
+use crate::node::{Node, NodeConfig};
 
 /// The definition the demo runs (shipped in `dataflows/agents/`).
 pub const SUPPORT_DESK: &str = include_str!("../../../dataflows/agents/support_desk.yaml");
@@ -86,28 +87,84 @@ fn clock(ms: u64) -> String {
     format!("{:02}:{:02}:{:02}", s / 3600, (s / 60) % 60, s % 60)
 }
 
-fn text(v: &Value) -> String {
-    match v {
-        Value::Str(s) => s.to_string(),
-        other => other.to_string(),
+/// Runs the demo, writing its live output to `out`.
+pub fn run(opts: &DemoOptions, out: &mut dyn Write) -> Result<DemoSummary> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(run_async(opts, out))
+}
+
+/// The JSON lines of one subscription, gathered by a background task.
+struct Lines {
+    rx: mpsc::UnboundedReceiver<Json>,
+}
+
+impl Lines {
+    fn start(client: &HttpClient, target: &str) -> Lines {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let client = client.clone();
+        let target = target.to_string();
+        tokio::spawn(async move {
+            if let Err(e) = client
+                .subscribe(&target, |line| tx.send(line).is_ok())
+                .await
+            {
+                tracing::warn!(%target, error = %e, "demo subscription ended");
+            }
+        });
+        Lines { rx }
+    }
+
+    fn drain(&mut self) -> Vec<Json> {
+        let mut v = Vec::new();
+        while let Ok(line) = self.rx.try_recv() {
+            v.push(line);
+        }
+        v
     }
 }
 
-/// Runs the demo, writing its live output to `out`.
-pub fn run(opts: &DemoOptions, out: &mut dyn Write) -> Result<DemoSummary> {
-    let engine = Engine::start(EngineConfig {
+struct Streams {
+    activity: Lines,
+    channels: Lines,
+    escalations: Lines,
+    late: Lines,
+}
+
+async fn run_async(opts: &DemoOptions, out: &mut dyn Write) -> Result<DemoSummary> {
+    let dir = tempfile::tempdir()?;
+    let node = Node::start(&NodeConfig {
+        http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        quic_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        data_dir: dir.path().to_path_buf(),
         workers: opts.workers,
-        ..EngineConfig::default()
-    })?;
-    engine.install_text(SUPPORT_DESK)?;
-    let activity = engine.subscribe("support_desk", "activity")?;
-    let channels = engine.subscribe("support_desk", "channel_counts")?;
-    let escalations = engine.subscribe_topic("escalations")?;
-    let late = engine.subscribe_topic("support_desk.late")?;
+        ..NodeConfig::default()
+    })
+    .await?;
+    let client = HttpClient::new(&format!("http://{}", node.http_addr()));
+    let result = drive(opts, out, &client).await;
+    node.shutdown().await;
+    result
+}
+
+async fn drive(
+    opts: &DemoOptions,
+    out: &mut dyn Write,
+    client: &HttpClient,
+) -> Result<DemoSummary> {
+    client.submit(SUPPORT_DESK).await?;
+    let mut streams = Streams {
+        activity: Lines::start(client, "support_desk/activity"),
+        channels: Lines::start(client, "support_desk/channel_counts"),
+        escalations: Lines::start(client, "escalations"),
+        late: Lines::start(client, "support_desk.late"),
+    };
     writeln!(
         out,
-        "starling demo: support-desk agent, {} workers, {} messages/s for {} s, event time x{}",
-        engine.workers(),
+        "starling demo: a node on http://{} (temporary data dir), support-desk agent, {} messages/s for {} s, event time x{}",
+        client.base(),
         opts.rate,
         opts.seconds,
         opts.speed
@@ -116,6 +173,8 @@ pub fn run(opts: &DemoOptions, out: &mut dyn Write) -> Result<DemoSummary> {
         out,
         "  dataflow: dataflows/agents/support_desk.yaml (copy it to start your own agent)"
     )?;
+    // Let the subscriptions attach before the first event.
+    tokio::time::sleep(Duration::from_millis(200)).await;
 
     let mut rng = Rng(opts.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15).max(1));
     let mut summary = DemoSummary::default();
@@ -129,7 +188,7 @@ pub fn run(opts: &DemoOptions, out: &mut dyn Write) -> Result<DemoSummary> {
     while start.elapsed() < Duration::from_secs(opts.seconds) {
         now_event =
             BASE.saturating_add((start.elapsed().as_millis() as u64).saturating_mul(opts.speed));
-        let mut batch = Vec::with_capacity(per_tick as usize);
+        let mut ndjson = Vec::with_capacity(per_tick as usize * 100);
         for _ in 0..per_tick {
             let hot = rng.below(4) == 0;
             let user = if hot {
@@ -152,60 +211,70 @@ pub fn run(opts: &DemoOptions, out: &mut dyn Write) -> Result<DemoSummary> {
                 ts = ts.saturating_sub(100_000 + rng.below(30_000));
                 summary.too_late += 1;
             }
-            batch.push(json!({
+            let line = json!({
                 "user": format!("user-{user:02}"),
                 "ts": ts,
                 "channel": CHANNELS[rng.below(3) as usize],
                 "text": msg,
-            }));
+            });
+            ndjson.extend_from_slice(line.to_string().as_bytes());
+            ndjson.push(b'\n');
         }
-        summary.published += engine.publish_json("messages", &batch)? as u64;
-        report(
-            &activity,
-            &escalations,
-            &late,
-            &channels,
-            &mut channel_counts,
-            &mut summary,
-            out,
-        )?;
+        summary.published += client.publish_ndjson("messages", ndjson).await?;
+        report(&mut streams, &mut channel_counts, &mut summary, out)?;
         if start.elapsed() >= next_print {
             next_print += Duration::from_secs(2);
             let counts: Vec<String> = channel_counts
                 .iter()
                 .map(|(c, n)| format!("{c}={n}"))
                 .collect();
-            let info = engine.dataflow("support_desk")?;
+            let info = client.dataflow("support_desk").await?;
             writeln!(
                 out,
                 "[{:>4.1}s] event time {} | watermark {} | messages per channel: {} | open window entries {}",
                 start.elapsed().as_secs_f64(),
                 clock(now_event),
-                clock(info.watermarks.first().copied().unwrap_or(0)),
+                clock(info["inputs"][0]["watermark"].as_u64().unwrap_or(0)),
                 counts.join(" "),
-                info.window_state
+                info["counters"]["window_state"]
             )?;
         }
-        std::thread::sleep(tick);
+        tokio::time::sleep(tick).await;
     }
-    // Close every window still open and wait for the last results.
+    // Mark the end of the input: every window still open closes.
     let end = now_event.saturating_add(120_000);
-    engine.advance_watermark("messages", end)?;
-    if !engine.wait_until("support_desk", end - 1, Duration::from_secs(30))? {
-        bail!("the dataflow did not finish its last windows within 30 s");
+    client.advance_watermark("messages", end).await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let info = client.dataflow("support_desk").await?;
+        if info["frontier"].as_u64().unwrap_or(0) >= end {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("the dataflow did not finish its last windows within 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    std::thread::sleep(Duration::from_millis(50));
-    report(
-        &activity,
-        &escalations,
-        &late,
-        &channels,
-        &mut channel_counts,
-        &mut summary,
-        out,
-    )?;
-    let info = engine.dataflow("support_desk")?;
-    engine.shutdown();
+    // Let the streams deliver what is in flight: stop once they are quiet.
+    let mut quiet = 0;
+    while quiet < 5 {
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        let before = (
+            summary.window_results,
+            summary.escalations,
+            summary.late_seen,
+            summary.corrections,
+        );
+        report(&mut streams, &mut channel_counts, &mut summary, out)?;
+        let after = (
+            summary.window_results,
+            summary.escalations,
+            summary.late_seen,
+            summary.corrections,
+        );
+        quiet = if before == after { quiet + 1 } else { 0 };
+    }
+    let info = client.dataflow("support_desk").await?;
     writeln!(
         out,
         "summary: {} messages published ({} out of order within max_delay, {} too late); {} window results ({} corrections); {} escalations; {} late events sent to support_desk.late (engine counted {}); {} messages counted in windows; open window entries at the end: {}",
@@ -216,50 +285,51 @@ pub fn run(opts: &DemoOptions, out: &mut dyn Write) -> Result<DemoSummary> {
         summary.corrections,
         summary.escalations,
         summary.late_seen,
-        info.late_events,
+        info["counters"]["late_events"],
         summary.messages_counted,
-        info.window_state
+        info["counters"]["window_state"]
     )?;
     Ok(summary)
 }
 
 fn report(
-    activity: &Subscription<Arc<[Update]>>,
-    escalations: &Subscription<Arc<[Event]>>,
-    late: &Subscription<Arc<[Event]>>,
-    channels: &Subscription<Arc<[Update]>>,
+    streams: &mut Streams,
     channel_counts: &mut BTreeMap<String, i64>,
     summary: &mut DemoSummary,
     out: &mut dyn Write,
 ) -> Result<()> {
-    for b in channels.drain() {
-        for (e, _, d) in b.iter() {
-            if *d > 0 {
-                if let (Some(c), Some(Value::Int(n))) = (e.row.first(), e.row.get(1)) {
-                    channel_counts.insert(text(c), *n);
-                }
+    for line in streams.channels.drain() {
+        if line["diff"].as_i64().unwrap_or(0) > 0 {
+            if let (Some(c), Some(n)) = (
+                line["row"]["key"].as_str(),
+                line["row"]["messages"].as_i64(),
+            ) {
+                channel_counts.insert(c.to_string(), n);
             }
         }
     }
     let mut windows: BTreeMap<u64, Vec<(String, i64, i64)>> = BTreeMap::new();
-    for b in activity.drain() {
-        for (e, _, d) in b.iter() {
-            let (Some(Value::Timestamp(start)), Some(Value::Int(n)), Some(Value::Int(neg))) =
-                (e.row.get(1), e.row.get(3), e.row.get(4))
-            else {
-                continue;
-            };
-            summary.messages_counted += n * *d as i64;
-            if *d < 0 {
-                summary.corrections += 1;
-                continue;
-            }
-            summary.window_results += 1;
-            windows
-                .entry(*start as u64)
-                .or_default()
-                .push((text(&e.key), *n, *neg));
+    for line in streams.activity.drain() {
+        let row = &line["row"];
+        let (Some(start), Some(n), Some(neg), Some(d)) = (
+            row["window_start"].as_u64(),
+            row["messages"].as_i64(),
+            row["negatives"].as_i64(),
+            line["diff"].as_i64(),
+        ) else {
+            continue;
+        };
+        summary.messages_counted += n * d;
+        if d < 0 {
+            summary.corrections += 1;
+            continue;
         }
+        summary.window_results += 1;
+        windows.entry(start).or_default().push((
+            row["key"].as_str().unwrap_or("?").to_string(),
+            n,
+            neg,
+        ));
     }
     for (start, mut users) in windows {
         users.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
@@ -278,24 +348,23 @@ fn report(
             top.join(", ")
         )?;
     }
-    for b in escalations.drain() {
-        for e in b.iter() {
-            summary.escalations += 1;
-            let start = e.row.get(1).and_then(Value::as_i64).unwrap_or(0) as u64;
-            writeln!(
-                out,
-                "ESCALATE {} in minute {}: {} messages, {} negative",
-                text(&e.key),
-                clock(start),
-                e.row.get(3).map(text).unwrap_or_default(),
-                e.row.get(4).map(text).unwrap_or_default()
-            )?;
-        }
+    for line in streams.escalations.drain() {
+        let e = &line["event"];
+        summary.escalations += 1;
+        writeln!(
+            out,
+            "ESCALATE {} in minute {}: {} messages, {} negative",
+            e["key"].as_str().unwrap_or("?"),
+            clock(e["window_start"].as_u64().unwrap_or(0)),
+            e["messages"],
+            e["negatives"]
+        )?;
     }
-    let late: Vec<u64> = late
+    let late: Vec<u64> = streams
+        .late
         .drain()
         .iter()
-        .flat_map(|b| b.iter().map(|e| e.time).collect::<Vec<_>>())
+        .filter_map(|l| l["time"].as_u64())
         .collect();
     if let Some(oldest) = late.iter().min() {
         summary.late_seen += late.len() as u64;

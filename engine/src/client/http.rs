@@ -36,6 +36,11 @@ impl HttpClient {
         }
     }
 
+    /// The node's base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
@@ -110,6 +115,19 @@ impl HttpClient {
         j["accepted"]
             .as_u64()
             .ok_or_else(|| ClientError::BadAnswer(j.to_string()))
+    }
+
+    /// Raises the watermark of every input on `topic` to `time` (closes windows before it).
+    pub async fn advance_watermark(&self, topic: &str, time: u64) -> Result<(), ClientError> {
+        let url = self.url(&format!("/v1/topics/{topic}/watermark"));
+        self.json(
+            self.http
+                .post(&url)
+                .json(&serde_json::json!({ "time": time })),
+            url,
+        )
+        .await
+        .map(|_| ())
     }
 
     /// Submits a definition (YAML or JSON text).

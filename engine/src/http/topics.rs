@@ -251,3 +251,26 @@ pub(super) async fn subscribe(
         }
     }))
 }
+
+/// Body of `POST /v1/topics/{topic}/watermark`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct WatermarkBody {
+    time: u64,
+}
+
+/// Raises the watermark of every input reading the topic to `time`: an end-of-input mark up
+/// to that time, which closes the windows that end before it.
+pub(super) async fn watermark(
+    State(s): State<AppState>,
+    Path(topic): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<JsonValue>, ApiError> {
+    require_type(&headers, &["application/json"])?;
+    let bytes = read_body(body, 4096).await?;
+    let w: WatermarkBody = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request(format!("expected {{\"time\": <ms>}}: {e}")))?;
+    s.engine.advance_watermark(&topic, w.time)?;
+    Ok(Json(json!({ "topic": topic, "watermark": w.time })))
+}
