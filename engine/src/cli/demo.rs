@@ -163,7 +163,7 @@ async fn drive(
     };
     writeln!(
         out,
-        "starling demo: a node on http://{} (temporary data dir), support-desk agent, {} messages/s for {} s, event time x{}",
+        "starling demo: a node on {} (temporary data dir), support-desk agent, {} messages/s for {} s, event time x{}",
         client.base(),
         opts.rate,
         opts.seconds,
