@@ -16,6 +16,18 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Publish into a `starling node` child process over HTTP NDJSON: max rate, then half of it.
+    HttpPublish {
+        #[arg(long, default_value_t = 2_000_000)]
+        events: u64,
+        #[arg(long, default_value_t = 1_000)]
+        batch: usize,
+        #[arg(long, default_value_t = 4)]
+        connections: usize,
+        /// Node worker threads.
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+    },
     /// Tumbling 10 s count+sum per key, in-process, with 1 and 2 workers in one invocation.
     Window {
         #[arg(long, default_value_t = 10_000_000)]
@@ -40,6 +52,50 @@ enum Cmd {
 
 fn main() -> Result<()> {
     match Cli::parse().cmd {
+        Cmd::HttpPublish {
+            events,
+            batch,
+            connections,
+            workers,
+        } => {
+            let node = starling_bench::publish::NodeProcess::start(
+                &starling_bench::publish::starling_binary()?,
+                workers,
+            )?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            let max = rt.block_on(starling_bench::publish::http_publish(
+                &node.http,
+                events,
+                batch,
+                connections,
+                None,
+            ))?;
+            println!(
+                "http-publish max: {} events in {:.2}s = {:.0} events/s; publish->ack p50 {} us, p99 {} us, max {} us (batches of {batch}, {connections} connections)",
+                max.events, max.elapsed.as_secs_f64(), max.events_per_sec(), max.p50_us, max.p99_us, max.max_us
+            );
+            drop(node);
+            let node = starling_bench::publish::NodeProcess::start(
+                &starling_bench::publish::starling_binary()?,
+                workers,
+            )?;
+            let half = (max.events_per_sec() / 2.0) as u64;
+            let r = rt.block_on(starling_bench::publish::http_publish(
+                &node.http,
+                events / 2,
+                batch,
+                connections,
+                Some(half),
+            ))?;
+            println!(
+                "http-publish at {half} events/s (half): {:.0} events/s achieved; publish->ack p50 {} us, p99 {} us, max {} us",
+                r.events_per_sec(), r.p50_us, r.p99_us, r.max_us
+            );
+            Ok(())
+        }
         Cmd::Window {
             events,
             keys,

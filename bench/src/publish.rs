@@ -1,0 +1,201 @@
+//! Publishing into a node from another process: HTTP NDJSON throughput and publish→ack
+//! latency. The node runs as a child process (`starling node` on free ports); this process
+//! is the client, as a producer would be.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use hdrhistogram::Histogram;
+use serde_json::json;
+use starling_engine::client::http::HttpClient;
+
+/// A `starling node` child process, stopped on drop.
+pub struct NodeProcess {
+    child: Child,
+    pub http: String,
+    _dir: tempfile_dir::TempDir,
+}
+
+mod tempfile_dir {
+    /// A temporary directory removed on drop.
+    pub struct TempDir(pub std::path::PathBuf);
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+impl NodeProcess {
+    /// Starts `binary node` on a free port and waits until it listens.
+    pub fn start(binary: &Path, workers: usize) -> Result<NodeProcess> {
+        let dir = std::env::temp_dir().join(format!("starling-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let mut child = Command::new(binary)
+            .args([
+                "node",
+                "--http",
+                "127.0.0.1:0",
+                "--workers",
+                &workers.to_string(),
+                "--data-dir",
+            ])
+            .arg(&dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("cannot start {}", binary.display()))?;
+        let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line)?;
+        let http = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("http="))
+            .ok_or_else(|| anyhow!("the node did not say where it listens: {line:?}"))?
+            .to_string();
+        Ok(NodeProcess {
+            child,
+            http: format!("http://{http}"),
+            _dir: tempfile_dir::TempDir(dir),
+        })
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `starling` binary next to this one (build it with `cargo build --release`).
+pub fn starling_binary() -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let bin = exe.with_file_name("starling");
+    if !bin.exists() {
+        bail!(
+            "{} not found: run `cargo build --release` first",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
+/// One run's figures.
+#[derive(Debug, Clone)]
+pub struct PublishResult {
+    pub events: u64,
+    pub elapsed: Duration,
+    pub p50_us: u64,
+    pub p99_us: u64,
+    pub max_us: u64,
+}
+
+impl PublishResult {
+    /// Throughput.
+    pub fn events_per_sec(&self) -> f64 {
+        self.events as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+/// NDJSON batches of ~100-byte events.
+fn batch(seq: u64, size: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(size * 110);
+    for i in 0..size as u64 {
+        let n = seq * size as u64 + i;
+        let line = json!({"user": format!("user-{:05}", n % 10_000), "ts": 1_000 + n, "amount": n % 1000, "note": "an event of about one hundred bytes"});
+        out.extend_from_slice(line.to_string().as_bytes());
+        out.push(b'\n');
+    }
+    out
+}
+
+/// Publishes `events` in batches of `batch_size` over `connections` concurrent clients; with
+/// `rate` (events/s) it paces itself, otherwise it goes as fast as acks come back.
+pub async fn http_publish(
+    node: &str,
+    events: u64,
+    batch_size: usize,
+    connections: usize,
+    rate: Option<u64>,
+) -> Result<PublishResult> {
+    let client = HttpClient::new(node);
+    let decl = json!({"name": "bench", "key": "user", "time": "ts", "fields": [
+        {"name": "user", "type": "string"}, {"name": "ts", "type": "timestamp"},
+        {"name": "amount", "type": "int"}, {"name": "note", "type": "string"}]});
+    client.create_topic(&decl).await?;
+    let batches = events.div_ceil(batch_size as u64);
+    // Pre-build the bodies so the client measures the node, not JSON encoding.
+    let bodies: Arc<Vec<Vec<u8>>> =
+        Arc::new((0..batches.min(64)).map(|s| batch(s, batch_size)).collect());
+    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let start = Instant::now();
+    let per_batch = rate.map(|r| Duration::from_secs_f64(batch_size as f64 / r.max(1) as f64));
+    let mut tasks = Vec::new();
+    for _ in 0..connections.max(1) {
+        let client = client.clone();
+        let bodies = Arc::clone(&bodies);
+        let next = Arc::clone(&next);
+        tasks.push(tokio::spawn(async move {
+            let mut hist = Histogram::<u64>::new(3).map_err(|e| anyhow!("{e}"))?;
+            let mut accepted = 0u64;
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= batches {
+                    break;
+                }
+                if let Some(p) = per_batch {
+                    let due = start + p * i as u32;
+                    tokio::time::sleep_until(due.into()).await;
+                }
+                let body = bodies[(i % bodies.len() as u64) as usize].clone();
+                let t = Instant::now();
+                let mut tries = 0;
+                loop {
+                    match client.publish_ndjson("bench", body.clone()).await {
+                        Ok(n) => {
+                            accepted += n;
+                            break;
+                        }
+                        Err(starling_engine::client::http::ClientError::Api {
+                            status: 429,
+                            ..
+                        }) if tries < 1000 => {
+                            tries += 1;
+                            tokio::time::sleep(Duration::from_millis(1)).await;
+                        }
+                        Err(e) => return Err(anyhow!(e)),
+                    }
+                }
+                hist.record(t.elapsed().as_micros() as u64)
+                    .map_err(|e| anyhow!("{e}"))?;
+            }
+            Ok::<_, anyhow::Error>((accepted, hist))
+        }));
+    }
+    let mut total = 0;
+    let mut hist = Histogram::<u64>::new(3).map_err(|e| anyhow!("{e}"))?;
+    for t in tasks {
+        let (n, h) = t.await??;
+        total += n;
+        hist.add(h).map_err(|e| anyhow!("{e}"))?;
+    }
+    let elapsed = start.elapsed();
+    if total != batches * batch_size as u64 {
+        bail!(
+            "{total} events acknowledged of {}",
+            batches * batch_size as u64
+        );
+    }
+    Ok(PublishResult {
+        events: total,
+        elapsed,
+        p50_us: hist.value_at_quantile(0.5),
+        p99_us: hist.value_at_quantile(0.99),
+        max_us: hist.max(),
+    })
+}
