@@ -142,7 +142,8 @@ fn publish_cases() -> Vec<Case> {
         ("{\"a\":", "application/json"),
         ("[", "application/jsonl"),
     ] {
-        let body = open.repeat(100_000);
+        // under the event limit: the nesting is what is wrong
+        let body = open.repeat(MAX_EVENT / open.len() - 1);
         v.push(case(
             format!("nested {open} as {ct}"),
             "POST",
@@ -672,7 +673,7 @@ async fn hostile_requests_get_documented_errors() {
     for n in nonsense {
         let (status, body) = raw_exchange(node.addr, &n);
         assert!(
-            matches!(status, 0 | 400 | 404 | 414 | 431 | 505),
+            matches!(status, 0 | 400 | 404 | 414 | 415 | 431 | 505),
             "{:?} -> {status} {body}",
             String::from_utf8_lossy(&n[..n.len().min(40)])
         );

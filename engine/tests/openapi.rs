@@ -167,7 +167,7 @@ async fn documented_operations_answer_as_documented() {
             if !existing && concrete == path {
                 continue;
             }
-            let mut req = http.request(method.parse().unwrap(), node.url(&concrete));
+            let mut req = http.request(method.to_uppercase().parse().unwrap(), node.url(&concrete));
             let op = &d["paths"][&path][&method];
             if let Some(content) = op["requestBody"]["content"].as_object() {
                 let ct = content.keys().next().unwrap().clone();

@@ -238,7 +238,7 @@ pub fn metric_sum(text: &str, name: &str) -> Option<f64> {
         let Some(rest) = line.strip_prefix(name) else {
             continue;
         };
-        if !(rest.starts_with('{') || rest.starts_with(' ')) {
+        if !(name.ends_with('}') || rest.starts_with('{') || rest.starts_with(' ')) {
             continue;
         }
         found = true;
