@@ -59,7 +59,15 @@ fn publish_cases() -> Vec<Case> {
     // truncated JSON, at every position
     for cut in 1..GOOD.len() {
         let body = format!("{GOOD}\n{}\n", &GOOD[..cut]);
-        let mut c = case(format!("truncated at {cut}"), "POST", EVENTS, ND, body, 400, "bad_json");
+        let mut c = case(
+            format!("truncated at {cut}"),
+            "POST",
+            EVENTS,
+            ND,
+            body,
+            400,
+            "bad_json",
+        );
         c.index = Some(1);
         v.push(c);
     }
@@ -96,7 +104,15 @@ fn publish_cases() -> Vec<Case> {
     ];
     for w in wrong {
         let body = format!("{GOOD}\n\n{w}\n{GOOD}\n");
-        let mut c = case(format!("wrong type {w}"), "POST", EVENTS, ND, body, 400, "bad_event");
+        let mut c = case(
+            format!("wrong type {w}"),
+            "POST",
+            EVENTS,
+            ND,
+            body,
+            400,
+            "bad_event",
+        );
         c.index = Some(1);
         v.push(c);
         // the same as a JSON array
@@ -114,11 +130,25 @@ fn publish_cases() -> Vec<Case> {
         v.push(c);
     }
     // invalid UTF-8
-    for bad in [&b"\xff"[..], b"\xc3\x28", b"\xe2\x82", b"\xf0\x28\x8c\xbc", b"\x80"] {
+    for bad in [
+        &b"\xff"[..],
+        b"\xc3\x28",
+        b"\xe2\x82",
+        b"\xf0\x28\x8c\xbc",
+        b"\x80",
+    ] {
         let mut body = format!("{GOOD}\n{{\"user\":\"").into_bytes();
         body.extend_from_slice(bad);
         body.extend_from_slice(b"\",\"ts\":1}\n");
-        let mut c = case("invalid utf-8", "POST", EVENTS, ND, body.clone(), 400, "bad_json");
+        let mut c = case(
+            "invalid utf-8",
+            "POST",
+            EVENTS,
+            ND,
+            body.clone(),
+            400,
+            "bad_json",
+        );
         c.index = Some(1);
         v.push(c);
         let mut arr = b"[".to_vec();
@@ -167,7 +197,12 @@ fn publish_cases() -> Vec<Case> {
             "bad_json",
         ));
     }
-    for (body, code) in [("5", "bad_event"), ("\"x\"", "bad_event"), ("null", "bad_event"), ("", "bad_json")] {
+    for (body, code) in [
+        ("5", "bad_event"),
+        ("\"x\"", "bad_event"),
+        ("null", "bad_event"),
+        ("", "bad_json"),
+    ] {
         v.push(case(
             format!("json body {body:?}"),
             "POST",
@@ -180,7 +215,15 @@ fn publish_cases() -> Vec<Case> {
     }
     // sizes: a 10 MB line, a body over the limit of good events, one event over its limit
     let ten_mb = format!("{{\"user\":\"{}\",\"ts\":1}}\n", "x".repeat(10 << 20));
-    v.push(case("10 MB line", "POST", EVENTS, ND, ten_mb.clone(), 413, "too_large"));
+    v.push(case(
+        "10 MB line",
+        "POST",
+        EVENTS,
+        ND,
+        ten_mb.clone(),
+        413,
+        "too_large",
+    ));
     v.push(case(
         "10 MB object",
         "POST",
@@ -191,12 +234,28 @@ fn publish_cases() -> Vec<Case> {
         "too_large",
     ));
     let many = format!("{GOOD}\n").repeat(MAX_BODY / GOOD.len() + 10);
-    v.push(case("body over limit", "POST", EVENTS, ND, many, 413, "too_large"));
+    v.push(case(
+        "body over limit",
+        "POST",
+        EVENTS,
+        ND,
+        many,
+        413,
+        "too_large",
+    ));
     let big = format!(
         "{GOOD}\n{{\"user\":\"{}\",\"ts\":1}}\n",
         "y".repeat(MAX_EVENT + 1)
     );
-    v.push(case("event over limit", "POST", EVENTS, ND, big.clone(), 413, "too_large"));
+    v.push(case(
+        "event over limit",
+        "POST",
+        EVENTS,
+        ND,
+        big.clone(),
+        413,
+        "too_large",
+    ));
     v.push(case(
         "event over limit (object)",
         "POST",
@@ -325,7 +384,12 @@ fn topic_cases() -> Vec<Case> {
         413,
         "too_large",
     ));
-    for ct in [None, Some("text/plain"), Some("application/yaml"), Some("application/x-ndjson")] {
+    for ct in [
+        None,
+        Some("text/plain"),
+        Some("application/yaml"),
+        Some("application/x-ndjson"),
+    ] {
         v.push(case(
             format!("topic content type {ct:?}"),
             "POST",
@@ -420,7 +484,12 @@ fn definition_cases() -> Vec<Case> {
         413,
         "too_large",
     ));
-    for ct in [None, Some("application/x-ndjson"), Some("image/png"), Some("yaml")] {
+    for ct in [
+        None,
+        Some("application/x-ndjson"),
+        Some("image/png"),
+        Some("yaml"),
+    ] {
         v.push(case(
             format!("definition content type {ct:?}"),
             "POST",
@@ -461,7 +530,15 @@ fn route_cases() -> Vec<Case> {
         "/metrics/",
         "/v1/topics//events",
     ] {
-        v.push(case(format!("GET {p}"), "GET", p, None, "", 404, "not_found"));
+        v.push(case(
+            format!("GET {p}"),
+            "GET",
+            p,
+            None,
+            "",
+            404,
+            "not_found",
+        ));
     }
     for (m, p) in [
         ("PUT", "/v1/topics"),
@@ -479,9 +556,23 @@ fn route_cases() -> Vec<Case> {
         ("DELETE", "/metrics"),
         ("POST", "/readyz"),
     ] {
-        v.push(case(format!("{m} {p}"), m, p, None, "", 405, "method_not_allowed"));
+        v.push(case(
+            format!("{m} {p}"),
+            m,
+            p,
+            None,
+            "",
+            405,
+            "method_not_allowed",
+        ));
     }
-    for q in ["format=xml", "format=", "format=SSE", "format=sse&format=ndjson", "format=%FF"] {
+    for q in [
+        "format=xml",
+        "format=",
+        "format=SSE",
+        "format=sse&format=ndjson",
+        "format=%FF",
+    ] {
         for p in ["/v1/topics/clicks/events", "/v1/dataflows/win/outputs/out"] {
             v.push(case(
                 format!("GET {p}?{q}"),
@@ -494,8 +585,20 @@ fn route_cases() -> Vec<Case> {
             ));
         }
     }
-    for p in ["/v1/topics/%FF", "/v1/dataflows/%FF%FE", "/v1/topics/%FF/events"] {
-        v.push(case(format!("GET {p}"), "GET", p, None, "", 400, "bad_request"));
+    for p in [
+        "/v1/topics/%FF",
+        "/v1/dataflows/%FF%FE",
+        "/v1/topics/%FF/events",
+    ] {
+        v.push(case(
+            format!("GET {p}"),
+            "GET",
+            p,
+            None,
+            "",
+            400,
+            "bad_request",
+        ));
     }
     v
 }
@@ -552,7 +655,11 @@ async fn run_group(http: &reqwest::Client, node: &NodeProc, cases: Vec<Case>) ->
 }
 
 async fn healthy(http: &reqwest::Client, node: &NodeProc) {
-    let r = http.get(node.url("/healthz")).send().await.expect("node up");
+    let r = http
+        .get(node.url("/healthz"))
+        .send()
+        .await
+        .expect("node up");
     assert_eq!(r.status(), 200);
 }
 
@@ -624,7 +731,11 @@ async fn hostile_requests_get_documented_errors() {
 
     let mut total = 0;
     total += run_group(&http, &node, publish_cases()).await;
-    assert_eq!(published(&http, &node).await, base, "a rejected batch was applied");
+    assert_eq!(
+        published(&http, &node).await,
+        base,
+        "a rejected batch was applied"
+    );
     total += run_group(&http, &node, topic_cases()).await;
     total += run_group(&http, &node, definition_cases()).await;
     total += run_group(&http, &node, route_cases()).await;
@@ -636,7 +747,11 @@ async fn hostile_requests_get_documented_errors() {
         .json()
         .await
         .unwrap();
-    assert_eq!(dfs.as_array().unwrap().len(), 1, "a bad definition was installed: {dfs}");
+    assert_eq!(
+        dfs.as_array().unwrap().len(),
+        1,
+        "a bad definition was installed: {dfs}"
+    );
     let topics: Json = http
         .get(node.url("/v1/topics"))
         .send()
@@ -725,8 +840,7 @@ async fn hostile_requests_get_documented_errors() {
         }
     }
     // give any stray update a moment to arrive
-    if let Ok(Some(Ok(c))) = tokio::time::timeout(Duration::from_millis(500), stream.next()).await
-    {
+    if let Ok(Some(Ok(c))) = tokio::time::timeout(Duration::from_millis(500), stream.next()).await {
         buf.extend_from_slice(&c);
     }
     let lines: Vec<Json> = String::from_utf8(buf)

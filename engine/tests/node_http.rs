@@ -6,7 +6,7 @@ mod node_common;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use node_common::{clicks_topic, cli, metric_declared, metric_sum, window_yaml, NodeProc};
+use node_common::{cli, clicks_topic, metric_declared, metric_sum, window_yaml, NodeProc};
 use serde_json::{json, Value as Json};
 use starling_engine::client::http::{ClientError, HttpClient};
 
@@ -137,8 +137,15 @@ async fn topics_and_dataflows_lifecycle() {
         .iter()
         .map(|t| t["name"].as_str().unwrap())
         .collect();
-    assert!(names.contains(&"clicks") && names.contains(&"views"), "{list}");
-    let r = http.get(node.url("/v1/topics/clicks")).send().await.unwrap();
+    assert!(
+        names.contains(&"clicks") && names.contains(&"views"),
+        "{list}"
+    );
+    let r = http
+        .get(node.url("/v1/topics/clicks"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let t: Json = r.json().await.unwrap();
     assert_eq!(t["fields"].as_array().unwrap().len(), 3);
@@ -147,7 +154,10 @@ async fn topics_and_dataflows_lifecycle() {
     assert_eq!(r.json::<Json>().await.unwrap()["code"], "not_found");
 
     // submit YAML (with the HTTP client) and JSON (with reqwest)
-    let info = client.submit(&window_yaml("w_yaml", "clicks")).await.unwrap();
+    let info = client
+        .submit(&window_yaml("w_yaml", "clicks"))
+        .await
+        .unwrap();
     assert_eq!(info["name"], "w_yaml");
     let def: Json = serde_yaml_ng::from_str(&window_yaml("w_json", "views")).unwrap();
     let r = http
@@ -191,7 +201,12 @@ async fn topics_and_dataflows_lifecycle() {
     let start = Instant::now();
     loop {
         let d = client.dataflow("w_yaml").await.unwrap();
-        for k in ["window_state", "late_events", "dead_letters", "output_updates"] {
+        for k in [
+            "window_state",
+            "late_events",
+            "dead_letters",
+            "output_updates",
+        ] {
             assert!(d["counters"][k].is_number(), "{k} in {d}");
         }
         let input = &d["inputs"][0];
@@ -412,13 +427,22 @@ async fn windowed_output_streams_exact_results_and_metrics_move() {
         metric_sum(&after, "starling_events_in_total{topic=\"win.late\"}"),
         Some(1.0)
     );
-    assert_eq!(metric_sum(&after, "starling_rejected_events_total"), Some(1.0));
+    assert_eq!(
+        metric_sum(&after, "starling_rejected_events_total"),
+        Some(1.0)
+    );
     assert!(metric_sum(&after, "starling_watermark_lag_ms").is_some());
     let count = |m: &str| metric_sum(m, "starling_request_duration_seconds_count").unwrap_or(0.0);
     assert!(count(&after) > count(&before) + 5.0);
     let busy = |m: &str| metric_sum(m, "starling_worker_busy_seconds_total").unwrap_or(0.0);
-    assert!(busy(&after) > busy(&before), "worker busy time did not move");
-    assert!(after.contains("route=\"/v1/topics/{topic}/events\""), "{after}");
+    assert!(
+        busy(&after) > busy(&before),
+        "worker busy time did not move"
+    );
+    assert!(
+        after.contains("route=\"/v1/topics/{topic}/events\""),
+        "{after}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -528,7 +552,11 @@ fn cli_commands_against_a_node() {
         "{\"user\":\"ann\",\"ts\":1000}\n{\"user\":\"bob\",\"ts\":2000,\"amount\":5}\n",
     )
     .unwrap();
-    let (code, out, err) = cli(&base, &["publish", "clicks", events.to_str().unwrap()], None);
+    let (code, out, err) = cli(
+        &base,
+        &["publish", "clicks", events.to_str().unwrap()],
+        None,
+    );
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("published 2 events"), "{out}");
     let (code, out, err) = cli(
@@ -562,7 +590,10 @@ fn cli_commands_against_a_node() {
     assert!(out.contains("win"), "{out}");
     let (code, out, _) = cli(&base, &["status"], None);
     assert_eq!(code, 0);
-    assert!(out.contains("node: up") && out.contains("dataflows: 1"), "{out}");
+    assert!(
+        out.contains("node: up") && out.contains("dataflows: 1"),
+        "{out}"
+    );
 
     // a node that is not there: exit 1
     let (code, _, err) = cli("http://127.0.0.1:1", &["status"], None);
@@ -593,11 +624,17 @@ fn cli_commands_against_a_node() {
     got.sort();
     assert_eq!(got.len(), 2, "{rows:?}");
     assert!(
-        got.contains(&r#"{"clicks":2,"key":"ann","spent":2,"window_end":10000,"window_start":0}"#.to_string()),
+        got.contains(
+            &r#"{"clicks":2,"key":"ann","spent":2,"window_end":10000,"window_start":0}"#
+                .to_string()
+        ),
         "{got:?}"
     );
     assert!(
-        got.contains(&r#"{"clicks":1,"key":"bob","spent":5,"window_end":10000,"window_start":0}"#.to_string()),
+        got.contains(
+            &r#"{"clicks":1,"key":"bob","spent":5,"window_end":10000,"window_start":0}"#
+                .to_string()
+        ),
         "{got:?}"
     );
 }

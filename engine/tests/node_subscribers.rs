@@ -80,8 +80,10 @@ async fn slow_and_vanishing_subscribers_do_not_stall_publishing() {
         .unwrap();
 
     let start = Instant::now();
-    while metric_sum(&client.metrics().await.unwrap(), "starling_active_subscriptions")
-        != Some(3.0)
+    while metric_sum(
+        &client.metrics().await.unwrap(),
+        "starling_active_subscriptions",
+    ) != Some(3.0)
     {
         assert!(start.elapsed() < Duration::from_secs(10));
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -103,7 +105,10 @@ async fn slow_and_vanishing_subscribers_do_not_stall_publishing() {
         sent += BATCH;
         let wait = Instant::now();
         while seen.load(Ordering::Relaxed) + 2 * BATCH < sent {
-            assert!(wait.elapsed() < Duration::from_secs(20), "good subscriber stuck");
+            assert!(
+                wait.elapsed() < Duration::from_secs(20),
+                "good subscriber stuck"
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
@@ -144,7 +149,11 @@ async fn slow_and_vanishing_subscribers_do_not_stall_publishing() {
     // and the node still answers quickly
     let t = Instant::now();
     assert_eq!(
-        http.get(node.url("/healthz")).send().await.unwrap().status(),
+        http.get(node.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
         200
     );
     assert!(t.elapsed() < Duration::from_secs(2));

@@ -24,7 +24,14 @@ impl NodeProc {
         let dir = tempfile::tempdir().expect("temp dir");
         let log = std::fs::File::create(dir.path().join("node.log")).expect("log file");
         let mut child = Command::new(BIN)
-            .args(["node", "--http", "127.0.0.1:0", "--workers", "2", "--data-dir"])
+            .args([
+                "node",
+                "--http",
+                "127.0.0.1:0",
+                "--workers",
+                "2",
+                "--data-dir",
+            ])
             .arg(dir.path().join("data"))
             .args(extra)
             .env_remove("STARLING_CONFIG")
