@@ -1,7 +1,7 @@
 //! Dataflow routes: submit, list, describe, drop, subscribe to an output.
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -9,7 +9,7 @@ use serde_json::{json, Value as JsonValue};
 use starling_operators::definition::Definition;
 use starling_operators::json::{row_to_json, value_to_json};
 
-use super::error::ApiError;
+use super::error::{ApiError, Path, Query};
 use super::stream::{stream_response, Format};
 use super::topics::{media_type, read_body, StreamQuery};
 use super::{views, AppState};

@@ -74,6 +74,13 @@ pub fn router(state: AppState) -> Router {
             "/v1/dataflows/{dataflow}/outputs/{output}",
             get(dataflows::subscribe),
         )
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this route does not answer this method; see docs/openapi.yaml",
+            )
+        })
         .fallback(|| async { ApiError::not_found("no such route; see docs/openapi.yaml") })
         .layer(middleware::from_fn_with_state(state.clone(), record))
         .with_state(state)

@@ -52,11 +52,17 @@ impl Format {
     }
 }
 
+/// How long a write may wait for a client that does not read before the stream is ended.
+/// Without it a client that never reads would hold its blocking thread (and its engine
+/// subscription, already cut off) for as long as it keeps the connection open.
+const STALL_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The writing end used by the blocking reader.
 pub struct LineSender {
     tx: mpsc::Sender<Bytes>,
     format: Format,
     last: Instant,
+    handle: tokio::runtime::Handle,
 }
 
 impl LineSender {
@@ -68,7 +74,19 @@ impl LineSender {
             Format::Sse => format!("data: {text}\n\n"),
         };
         self.last = Instant::now();
-        self.tx.blocking_send(Bytes::from(framed)).is_ok()
+        self.send(Bytes::from(framed))
+    }
+
+    /// Sends one chunk; false once the client is gone or has not read for STALL_TIMEOUT.
+    fn send(&mut self, chunk: Bytes) -> bool {
+        match self.tx.try_send(chunk) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            Err(mpsc::error::TrySendError::Full(chunk)) => self
+                .handle
+                .block_on(self.tx.send_timeout(chunk, STALL_TIMEOUT))
+                .is_ok(),
+        }
     }
 
     /// Keeps an idle SSE connection alive; false once the client is gone.
@@ -78,10 +96,7 @@ impl LineSender {
         }
         if self.format == Format::Sse && self.last.elapsed() > Duration::from_secs(15) {
             self.last = Instant::now();
-            return self
-                .tx
-                .blocking_send(Bytes::from_static(b": keep-alive\n\n"))
-                .is_ok();
+            return self.send(Bytes::from_static(b": keep-alive\n\n"));
         }
         true
     }
@@ -107,6 +122,7 @@ pub fn stream_response(
         tx,
         format,
         last: Instant::now(),
+        handle: tokio::runtime::Handle::current(),
     };
     tokio::task::spawn_blocking(move || reader(&mut sender));
     let body = Body::from_stream(ReceiverStream::new(rx).map(Ok::<_, Infallible>));

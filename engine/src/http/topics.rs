@@ -1,7 +1,7 @@
 //! Topic routes: create, list, describe, publish, subscribe.
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -9,8 +9,9 @@ use serde::Deserialize;
 use serde_json::{json, Value as JsonValue};
 use starling_operators::definition::TopicDef;
 use starling_operators::json::row_to_json;
+use starling_operators::plan::PlanError;
 
-use super::error::ApiError;
+use super::error::{ApiError, Path, Query};
 use super::stream::{stream_response, Format};
 use super::{views, AppState};
 use crate::EngineError;
@@ -44,6 +45,13 @@ pub(super) async fn create(
     })?;
     let existed = s.engine.topic(&def.name).is_ok();
     s.engine.create_topic(&def).map_err(|e| match e {
+        // The planner reports a declaration that differs from an existing topic as a bad
+        // topic; over HTTP that is a conflict (409), like `EngineError::TopicConflict`.
+        EngineError::Plan(PlanError::BadTopic { ref message, .. })
+            if existed && message.starts_with("already exists") =>
+        {
+            ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
+        }
         EngineError::Plan(p) => ApiError::new(StatusCode::BAD_REQUEST, "bad_topic", p.to_string()),
         other => other.into(),
     })?;
@@ -55,22 +63,40 @@ pub(super) async fn create(
     Ok((status, Json(views::topic(&s.engine.topic(&def.name)?))).into_response())
 }
 
-/// Reads a body up to `limit` bytes; beyond that answers 413 without reading the rest.
+/// How much of an over-limit body is read and discarded (at most, and for at most
+/// [`DRAIN_TIME`]) before answering 413, so that a client still sending gets the answer
+/// instead of a connection reset.
+const DRAIN_BYTES: usize = 64 << 20;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Reads a body up to `limit` bytes; beyond that answers 413, keeping none of the rest.
 pub(super) async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
-        let too_large = std::error::Error::source(&e)
-            .map(|s| s.to_string().contains("length limit"))
-            .unwrap_or(false)
-            || e.to_string().contains("length limit");
-        if too_large {
-            ApiError::too_large(
+    use futures_util::StreamExt;
+    let mut stream = body.into_data_stream();
+    let mut buf: Vec<u8> = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk
+            .map_err(|e| ApiError::bad_request(format!("could not read the request body: {e}")))?;
+        if buf.len() + chunk.len() > limit {
+            drop(buf);
+            let mut drained = 0usize;
+            let _ = tokio::time::timeout(DRAIN_TIME, async {
+                while let Some(Ok(c)) = stream.next().await {
+                    drained += c.len();
+                    if drained > DRAIN_BYTES {
+                        break;
+                    }
+                }
+            })
+            .await;
+            return Err(ApiError::too_large(
                 format!("request body is over the limit of {limit} bytes"),
                 limit,
-            )
-        } else {
-            ApiError::bad_request(format!("could not read the request body: {e}"))
+            ));
         }
-    })
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(buf))
 }
 
 /// The media type without parameters, lower-cased.

@@ -109,16 +109,20 @@ impl Node {
         &self.engine
     }
 
-    /// Stops accepting, ends live streams, waits (up to 10 s) for in-flight requests, then
-    /// stops the workers.
+    /// Stops accepting, ends live streams, waits (up to 3 s) for in-flight requests, then
+    /// closes the connections left (clients that stopped reading) and stops the workers.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         self.engine.close_subscriptions();
-        if tokio::time::timeout(Duration::from_secs(10), self.http)
+        let abort = self.http.abort_handle();
+        if tokio::time::timeout(Duration::from_secs(3), self.http)
             .await
             .is_err()
         {
-            tracing::warn!("in-flight HTTP requests did not finish within 10 s");
+            // A connection whose client stopped reading never finishes its response; without
+            // the abort it would hold the node up until the process is killed.
+            tracing::warn!("in-flight HTTP requests did not finish within 3 s; closing them");
+            abort.abort();
         }
         let engine = self.engine;
         let _ = tokio::task::spawn_blocking(move || engine.shutdown()).await;

@@ -1,0 +1,263 @@
+//! Helpers for the real-process node tests: start `starling node` on an OS-chosen port with a
+//! temporary data directory, find its address, send it signals, wait for it to exit.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value as Json;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_starling");
+
+/// A node running as a child process; killed when dropped.
+pub struct NodeProc {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+}
+
+impl NodeProc {
+    /// Starts `starling node --http 127.0.0.1:0 --data-dir <tmp> --workers 2 <extra>`.
+    pub fn start(extra: &[&str]) -> NodeProc {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = std::fs::File::create(dir.path().join("node.log")).expect("log file");
+        let mut child = Command::new(BIN)
+            .args([
+                "node",
+                "--http",
+                "127.0.0.1:0",
+                "--workers",
+                "2",
+                "--data-dir",
+            ])
+            .arg(dir.path().join("data"))
+            .args(extra)
+            .env_remove("STARLING_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("starling node starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut r = BufReader::new(stdout);
+            let mut line = String::new();
+            let _ = r.read_line(&mut line);
+            let _ = tx.send(line);
+            // Keep draining so the node never blocks on a full pipe.
+            let mut rest = Vec::new();
+            let _ = r.read_to_end(&mut rest);
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("node prints its address");
+        let addr = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("http="))
+            .unwrap_or_else(|| panic!("no http= in {line:?}"))
+            .parse()
+            .expect("address parses");
+        NodeProc { child, addr, dir }
+    }
+
+    /// `http://ADDR`.
+    pub fn base(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// `http://ADDR{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Sends SIGTERM.
+    pub fn sigterm(&self) {
+        let st = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(st.success());
+    }
+
+    /// Waits up to `limit` for the process to exit.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Some(st) = self.child.try_wait().expect("try_wait") {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        self.child.try_wait().expect("try_wait").is_none()
+    }
+
+    /// The node's log (stderr).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("node.log")).unwrap_or_default()
+    }
+
+    /// One raw HTTP/1.1 exchange over a fresh TCP connection: returns (status, body text).
+    /// Sends `Connection: close` and reads until the node closes.
+    pub fn raw(&self, request: &[u8]) -> (u16, String) {
+        raw_exchange(self.addr, request)
+    }
+}
+
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Writes `request` on a new connection and reads the whole answer (until close or 10 s).
+pub fn raw_exchange(addr: SocketAddr, request: &[u8]) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = s.write_all(request);
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        match s.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(_) => break,
+        }
+        if let Some(text) = complete_response(&buf) {
+            return text;
+        }
+    }
+    parse_response(&buf)
+}
+
+/// Parses a response once its body is complete (Content-Length known).
+fn complete_response(buf: &[u8]) -> Option<(u16, String)> {
+    let end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))?
+        .trim()
+        .parse()
+        .ok()?;
+    if buf.len() >= end + 4 + len {
+        Some(parse_response(&buf[..end + 4 + len]))
+    } else {
+        None
+    }
+}
+
+fn parse_response(buf: &[u8]) -> (u16, String) {
+    let text = String::from_utf8_lossy(buf).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Runs the `starling` CLI against `base`; returns (exit code, stdout, stderr).
+pub fn cli(base: &str, args: &[&str], stdin: Option<&[u8]>) -> (i32, String, String) {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env("STARLING_NODE", base)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starling runs");
+    if let Some(input) = stdin {
+        let mut w = child.stdin.take().unwrap();
+        let input = input.to_vec();
+        std::thread::spawn(move || {
+            let _ = w.write_all(&input);
+        });
+    }
+    let out = child.wait_with_output().expect("output");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The clicks topic declaration as JSON.
+pub fn clicks_topic(name: &str) -> Json {
+    serde_json::json!({
+        "name": name,
+        "key": "user",
+        "time": "ts",
+        "fields": [
+            {"name": "user", "type": "string"},
+            {"name": "ts", "type": "timestamp"},
+            {"name": "amount", "type": "int", "optional": true, "default": 1}
+        ]
+    })
+}
+
+/// A tumbling-window dataflow over `topic`: per user and 10 s window, count and sum.
+pub fn window_yaml(name: &str, topic: &str) -> String {
+    format!(
+        r#"name: {name}
+inputs:
+  - id: c
+    topic: {topic}
+    watermark: {{max_delay: 0s, idle_timeout: 0s}}
+nodes:
+  - {{id: w, op: window, input: c, kind: tumbling, size: 10s}}
+  - id: per_user
+    op: aggregate
+    input: w
+    aggregates:
+      - {{name: clicks, fn: count}}
+      - {{name: spent, fn: sum, expr: amount}}
+outputs:
+  - {{name: out, from: per_user}}
+"#
+    )
+}
+
+/// Sum of every sample of a metric family whose line starts with `name` (`name{` or `name `).
+pub fn metric_sum(text: &str, name: &str) -> Option<f64> {
+    let mut found = false;
+    let mut sum = 0.0;
+    for line in text.lines() {
+        if line.starts_with('#') {
+            continue;
+        }
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
+        if !(name.ends_with('}') || rest.starts_with('{') || rest.starts_with(' ')) {
+            continue;
+        }
+        found = true;
+        if let Some(v) = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) {
+            sum += v;
+        }
+    }
+    found.then_some(sum)
+}
+
+/// Whether the metric family is declared (`# TYPE name`).
+pub fn metric_declared(text: &str, name: &str) -> bool {
+    text.lines()
+        .any(|l| l.starts_with(&format!("# TYPE {name} ")))
+}
