@@ -182,6 +182,7 @@ async fn documented_operations_answer_as_documented() {
                     let df = format!("df{serial}");
                     let body = match (path.as_str(), ct.as_str()) {
                         ("/v1/topics", _) => clicks_topic("clicks").to_string(),
+                        ("/v1/topics/{topic}/watermark", _) => "{\"time\": 1000}".to_string(),
                         ("/v1/dataflows", "application/json") => {
                             serde_yaml_ng::from_str::<Json>(&window_yaml(&df, "clicks"))
                                 .unwrap()

@@ -9,7 +9,6 @@ use serde::Deserialize;
 use serde_json::{json, Value as JsonValue};
 use starling_operators::definition::TopicDef;
 use starling_operators::json::row_to_json;
-use starling_operators::plan::PlanError;
 
 use super::error::{ApiError, Path, Query};
 use super::stream::{stream_response, Format};
@@ -45,13 +44,6 @@ pub(super) async fn create(
     })?;
     let existed = s.engine.topic(&def.name).is_ok();
     s.engine.create_topic(&def).map_err(|e| match e {
-        // The planner reports a declaration that differs from an existing topic as a bad
-        // topic; over HTTP that is a conflict (409), like `EngineError::TopicConflict`.
-        EngineError::Plan(PlanError::BadTopic { ref message, .. })
-            if existed && message.starts_with("already exists") =>
-        {
-            ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
-        }
         EngineError::Plan(p) => ApiError::new(StatusCode::BAD_REQUEST, "bad_topic", p.to_string()),
         other => other.into(),
     })?;

@@ -237,7 +237,9 @@ impl Engine {
             dead_letter_topic: None,
         };
         // Planning a one-input definition validates the declaration with the same errors.
-        let p = plan::plan(&probe, &self.topic_specs())?;
+        // Planned against no existing topics, so that a declaration differing from an existing
+        // topic is reported as the conflict it is (`add_topic` compares).
+        let p = plan::plan(&probe, &HashMap::new())?;
         match p.new_topics.into_iter().find(|t| t.name == def.name) {
             Some(spec) => self.inner.add_topic(spec),
             None => Ok(()),
