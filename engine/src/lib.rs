@@ -7,7 +7,9 @@
 //! doors and the `starling` binary are thin layers over it.
 
 pub mod cli;
+pub mod client;
 pub mod error;
+pub mod quic;
 pub mod runtime;
 
 pub use error::EngineError;
