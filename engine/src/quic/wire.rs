@@ -258,10 +258,12 @@ pub fn decode_response(bytes: &[u8]) -> Result<Response, FrameError> {
         .map_err(|e| FrameError::Malformed(e.to_string()))
 }
 
-/// Validates and deserialises a request (for tests and tools; the server reads archives in
-/// place with [`access_request`]).
+/// Validates and deserialises a request body (for tests and tools; the server reads archives
+/// in place with [`access_request`]). Copies the bytes first, so any alignment is fine.
 pub fn decode_request(bytes: &[u8]) -> Result<Request, FrameError> {
-    rkyv::from_bytes::<Request, rancor::Error>(bytes)
+    let mut aligned = AlignedVec::<16>::with_capacity(bytes.len());
+    aligned.extend_from_slice(bytes);
+    rkyv::from_bytes::<Request, rancor::Error>(&aligned)
         .map_err(|e| FrameError::Malformed(e.to_string()))
 }
 
