@@ -43,22 +43,38 @@ pub enum ClientError {
     Trust(String),
     /// The server presented a certificate other than the pinned one.
     #[error("server certificate fingerprint {found} does not match the pinned {expected}")]
-    FingerprintMismatch { expected: String, found: String },
+    FingerprintMismatch {
+        /// The pinned fingerprint.
+        expected: String,
+        /// The fingerprint of the certificate the server presented.
+        found: String,
+    },
+    /// rustls refused the configuration or the handshake.
     #[error("TLS: {0}")]
     Tls(#[from] rustls::Error),
+    /// The connection could not be started (bad address, endpoint closed).
     #[error("connect: {0}")]
     Connect(#[from] quinn::ConnectError),
+    /// The connection failed or was closed.
     #[error("connection: {0}")]
     Connection(#[from] quinn::ConnectionError),
+    /// A frame could not be read, written or decoded.
     #[error("{0}")]
     Frame(#[from] FrameError),
+    /// The stream was already finished.
     #[error("stream already closed")]
     Closed(#[from] quinn::ClosedStream),
+    /// The local UDP socket could not be bound.
     #[error("{0}")]
     Io(#[from] std::io::Error),
     /// The server refused the request; `code` is one of [`wire::codes`].
     #[error("server: {code}: {message}")]
-    Server { code: String, message: String },
+    Server {
+        /// One of the stable codes in `quic::wire::codes`.
+        code: String,
+        /// The server's explanation.
+        message: String,
+    },
     /// The server answered something this client does not expect.
     #[error("protocol: {0}")]
     Protocol(String),

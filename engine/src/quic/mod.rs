@@ -11,8 +11,13 @@
 //!
 //! The Rust client is [`crate::client::QuicClient`].
 
+#![warn(missing_docs)]
+
 pub mod server;
 pub mod tls;
+// rkyv's derive generates undocumented resolver types for enums with struct variants; every
+// item written by hand in `wire` is documented.
+#[allow(missing_docs)]
 pub mod wire;
 
 use std::path::PathBuf;
@@ -31,13 +36,20 @@ pub enum QuicError {
     /// A file of the TLS identity could not be read or written.
     #[error("{}: {source}", path.display())]
     Io {
+        /// The file.
         path: PathBuf,
+        /// The I/O error.
         #[source]
         source: std::io::Error,
     },
     /// The stored certificate or key is unusable (corrupt, mismatched, or half missing).
     #[error("TLS identity in {}: {message} (remove the `tls` directory to create a new certificate; clients must then trust the new one)", path.display())]
-    Certificate { path: PathBuf, message: String },
+    Certificate {
+        /// The file or directory at fault.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
     /// The TLS configuration was refused by rustls.
     #[error("TLS configuration: {0}")]
     Tls(#[from] rustls::Error),
@@ -47,7 +59,9 @@ pub enum QuicError {
     /// The UDP socket could not be bound.
     #[error("could not listen on {addr}: {source}")]
     Bind {
+        /// The address asked for.
         addr: std::net::SocketAddr,
+        /// The socket error.
         #[source]
         source: std::io::Error,
     },

@@ -54,14 +54,21 @@ pub mod codes {
 /// One cell of a flat row (see the module docs for how nesting is written).
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub enum WireValue {
+    /// SQL null (an optional field then takes its default).
     Null,
+    /// A boolean.
     Bool(bool),
+    /// A 64-bit integer (also accepted for float and timestamp fields).
     Int(i64),
+    /// A 64-bit float.
     Float(f64),
+    /// UTF-8 text (validated on receipt).
     Str(String),
+    /// Raw bytes.
     Bytes(Vec<u8>),
     /// Milliseconds since the Unix epoch (UTC).
     Timestamp(i64),
+    /// A dense f32 vector.
     Vector(Vec<f32>),
     /// A list: the next `n` values (each possibly nested) are its elements.
     List(u32),
@@ -76,6 +83,7 @@ pub struct WireUpdate {
     pub key: Vec<WireValue>,
     /// The event time of the result.
     pub event_time: u64,
+    /// The result row, flat.
     pub row: Vec<WireValue>,
     /// The dataflow time of the update.
     pub time: u64,
@@ -88,35 +96,47 @@ pub struct WireUpdate {
 pub struct WireEvent {
     /// The key, one flat value.
     pub key: Vec<WireValue>,
+    /// Event time, milliseconds since the Unix epoch.
     pub time: u64,
+    /// The event's row, flat.
     pub row: Vec<WireValue>,
 }
 
 /// A topic in a listing.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct WireTopic {
+    /// The topic's name.
     pub name: String,
     /// (field name, type name) in row order.
     pub fields: Vec<(String, String)>,
+    /// The key field, if any.
     pub key: Option<String>,
+    /// The event-time field (none for topics only dataflows write).
     pub time: Option<String>,
     /// Events accepted so far.
     pub published: u64,
+    /// Newest event time seen.
     pub max_event_time: Option<u64>,
+    /// Live subscribers.
     pub subscribers: u64,
 }
 
 /// An installed dataflow in a listing.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct WireDataflow {
+    /// The dataflow's name.
     pub name: String,
     /// (input id, topic).
     pub inputs: Vec<(String, String)>,
+    /// Output names.
     pub outputs: Vec<String>,
     /// Every result up to here is out.
     pub frontier: u64,
+    /// Events that arrived after their window closed.
     pub late_events: u64,
+    /// Events sent to the dead-letter topic.
     pub dead_letters: u64,
+    /// Updates emitted on all outputs.
     pub output_updates: u64,
 }
 
@@ -125,28 +145,38 @@ pub struct WireDataflow {
 pub enum Request {
     /// Typed rows in the topic's field order (the fast path). Answered with `Ack`.
     Publish {
+        /// The topic to append to.
         topic: String,
+        /// One flat row per event.
         rows: Vec<Vec<WireValue>>,
     },
     /// Newline-delimited JSON objects. Answered with `Ack`.
     PublishJson {
+        /// The topic to append to.
         topic: String,
+        /// One JSON object per line; blank lines are skipped.
         ndjson: Vec<u8>,
     },
     /// A definition as YAML or JSON. Answered with `Submitted`.
     Submit {
+        /// The definition text.
         definition: String,
     },
     /// Streams `Updates` frames until the client stops the stream.
     SubscribeOutput {
+        /// The dataflow's name.
         dataflow: String,
+        /// The output's name.
         output: String,
     },
     /// Streams `Events` frames until the client stops the stream.
     SubscribeTopic {
+        /// The topic's name.
         topic: String,
     },
+    /// Answered with `Topics`.
     ListTopics,
+    /// Answered with `Dataflows`.
     ListDataflows,
 }
 
@@ -155,19 +185,28 @@ pub enum Request {
 pub enum Response {
     /// The whole batch was accepted.
     Ack {
+        /// Events accepted (the whole batch).
         accepted: u64,
     },
     /// The request was refused (nothing of it applied) or a subscription ended.
     Error {
+        /// One of [`codes`].
         code: String,
+        /// What went wrong and what to fix, for people.
         message: String,
     },
+    /// A batch of output updates (the first frame of a subscription is an empty batch).
     Updates(Vec<WireUpdate>),
+    /// A batch of topic events (the first frame of a subscription is an empty batch).
     Events(Vec<WireEvent>),
+    /// The definition is installed.
     Submitted {
+        /// The dataflow's name.
         name: String,
     },
+    /// Every topic.
     Topics(Vec<WireTopic>),
+    /// Every installed dataflow.
     Dataflows(Vec<WireDataflow>),
 }
 
@@ -206,16 +245,22 @@ where
 /// Why a frame could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
+    /// The length prefix (or an encoded message) is over [`MAX_FRAME`].
     #[error("frame of {0} bytes is over the limit of {MAX_FRAME}")]
     TooLarge(usize),
+    /// The peer finished the stream in the middle of a frame.
     #[error("stream ended inside a frame")]
     Truncated,
+    /// The stream was reset or the connection lost while reading.
     #[error("stream: {0}")]
     Read(#[from] quinn::ReadError),
+    /// The stream was stopped or the connection lost while writing.
     #[error("stream: {0}")]
     Write(#[from] quinn::WriteError),
+    /// rkyv could not serialise the message.
     #[error("could not encode: {0}")]
     Encode(String),
+    /// The bytes are not a valid archive of the expected type.
     #[error("malformed frame: {0}")]
     Malformed(String),
 }
@@ -303,8 +348,11 @@ pub fn row_to_wire(row: &[Value]) -> Vec<WireValue> {
 
 /// One flat cell, as either the owned or the archived form sees it.
 pub enum Cell {
+    /// A complete value.
     Leaf(Value),
+    /// A list header: this many elements follow.
     List(usize),
+    /// A map header: this many (key, value) pairs follow.
     Map(usize),
 }
 
