@@ -539,3 +539,112 @@ async fn concurrent_publishers_are_all_counted() {
     client.close().await;
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_does_not_read_is_cut_off_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = Arc::new(
+        Engine::start(starling_engine::EngineConfig {
+            workers: 1,
+            subscriber_queue: 2,
+            ..Default::default()
+        })
+        .unwrap(),
+    );
+    e.install_text(&per_user()).unwrap();
+    let server = start(&e, dir.path());
+    let client = connect(&server).await;
+    let mut sub = client.subscribe_topic("clicks").await.unwrap();
+    let batch: Vec<Vec<Value>> = (0..1_000)
+        .map(|i| click(&format!("user-with-a-long-name-{i:08}"), i, 1))
+        .collect();
+    // Nobody reads: QUIC flow control fills, then the engine's queue, then the cut-off.
+    let publisher = {
+        let e = Arc::clone(&e);
+        tokio::task::spawn_blocking(move || {
+            for _ in 0..300 {
+                e.publish_rows("clicks", batch.clone()).unwrap();
+            }
+        })
+    };
+    publisher.await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut events = 0;
+    let err = loop {
+        assert!(Instant::now() < deadline, "never cut off");
+        match tokio::time::timeout(Duration::from_secs(5), sub.next()).await {
+            Ok(Ok(Some(b))) => events += b.len(),
+            Ok(Ok(None)) => panic!("ended without a reason"),
+            Ok(Err(e)) => break e,
+            Err(_) => panic!("stalled"),
+        }
+    };
+    assert_eq!(err.code(), Some("cut_off"), "{err}");
+    assert!(events < 300_000, "{events}");
+    client.close().await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_a_subscription_releases_it_on_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine_with_clicks();
+    let server = start(&e, dir.path());
+    let client = connect(&server).await;
+    let subscribers = |e: &Engine| {
+        e.topics()
+            .into_iter()
+            .find(|t| t.spec.name == "clicks")
+            .map(|t| t.subscribers)
+            .unwrap()
+    };
+    let sub = client.subscribe_topic("clicks").await.unwrap();
+    assert_eq!(subscribers(&e), 1);
+    drop(sub);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while subscribers(&e) > 0 {
+        assert!(Instant::now() < deadline, "subscription never released");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // The engine notices a gone subscriber when it next offers it a batch.
+        client.publish("clicks", &[click("a", 1, 1)]).await.unwrap();
+    }
+    client.close().await;
+    server.shutdown().await;
+}
+
+/// Publish rate of one client through real QUIC (run with `--release -- --ignored`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn publish_throughput() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine_with_clicks();
+    let server = start(&e, dir.path());
+    let client = connect(&server).await;
+    // ~100-byte rows: a 40-character user, a timestamp, an amount.
+    let rows: Vec<Vec<WireValue>> = (0..1_000)
+        .map(|i| wire::row_to_wire(&click(&format!("{:040}", i % 1_000), i, 1)))
+        .collect();
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let (c, rows) = (client.clone(), rows.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0;
+            for _ in 0..500 {
+                n += c.publish_wire("clicks", rows.clone()).await.unwrap();
+            }
+            n
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.unwrap();
+    }
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "{total} events in {secs:.2} s: {:.2} M events/s",
+        total as f64 / secs / 1e6
+    );
+    client.close().await;
+    server.shutdown().await;
+}
