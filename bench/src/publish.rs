@@ -40,6 +40,8 @@ impl NodeProcess {
                 "node",
                 "--http",
                 "127.0.0.1:0",
+                "--quic",
+                "127.0.0.1:0",
                 "--workers",
                 &workers.to_string(),
                 "--data-dir",

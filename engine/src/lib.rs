@@ -12,6 +12,7 @@ pub mod error;
 pub mod http;
 pub mod metrics;
 pub mod node;
+pub mod quic;
 pub mod runtime;
 
 pub use error::EngineError;

@@ -236,10 +236,12 @@ async fn node(args: NodeArgs) -> Result<()> {
     let config = NodeConfig::build(file, overrides)?;
     let node = Node::start(&config).await?;
     println!(
-        "starling node listening: http={} data_dir={} workers={}",
+        "starling node listening: http={} quic={} data_dir={} workers={} quic_fingerprint={}",
         node.http_addr(),
+        node.quic_addr(),
         config.data_dir.display(),
-        config.workers
+        config.workers,
+        node.quic_fingerprint()
     );
     use std::io::Write;
     std::io::stdout().flush()?;

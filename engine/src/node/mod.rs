@@ -19,6 +19,7 @@ pub use config::{ConfigError, FileConfig, NodeConfig};
 
 use crate::http::{router, AppState};
 use crate::metrics::Metrics;
+use crate::quic::QuicServer;
 use crate::{Engine, EngineConfig, EngineError};
 
 /// Why a node could not start.
@@ -40,12 +41,15 @@ pub enum NodeError {
     Engine(#[from] EngineError),
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error("QUIC front door: {0}")]
+    Quic(#[from] crate::quic::QuicError),
 }
 
 /// A running node.
 pub struct Node {
     engine: Arc<Engine>,
     http_addr: SocketAddr,
+    quic: QuicServer,
     stop: watch::Sender<bool>,
     http: JoinHandle<()>,
 }
@@ -90,10 +94,12 @@ impl Node {
                 tracing::error!(error = %e, "HTTP server failed");
             }
         });
-        tracing::info!(%http_addr, "node started");
+        let quic = QuicServer::start(Arc::clone(&engine), config.quic_addr, &config.data_dir)?;
+        tracing::info!(%http_addr, quic_addr = %quic.local_addr(), "node started");
         Ok(Node {
             engine,
             http_addr,
+            quic,
             stop,
             http,
         })
@@ -102,6 +108,21 @@ impl Node {
     /// Where HTTP listens (the real port when 0 was asked).
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addr
+    }
+
+    /// Where QUIC listens (the real port when 0 was asked).
+    pub fn quic_addr(&self) -> SocketAddr {
+        self.quic.local_addr()
+    }
+
+    /// SHA-256 of the node's QUIC certificate (hex), for clients that pin it.
+    pub fn quic_fingerprint(&self) -> &str {
+        self.quic.fingerprint()
+    }
+
+    /// The node's QUIC certificate file, for clients that trust it by file.
+    pub fn quic_cert_path(&self) -> &std::path::Path {
+        self.quic.cert_path()
     }
 
     /// The engine inside.
@@ -124,6 +145,7 @@ impl Node {
             tracing::warn!("in-flight HTTP requests did not finish within 3 s; closing them");
             abort.abort();
         }
+        let _ = tokio::time::timeout(Duration::from_secs(3), self.quic.shutdown()).await;
         let engine = self.engine;
         let _ = tokio::task::spawn_blocking(move || engine.shutdown()).await;
     }

@@ -262,6 +262,12 @@ impl Engine {
         out
     }
 
+    /// The declaration of one topic (schema, key and time fields), for front doors that check
+    /// typed rows before publishing them.
+    pub fn topic_spec(&self, topic: &str) -> Result<TopicSpec, EngineError> {
+        Ok(self.inner.topic(topic)?.spec.clone())
+    }
+
     fn topic_specs(&self) -> HashMap<String, TopicSpec> {
         self.inner
             .read_topics()

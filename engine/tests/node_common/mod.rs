@@ -28,6 +28,8 @@ impl NodeProc {
                 "node",
                 "--http",
                 "127.0.0.1:0",
+                "--quic",
+                "127.0.0.1:0",
                 "--workers",
                 "2",
                 "--data-dir",

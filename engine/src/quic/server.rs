@@ -1,0 +1,519 @@
+//! The QUIC server: an accept loop, a task per connection and a task per stream.
+//!
+//! Every engine call runs off the async runtime (`spawn_blocking`), because publishing blocks
+//! while the workers' queues are full: that wait is the back-pressure. A connection may have
+//! at most [`MAX_IN_FLIGHT`] requests being read or handled at once; further streams are not
+//! read, so QUIC flow control makes the client's writes wait. Subscriptions are bridged from
+//! the engine's blocking [`Subscription`] by a thread each, through a small bounded channel,
+//! so a client that reads slowly is eventually cut off by the engine with a reason.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use quinn::crypto::rustls::QuicServerConfig;
+use rkyv::string::ArchivedString;
+use rkyv::vec::ArchivedVec;
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinHandle;
+
+use starling_operators::plan::TopicSpec;
+use starling_operators::schema::Field;
+use starling_operators::{DataType, Value};
+
+use super::wire::{self, codes, ArchivedRequest, ArchivedWireValue, FrameError, Response};
+use super::{tls, QuicError, ALPN};
+use crate::runtime::SubscriptionClosed;
+use crate::{Engine, EngineError, Subscription};
+
+/// Requests a connection may have being read or handled at once.
+pub const MAX_IN_FLIGHT: usize = 4;
+/// Open subscriptions per connection (each holds a bridging thread).
+pub const MAX_SUBSCRIPTIONS: usize = 32;
+/// Streams a client may have open at once on one connection.
+pub const MAX_STREAMS: u32 = 64;
+/// Results (updates or events) per subscription frame.
+pub const SUBSCRIPTION_FRAME_ITEMS: usize = 16_384;
+
+/// A running QUIC front door.
+pub struct QuicServer {
+    endpoint: quinn::Endpoint,
+    local_addr: SocketAddr,
+    fingerprint: String,
+    cert_path: PathBuf,
+    accept: JoinHandle<()>,
+}
+
+impl QuicServer {
+    /// Loads or creates the TLS identity under `data_dir`, binds `addr` (port 0 picks one) and
+    /// starts accepting on the current tokio runtime.
+    pub fn start(
+        engine: Arc<Engine>,
+        addr: SocketAddr,
+        data_dir: &Path,
+    ) -> Result<QuicServer, QuicError> {
+        tokio::runtime::Handle::try_current().map_err(|_| QuicError::NoRuntime)?;
+        let id = tls::load_or_create(data_dir)?;
+        let mut crypto = rustls::ServerConfig::builder_with_provider(tls::provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_no_client_auth()
+            .with_single_cert(vec![id.cert.clone()], id.key.clone_key())?;
+        crypto.alpn_protocols = vec![ALPN.to_vec()];
+        let crypto = QuicServerConfig::try_from(crypto)
+            .map_err(|e| QuicError::Tls(rustls::Error::General(e.to_string())))?;
+        let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+        let mut transport = quinn::TransportConfig::default();
+        transport
+            .max_concurrent_bidi_streams(MAX_STREAMS.into())
+            .max_concurrent_uni_streams(0u32.into())
+            .stream_receive_window((4u32 << 20).into())
+            .receive_window((16u32 << 20).into());
+        config.transport_config(Arc::new(transport));
+        let endpoint = quinn::Endpoint::server(config, addr)
+            .map_err(|source| QuicError::Bind { addr, source })?;
+        let local_addr = endpoint
+            .local_addr()
+            .map_err(|source| QuicError::Bind { addr, source })?;
+        let accept = {
+            let endpoint = endpoint.clone();
+            tokio::spawn(async move {
+                while let Some(incoming) = endpoint.accept().await {
+                    tokio::spawn(serve_connection(Arc::clone(&engine), incoming));
+                }
+            })
+        };
+        tracing::info!(addr = %local_addr, fingerprint = %id.fingerprint, "QUIC front door listening");
+        Ok(QuicServer {
+            endpoint,
+            local_addr,
+            fingerprint: id.fingerprint,
+            cert_path: id.cert_path,
+            accept,
+        })
+    }
+
+    /// The bound address (useful after binding port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// SHA-256 of the certificate DER, lowercase hex: what clients pin with
+    /// `Trust::Fingerprint`.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
+    /// The certificate file clients may trust with `Trust::CertFile`.
+    pub fn cert_path(&self) -> &Path {
+        &self.cert_path
+    }
+
+    /// Closes every connection and waits until the endpoint is idle.
+    pub async fn shutdown(self) {
+        self.endpoint.close(0u32.into(), b"server shutting down");
+        self.accept.abort();
+        self.endpoint.wait_idle().await;
+        tracing::info!(addr = %self.local_addr, "QUIC front door stopped");
+    }
+}
+
+/// Per-connection limits.
+struct Limits {
+    requests: Arc<Semaphore>,
+    subscriptions: Arc<Semaphore>,
+}
+
+async fn serve_connection(engine: Arc<Engine>, incoming: quinn::Incoming) {
+    let conn = match incoming.await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::debug!(error = %e, "QUIC handshake failed");
+            return;
+        }
+    };
+    let peer = conn.remote_address();
+    tracing::debug!(%peer, "QUIC connection");
+    let limits = Arc::new(Limits {
+        requests: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+        subscriptions: Arc::new(Semaphore::new(MAX_SUBSCRIPTIONS)),
+    });
+    loop {
+        match conn.accept_bi().await {
+            Ok((send, recv)) => {
+                tokio::spawn(serve_stream(
+                    Arc::clone(&engine),
+                    Arc::clone(&limits),
+                    send,
+                    recv,
+                ));
+            }
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "QUIC connection ended");
+                return;
+            }
+        }
+    }
+}
+
+/// What handling a request produced.
+enum Outcome {
+    Reply(Response),
+    Output(Subscription<Arc<[starling_operators::render::Update]>>),
+    Topic(Subscription<Arc<[starling_operators::Event]>>),
+}
+
+async fn serve_stream(
+    engine: Arc<Engine>,
+    limits: Arc<Limits>,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) {
+    // Not reading until a permit is free is what lets flow control push back.
+    let Ok(permit) = Arc::clone(&limits.requests).acquire_owned().await else {
+        return;
+    };
+    let frame = match wire::read_frame(&mut recv).await {
+        Ok(Some(f)) => f,
+        Ok(None) => {
+            return reply(
+                &mut send,
+                &Response::error(codes::BAD_REQUEST, "empty stream"),
+            )
+            .await
+        }
+        Err(e @ FrameError::TooLarge(_)) => {
+            let _ = recv.stop(0u32.into());
+            return reply(&mut send, &Response::error(codes::TOO_LARGE, e.to_string())).await;
+        }
+        Err(e @ FrameError::Truncated) => {
+            return reply(
+                &mut send,
+                &Response::error(codes::BAD_REQUEST, e.to_string()),
+            )
+            .await
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "request stream failed");
+            return;
+        }
+    };
+    let _ = recv.stop(0u32.into());
+    let handled = {
+        let engine = Arc::clone(&engine);
+        tokio::task::spawn_blocking(move || handle(&engine, &frame)).await
+    };
+    drop(permit);
+    match handled {
+        Ok(Outcome::Reply(r)) => reply(&mut send, &r).await,
+        Ok(Outcome::Output(sub)) => {
+            subscription(send, &limits, sub, |batch| {
+                Response::Updates(batch.iter().map(wire::update_to_wire).collect())
+            })
+            .await
+        }
+        Ok(Outcome::Topic(sub)) => {
+            subscription(send, &limits, sub, |batch| {
+                Response::Events(batch.iter().map(wire::event_to_wire).collect())
+            })
+            .await
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "request handler failed");
+            reply(
+                &mut send,
+                &Response::error(codes::INTERNAL, "request handler failed"),
+            )
+            .await
+        }
+    }
+}
+
+/// Writes one response frame and finishes the stream.
+async fn reply(send: &mut quinn::SendStream, r: &Response) {
+    let frame = match wire::encode(r) {
+        Ok(f) => f,
+        Err(e) => match wire::encode(&Response::error(codes::INTERNAL, e.to_string())) {
+            Ok(f) => f,
+            Err(_) => return,
+        },
+    };
+    if let Err(e) = send.write_all(&frame).await {
+        tracing::debug!(error = %e, "could not answer");
+        return;
+    }
+    let _ = send.finish();
+}
+
+/// Streams a subscription until the client stops the stream, the connection ends, or the
+/// engine closes the subscription (then an error frame says why).
+async fn subscription<T, F>(
+    mut send: quinn::SendStream,
+    limits: &Limits,
+    sub: Subscription<Arc<[T]>>,
+    convert: F,
+) where
+    T: Send + Sync + 'static,
+    F: Fn(&[T]) -> Response + Send + 'static,
+{
+    let Ok(_slot) = Arc::clone(&limits.subscriptions).try_acquire_owned() else {
+        let msg = format!("at most {MAX_SUBSCRIPTIONS} subscriptions per connection");
+        return reply(&mut send, &Response::error(codes::BUSY, msg)).await;
+    };
+    // An empty first batch tells the client the subscription is registered.
+    let Ok(first) = wire::encode(&convert(&[])) else {
+        return;
+    };
+    if send.write_all(&first).await.is_err() {
+        return;
+    }
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(4);
+    let bridge = std::thread::Builder::new()
+        .name("starling-quic-sub".into())
+        .spawn(move || bridge(sub, tx, convert));
+    if let Err(e) = bridge {
+        return reply(&mut send, &Response::error(codes::INTERNAL, e.to_string())).await;
+    }
+    loop {
+        tokio::select! {
+            frame = rx.recv() => match frame {
+                Some(f) => {
+                    if send.write_all(&f).await.is_err() {
+                        break;
+                    }
+                }
+                None => {
+                    let _ = send.finish();
+                    break;
+                }
+            },
+            _ = send.stopped() => break,
+        }
+    }
+}
+
+/// Runs on its own thread: moves batches from the engine to the stream task.
+fn bridge<T, F>(sub: Subscription<Arc<[T]>>, tx: mpsc::Sender<Vec<u8>>, convert: F)
+where
+    F: Fn(&[T]) -> Response,
+{
+    let encode = |r: &Response| {
+        wire::encode(r).or_else(|e| wire::encode(&Response::error(codes::INTERNAL, e.to_string())))
+    };
+    loop {
+        match sub.recv_timeout(Duration::from_millis(200)) {
+            Ok(Some(batch)) => {
+                for chunk in batch.chunks(SUBSCRIPTION_FRAME_ITEMS) {
+                    let Ok(frame) = encode(&convert(chunk)) else {
+                        return;
+                    };
+                    if tx.blocking_send(frame).is_err() {
+                        return;
+                    }
+                }
+            }
+            Ok(None) => {
+                if tx.is_closed() {
+                    return;
+                }
+            }
+            Err(closed) => {
+                let r = match closed {
+                    SubscriptionClosed::CutOff(reason) => Response::error(codes::CUT_OFF, reason),
+                    SubscriptionClosed::Ended => Response::error(codes::ENDED, closed.to_string()),
+                };
+                if let Ok(frame) = encode(&r) {
+                    let _ = tx.blocking_send(frame);
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// Handles one validated request; runs on a blocking thread.
+fn handle(engine: &Engine, frame: &[u8]) -> Outcome {
+    let req = match wire::access_request(frame) {
+        Ok(r) => r,
+        Err(e) => return Outcome::Reply(Response::error(codes::BAD_REQUEST, e.to_string())),
+    };
+    let result = match req {
+        ArchivedRequest::Publish { topic, rows } => publish(engine, topic, rows),
+        ArchivedRequest::PublishJson { topic, ndjson } => publish_json(engine, topic, ndjson),
+        ArchivedRequest::Submit { definition } => engine
+            .install_text(definition.as_str())
+            .map(|info| Response::Submitted { name: info.name }),
+        ArchivedRequest::SubscribeOutput { dataflow, output } => {
+            return match engine.subscribe(dataflow.as_str(), output.as_str()) {
+                Ok(s) => Outcome::Output(s),
+                Err(e) => Outcome::Reply(engine_error(&e)),
+            }
+        }
+        ArchivedRequest::SubscribeTopic { topic } => {
+            return match engine.subscribe_topic(topic.as_str()) {
+                Ok(s) => Outcome::Topic(s),
+                Err(e) => Outcome::Reply(engine_error(&e)),
+            }
+        }
+        ArchivedRequest::ListTopics => Ok(Response::Topics(list_topics(engine))),
+        ArchivedRequest::ListDataflows => Ok(Response::Dataflows(list_dataflows(engine))),
+    };
+    Outcome::Reply(result.unwrap_or_else(|e| engine_error(&e)))
+}
+
+/// Maps an engine refusal to its stable code.
+pub fn engine_error(e: &EngineError) -> Response {
+    let code = match e {
+        EngineError::UnknownTopic(_)
+        | EngineError::UnknownDataflow(_)
+        | EngineError::UnknownOutput { .. } => codes::NOT_FOUND,
+        EngineError::TopicConflict { .. } | EngineError::DataflowExists(_) => codes::CONFLICT,
+        EngineError::BatchTooLarge { .. } => codes::TOO_LARGE,
+        EngineError::ShuttingDown => codes::UNAVAILABLE,
+        EngineError::Busy => codes::BUSY,
+        EngineError::Startup(_) => codes::INTERNAL,
+        EngineError::BadEvent { .. }
+        | EngineError::BadEventShape { .. }
+        | EngineError::WriteOnlyTopic(_)
+        | EngineError::Plan(_) => codes::BAD_REQUEST,
+    };
+    Response::error(code, e.to_string())
+}
+
+/// The fast path: typed rows, checked against the schema, then published whole.
+fn publish(
+    engine: &Engine,
+    topic: &ArchivedString,
+    rows: &ArchivedVec<ArchivedVec<ArchivedWireValue>>,
+) -> Result<Response, EngineError> {
+    let spec = engine.topic_spec(topic.as_str())?;
+    let mut out = Vec::with_capacity(rows.len());
+    for (index, cells) in rows.iter().enumerate() {
+        let row = typed_row(&spec, cells.as_slice())
+            .map_err(|message| EngineError::BadEventShape { index, message })?;
+        out.push(row);
+    }
+    let n = engine.publish_rows(topic.as_str(), out)?;
+    Ok(Response::Ack { accepted: n as u64 })
+}
+
+fn typed_row(spec: &TopicSpec, cells: &[ArchivedWireValue]) -> Result<Vec<Value>, String> {
+    let fields = &spec.schema.fields;
+    let mut it = cells.iter();
+    let mut row = Vec::with_capacity(fields.len());
+    while it.len() > 0 {
+        let v = wire::take_value(&mut it, 0)?;
+        let Some(field) = fields.get(row.len()) else {
+            return Err(format!(
+                "row has more than {} values; topic `{}` has {} fields",
+                fields.len(),
+                spec.name,
+                fields.len()
+            ));
+        };
+        row.push(conform(field, v)?);
+    }
+    if row.len() != fields.len() {
+        return Err(format!(
+            "row has {} values; topic `{}` has {} fields",
+            row.len(),
+            spec.name,
+            fields.len()
+        ));
+    }
+    Ok(row)
+}
+
+/// Checks a value against its field, widening `int` to `float` or `timestamp`.
+fn conform(field: &Field, v: Value) -> Result<Value, String> {
+    match (&field.data_type, v) {
+        (_, Value::Null) if field.optional => Ok(field.default.clone()),
+        (_, Value::Null) => Err(format!(
+            "field `{}` is not optional; found null",
+            field.name
+        )),
+        (DataType::Float, Value::Int(i)) => Ok(Value::Float(i as f64)),
+        (DataType::Timestamp, Value::Int(i)) => Ok(Value::Timestamp(i)),
+        (t, v) if fits(t, &v) => Ok(v),
+        (t, v) => Err(format!(
+            "field `{}` expects {t}, found {}",
+            field.name,
+            v.data_type()
+        )),
+    }
+}
+
+fn fits(t: &DataType, v: &Value) -> bool {
+    match (t, v) {
+        (DataType::Any, _) | (_, Value::Null) => true,
+        (DataType::Bool, Value::Bool(_))
+        | (DataType::Int, Value::Int(_))
+        | (DataType::Float, Value::Float(_) | Value::Int(_))
+        | (DataType::String, Value::Str(_))
+        | (DataType::Bytes, Value::Bytes(_))
+        | (DataType::Timestamp, Value::Timestamp(_)) => true,
+        (DataType::List(e), Value::List(l)) => l.iter().all(|x| fits(e, x)),
+        (DataType::Map(e), Value::Map(m)) => m.values().all(|x| fits(e, x)),
+        (DataType::Vector(n), Value::Vector(x)) => x.len() == *n,
+        _ => false,
+    }
+}
+
+fn publish_json(
+    engine: &Engine,
+    topic: &ArchivedString,
+    ndjson: &ArchivedVec<u8>,
+) -> Result<Response, EngineError> {
+    let mut docs = Vec::new();
+    for line in ndjson.as_slice().split(|b| *b == b'\n') {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let doc = serde_json::from_slice(line).map_err(|e| EngineError::BadEventShape {
+            index: docs.len(),
+            message: format!("invalid JSON: {e}"),
+        })?;
+        docs.push(doc);
+    }
+    let n = engine.publish_json(topic.as_str(), &docs)?;
+    Ok(Response::Ack { accepted: n as u64 })
+}
+
+fn list_topics(engine: &Engine) -> Vec<wire::WireTopic> {
+    engine
+        .topics()
+        .into_iter()
+        .map(|t| {
+            let fields = &t.spec.schema.fields;
+            let name_of = |i: Option<usize>| i.and_then(|i| fields.get(i)).map(|f| f.name.clone());
+            wire::WireTopic {
+                fields: fields
+                    .iter()
+                    .map(|f| (f.name.clone(), f.data_type.to_string()))
+                    .collect(),
+                key: name_of(t.spec.key),
+                time: name_of(t.spec.time),
+                name: t.spec.name,
+                published: t.published,
+                max_event_time: t.max_event_time,
+                subscribers: t.subscribers as u64,
+            }
+        })
+        .collect()
+}
+
+fn list_dataflows(engine: &Engine) -> Vec<wire::WireDataflow> {
+    engine
+        .dataflows()
+        .into_iter()
+        .map(|d| wire::WireDataflow {
+            name: d.name,
+            inputs: d.inputs,
+            outputs: d.outputs,
+            frontier: d.frontier,
+            late_events: d.late_events,
+            dead_letters: d.dead_letters,
+            output_updates: d.output_updates,
+        })
+        .collect()
+}

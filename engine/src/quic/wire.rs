@@ -1,0 +1,551 @@
+//! The wire format of the QUIC front door.
+//!
+//! One bidirectional stream per operation. Each message is a frame: a `u32` little-endian
+//! length, then that many bytes of an rkyv archive of a [`Request`] (client → server) or a
+//! [`Response`] (server → client). The client sends one request frame and finishes its side;
+//! the server answers with one frame (or, for subscriptions, a frame per batch) and finishes.
+//!
+//! Values travel flat: a row is a `Vec<WireValue>` in which a nested value is written in
+//! pre-order, `List(n)` followed by its `n` elements and `Map(n)` followed by `n` pairs of
+//! (`Str` key, value). Flat rows keep the archive non-recursive, so validating hostile bytes
+//! can never recurse deeply; nesting is limited to [`MAX_DEPTH`] when decoding.
+//!
+//! Network bytes are always validated (`rkyv::access` with bytecheck) before use.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use rkyv::rancor;
+use rkyv::util::AlignedVec;
+use rkyv::{Archive, Deserialize, Serialize};
+
+use starling_operators::render::Update;
+use starling_operators::{Event, Value};
+
+/// The largest frame either side accepts (16 MiB). A bigger length prefix is answered with a
+/// `too_large` error frame and the stream is closed; the claimed size is never allocated.
+pub const MAX_FRAME: usize = 16 << 20;
+
+/// How deeply lists and maps may nest inside one value.
+pub const MAX_DEPTH: usize = 32;
+
+/// Stable error codes of [`Response::Error`], the same words the HTTP front door uses.
+pub mod codes {
+    /// The request is malformed or refers to data that does not fit (the message says which).
+    pub const BAD_REQUEST: &str = "bad_request";
+    /// The topic, dataflow or output does not exist.
+    pub const NOT_FOUND: &str = "not_found";
+    /// A dataflow or topic of that name exists already with another declaration.
+    pub const CONFLICT: &str = "conflict";
+    /// The frame or batch is over a documented limit.
+    pub const TOO_LARGE: &str = "too_large";
+    /// A per-connection limit is reached; retry later.
+    pub const BUSY: &str = "busy";
+    /// The engine is shutting down.
+    pub const UNAVAILABLE: &str = "unavailable";
+    /// A fault on the server side.
+    pub const INTERNAL: &str = "internal";
+    /// A subscription was cut off for reading too slowly.
+    pub const CUT_OFF: &str = "cut_off";
+    /// A subscription ended because its dataflow or topic went away.
+    pub const ENDED: &str = "ended";
+}
+
+/// One cell of a flat row (see the module docs for how nesting is written).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum WireValue {
+    /// SQL null (an optional field then takes its default).
+    Null,
+    /// A boolean.
+    Bool(bool),
+    /// A 64-bit integer (also accepted for float and timestamp fields).
+    Int(i64),
+    /// A 64-bit float.
+    Float(f64),
+    /// UTF-8 text (validated on receipt).
+    Str(String),
+    /// Raw bytes.
+    Bytes(Vec<u8>),
+    /// Milliseconds since the Unix epoch (UTC).
+    Timestamp(i64),
+    /// A dense f32 vector.
+    Vector(Vec<f32>),
+    /// A list: the next `n` values (each possibly nested) are its elements.
+    List(u32),
+    /// A map: the next `n` pairs of (`Str` key, value) are its entries.
+    Map(u32),
+}
+
+/// One update of a dataflow output.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct WireUpdate {
+    /// The key, one flat value.
+    pub key: Vec<WireValue>,
+    /// The event time of the result.
+    pub event_time: u64,
+    /// The result row, flat.
+    pub row: Vec<WireValue>,
+    /// The dataflow time of the update.
+    pub time: u64,
+    /// +1 for an insertion, -1 for a retraction.
+    pub diff: i64,
+}
+
+/// One event appended to a topic.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct WireEvent {
+    /// The key, one flat value.
+    pub key: Vec<WireValue>,
+    /// Event time, milliseconds since the Unix epoch.
+    pub time: u64,
+    /// The event's row, flat.
+    pub row: Vec<WireValue>,
+}
+
+/// A topic in a listing.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct WireTopic {
+    /// The topic's name.
+    pub name: String,
+    /// (field name, type name) in row order.
+    pub fields: Vec<(String, String)>,
+    /// The key field, if any.
+    pub key: Option<String>,
+    /// The event-time field (none for topics only dataflows write).
+    pub time: Option<String>,
+    /// Events accepted so far.
+    pub published: u64,
+    /// Newest event time seen.
+    pub max_event_time: Option<u64>,
+    /// Live subscribers.
+    pub subscribers: u64,
+}
+
+/// An installed dataflow in a listing.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct WireDataflow {
+    /// The dataflow's name.
+    pub name: String,
+    /// (input id, topic).
+    pub inputs: Vec<(String, String)>,
+    /// Output names.
+    pub outputs: Vec<String>,
+    /// Every result up to here is out.
+    pub frontier: u64,
+    /// Events that arrived after their window closed.
+    pub late_events: u64,
+    /// Events sent to the dead-letter topic.
+    pub dead_letters: u64,
+    /// Updates emitted on all outputs.
+    pub output_updates: u64,
+}
+
+/// What a client asks for; one per stream.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum Request {
+    /// Typed rows in the topic's field order (the fast path). Answered with `Ack`.
+    Publish {
+        /// The topic to append to.
+        topic: String,
+        /// One flat row per event.
+        rows: Vec<Vec<WireValue>>,
+    },
+    /// Newline-delimited JSON objects. Answered with `Ack`.
+    PublishJson {
+        /// The topic to append to.
+        topic: String,
+        /// One JSON object per line; blank lines are skipped.
+        ndjson: Vec<u8>,
+    },
+    /// A definition as YAML or JSON. Answered with `Submitted`.
+    Submit {
+        /// The definition text.
+        definition: String,
+    },
+    /// Streams `Updates` frames until the client stops the stream.
+    SubscribeOutput {
+        /// The dataflow's name.
+        dataflow: String,
+        /// The output's name.
+        output: String,
+    },
+    /// Streams `Events` frames until the client stops the stream.
+    SubscribeTopic {
+        /// The topic's name.
+        topic: String,
+    },
+    /// Answered with `Topics`.
+    ListTopics,
+    /// Answered with `Dataflows`.
+    ListDataflows,
+}
+
+/// What the server answers.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum Response {
+    /// The whole batch was accepted.
+    Ack {
+        /// Events accepted (the whole batch).
+        accepted: u64,
+    },
+    /// The request was refused (nothing of it applied) or a subscription ended.
+    Error {
+        /// One of [`codes`].
+        code: String,
+        /// What went wrong and what to fix, for people.
+        message: String,
+    },
+    /// A batch of output updates (the first frame of a subscription is an empty batch).
+    Updates(Vec<WireUpdate>),
+    /// A batch of topic events (the first frame of a subscription is an empty batch).
+    Events(Vec<WireEvent>),
+    /// The definition is installed.
+    Submitted {
+        /// The dataflow's name.
+        name: String,
+    },
+    /// Every topic.
+    Topics(Vec<WireTopic>),
+    /// Every installed dataflow.
+    Dataflows(Vec<WireDataflow>),
+}
+
+impl Response {
+    /// An error response.
+    pub fn error(code: &str, message: impl Into<String>) -> Response {
+        Response::Error {
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Serialises a message into a frame: length prefix followed by the archive.
+pub fn encode<T>(value: &T) -> Result<Vec<u8>, FrameError>
+where
+    T: for<'a> Serialize<
+        rkyv::api::high::HighSerializer<
+            AlignedVec,
+            rkyv::ser::allocator::ArenaHandle<'a>,
+            rancor::Error,
+        >,
+    >,
+{
+    let body =
+        rkyv::to_bytes::<rancor::Error>(value).map_err(|e| FrameError::Encode(e.to_string()))?;
+    if body.len() > MAX_FRAME {
+        return Err(FrameError::TooLarge(body.len()));
+    }
+    let mut out = Vec::with_capacity(4 + body.len());
+    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+/// Why a frame could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    /// The length prefix (or an encoded message) is over [`MAX_FRAME`].
+    #[error("frame of {0} bytes is over the limit of {MAX_FRAME}")]
+    TooLarge(usize),
+    /// The peer finished the stream in the middle of a frame.
+    #[error("stream ended inside a frame")]
+    Truncated,
+    /// The stream was reset or the connection lost while reading.
+    #[error("stream: {0}")]
+    Read(#[from] quinn::ReadError),
+    /// The stream was stopped or the connection lost while writing.
+    #[error("stream: {0}")]
+    Write(#[from] quinn::WriteError),
+    /// rkyv could not serialise the message.
+    #[error("could not encode: {0}")]
+    Encode(String),
+    /// The bytes are not a valid archive of the expected type.
+    #[error("malformed frame: {0}")]
+    Malformed(String),
+}
+
+/// Reads one frame. `Ok(None)` means the peer finished the stream cleanly before a frame
+/// began. The buffer grows as bytes arrive, so a lying length prefix costs nothing.
+pub async fn read_frame(recv: &mut quinn::RecvStream) -> Result<Option<AlignedVec>, FrameError> {
+    let mut len = [0u8; 4];
+    let mut got = 0;
+    while got < 4 {
+        match recv.read(&mut len[got..]).await? {
+            Some(n) => got += n,
+            None if got == 0 => return Ok(None),
+            None => return Err(FrameError::Truncated),
+        }
+    }
+    let len = u32::from_le_bytes(len) as usize;
+    if len > MAX_FRAME {
+        return Err(FrameError::TooLarge(len));
+    }
+    let mut buf = AlignedVec::with_capacity(len.min(64 << 10));
+    while buf.len() < len {
+        match recv.read_chunk(len - buf.len(), true).await? {
+            Some(chunk) => buf.extend_from_slice(&chunk.bytes),
+            None => return Err(FrameError::Truncated),
+        }
+    }
+    Ok(Some(buf))
+}
+
+/// Validates and reads a request archive (bytecheck; never unchecked on network input).
+pub fn access_request(bytes: &[u8]) -> Result<&ArchivedRequest, FrameError> {
+    rkyv::access::<ArchivedRequest, rancor::Error>(bytes)
+        .map_err(|e| FrameError::Malformed(e.to_string()))
+}
+
+/// Validates and deserialises a response.
+pub fn decode_response(bytes: &[u8]) -> Result<Response, FrameError> {
+    rkyv::from_bytes::<Response, rancor::Error>(bytes)
+        .map_err(|e| FrameError::Malformed(e.to_string()))
+}
+
+/// Validates and deserialises a request body (for tests and tools; the server reads archives
+/// in place with [`access_request`]). Copies the bytes first, so any alignment is fine.
+pub fn decode_request(bytes: &[u8]) -> Result<Request, FrameError> {
+    let mut aligned = AlignedVec::<16>::with_capacity(bytes.len());
+    aligned.extend_from_slice(bytes);
+    rkyv::from_bytes::<Request, rancor::Error>(&aligned)
+        .map_err(|e| FrameError::Malformed(e.to_string()))
+}
+
+// ---- values ----
+
+/// Writes `v` flat onto `out`.
+pub fn push_value(v: &Value, out: &mut Vec<WireValue>) {
+    match v {
+        Value::Null => out.push(WireValue::Null),
+        Value::Bool(b) => out.push(WireValue::Bool(*b)),
+        Value::Int(i) => out.push(WireValue::Int(*i)),
+        Value::Float(f) => out.push(WireValue::Float(*f)),
+        Value::Str(s) => out.push(WireValue::Str(s.to_string())),
+        Value::Bytes(b) => out.push(WireValue::Bytes(b.to_vec())),
+        Value::Timestamp(t) => out.push(WireValue::Timestamp(*t)),
+        Value::Vector(v) => out.push(WireValue::Vector(v.to_vec())),
+        Value::List(l) => {
+            out.push(WireValue::List(l.len() as u32));
+            l.iter().for_each(|x| push_value(x, out));
+        }
+        Value::Map(m) => {
+            out.push(WireValue::Map(m.len() as u32));
+            for (k, x) in m.iter() {
+                out.push(WireValue::Str(k.clone()));
+                push_value(x, out);
+            }
+        }
+    }
+}
+
+/// A row (or any values) written flat.
+pub fn row_to_wire(row: &[Value]) -> Vec<WireValue> {
+    let mut out = Vec::with_capacity(row.len());
+    row.iter().for_each(|v| push_value(v, &mut out));
+    out
+}
+
+/// One flat cell, as either the owned or the archived form sees it.
+pub enum Cell {
+    /// A complete value.
+    Leaf(Value),
+    /// A list header: this many elements follow.
+    List(usize),
+    /// A map header: this many (key, value) pairs follow.
+    Map(usize),
+}
+
+/// Read access to a flat cell; lets one decoder serve owned and archived rows.
+pub trait FlatCell {
+    /// The cell as a leaf value or a container header.
+    fn cell(&self) -> Cell;
+}
+
+impl FlatCell for WireValue {
+    fn cell(&self) -> Cell {
+        match self {
+            WireValue::Null => Cell::Leaf(Value::Null),
+            WireValue::Bool(b) => Cell::Leaf(Value::Bool(*b)),
+            WireValue::Int(i) => Cell::Leaf(Value::Int(*i)),
+            WireValue::Float(f) => Cell::Leaf(Value::Float(*f)),
+            WireValue::Str(s) => Cell::Leaf(Value::Str(Arc::from(s.as_str()))),
+            WireValue::Bytes(b) => Cell::Leaf(Value::Bytes(Arc::from(b.as_slice()))),
+            WireValue::Timestamp(t) => Cell::Leaf(Value::Timestamp(*t)),
+            WireValue::Vector(v) => Cell::Leaf(Value::Vector(Arc::from(v.as_slice()))),
+            WireValue::List(n) => Cell::List(*n as usize),
+            WireValue::Map(n) => Cell::Map(*n as usize),
+        }
+    }
+}
+
+impl FlatCell for ArchivedWireValue {
+    fn cell(&self) -> Cell {
+        match self {
+            ArchivedWireValue::Null => Cell::Leaf(Value::Null),
+            ArchivedWireValue::Bool(b) => Cell::Leaf(Value::Bool(*b)),
+            ArchivedWireValue::Int(i) => Cell::Leaf(Value::Int(i.to_native())),
+            ArchivedWireValue::Float(f) => Cell::Leaf(Value::Float(f.to_native())),
+            ArchivedWireValue::Str(s) => Cell::Leaf(Value::Str(Arc::from(s.as_str()))),
+            ArchivedWireValue::Bytes(b) => Cell::Leaf(Value::Bytes(Arc::from(b.as_slice()))),
+            ArchivedWireValue::Timestamp(t) => Cell::Leaf(Value::Timestamp(t.to_native())),
+            ArchivedWireValue::Vector(v) => {
+                Cell::Leaf(Value::Vector(v.iter().map(|x| x.to_native()).collect()))
+            }
+            ArchivedWireValue::List(n) => Cell::List(n.to_native() as usize),
+            ArchivedWireValue::Map(n) => Cell::Map(n.to_native() as usize),
+        }
+    }
+}
+
+/// Reads one (possibly nested) value from the front of a flat slice.
+pub fn take_value<C: FlatCell>(
+    cells: &mut std::slice::Iter<'_, C>,
+    depth: usize,
+) -> Result<Value, String> {
+    let Some(c) = cells.next() else {
+        return Err("a list or map claims more elements than the row holds".into());
+    };
+    match c.cell() {
+        Cell::Leaf(v) => Ok(v),
+        Cell::List(_) | Cell::Map(_) if depth >= MAX_DEPTH => {
+            Err(format!("values nest deeper than {MAX_DEPTH} levels"))
+        }
+        Cell::List(n) => {
+            if n > cells.len() {
+                return Err(format!(
+                    "a list claims {n} elements; only {} cells follow",
+                    cells.len()
+                ));
+            }
+            let mut items = Vec::with_capacity(n);
+            for _ in 0..n {
+                items.push(take_value(cells, depth + 1)?);
+            }
+            Ok(Value::List(items.into()))
+        }
+        Cell::Map(n) => {
+            if n.saturating_mul(2) > cells.len() {
+                return Err(format!(
+                    "a map claims {n} entries; only {} cells follow",
+                    cells.len()
+                ));
+            }
+            let mut m = BTreeMap::new();
+            for _ in 0..n {
+                let Value::Str(k) = take_value(cells, depth + 1)? else {
+                    return Err("a map key is not a string".into());
+                };
+                let v = take_value(cells, depth + 1)?;
+                m.insert(k.to_string(), v);
+            }
+            Ok(Value::Map(Arc::new(m)))
+        }
+    }
+}
+
+/// Decodes a whole flat row.
+pub fn row_from_wire<C: FlatCell>(cells: &[C]) -> Result<Vec<Value>, String> {
+    let mut it = cells.iter();
+    let mut row = Vec::with_capacity(cells.len());
+    while it.len() > 0 {
+        row.push(take_value(&mut it, 0)?);
+    }
+    Ok(row)
+}
+
+/// Decodes a flat cell list that must hold exactly one value (a key).
+pub fn value_from_wire<C: FlatCell>(cells: &[C]) -> Result<Value, String> {
+    let mut row = row_from_wire(cells)?;
+    match row.len() {
+        1 => Ok(row.pop().unwrap_or_default()),
+        n => Err(format!("a key must be one value, found {n}")),
+    }
+}
+
+/// An output update for the wire.
+pub fn update_to_wire((e, time, diff): &Update) -> WireUpdate {
+    let mut key = Vec::with_capacity(1);
+    push_value(&e.key, &mut key);
+    WireUpdate {
+        key,
+        event_time: e.time,
+        row: row_to_wire(&e.row),
+        time: *time,
+        diff: *diff as i64,
+    }
+}
+
+/// A topic event for the wire.
+pub fn event_to_wire(e: &Event) -> WireEvent {
+    let mut key = Vec::with_capacity(1);
+    push_value(&e.key, &mut key);
+    WireEvent {
+        key,
+        time: e.time,
+        row: row_to_wire(&e.row),
+    }
+}
+
+/// An update read back from the wire.
+pub fn update_from_wire(u: &WireUpdate) -> Result<Update, String> {
+    let event = Event::new(
+        value_from_wire(&u.key)?,
+        u.event_time,
+        row_from_wire(&u.row)?,
+    );
+    Ok((event, u.time, u.diff as isize))
+}
+
+/// An event read back from the wire.
+pub fn event_from_wire(e: &WireEvent) -> Result<Event, String> {
+    Ok(Event::new(
+        value_from_wire(&e.key)?,
+        e.time,
+        row_from_wire(&e.row)?,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nested_values_round_trip() {
+        let mut m = BTreeMap::new();
+        m.insert(
+            "a".to_string(),
+            Value::List(vec![Value::Int(1), Value::str("x")].into()),
+        );
+        let row = vec![
+            Value::Map(Arc::new(m)),
+            Value::Null,
+            Value::Vector(vec![1.0f32, 2.0].into()),
+            Value::Timestamp(5),
+        ];
+        let wire = row_to_wire(&row);
+        assert_eq!(row_from_wire(&wire).unwrap(), row);
+        let frame = encode(&Request::Publish {
+            topic: "t".into(),
+            rows: vec![wire],
+        })
+        .unwrap();
+        let mut body = AlignedVec::<16>::new();
+        body.extend_from_slice(&frame[4..]);
+        let ArchivedRequest::Publish { rows, .. } = access_request(&body).unwrap() else {
+            panic!("wrong variant")
+        };
+        assert_eq!(row_from_wire(rows[0].as_slice()).unwrap(), row);
+    }
+
+    #[test]
+    fn lying_counts_and_depth_are_refused() {
+        assert!(row_from_wire(&[WireValue::List(3), WireValue::Int(1)]).is_err());
+        assert!(row_from_wire(&[WireValue::Map(1), WireValue::Int(1), WireValue::Int(2)]).is_err());
+        let deep: Vec<WireValue> = (0..100)
+            .map(|_| WireValue::List(1))
+            .chain([WireValue::Null])
+            .collect();
+        assert!(row_from_wire(&deep).is_err());
+    }
+}
