@@ -16,6 +16,8 @@ pub struct NodeProc {
     pub child: Child,
     pub addr: SocketAddr,
     pub dir: tempfile::TempDir,
+    /// The line the node printed on start (addresses, QUIC fingerprint).
+    pub banner: String,
 }
 
 impl NodeProc {
@@ -62,7 +64,22 @@ impl NodeProc {
             .unwrap_or_else(|| panic!("no http= in {line:?}"))
             .parse()
             .expect("address parses");
-        NodeProc { child, addr, dir }
+        NodeProc {
+            child,
+            addr,
+            dir,
+            banner: line,
+        }
+    }
+
+    /// A `key=value` field of the start banner (`quic`, `quic_fingerprint`, ...).
+    pub fn banner_field(&self, key: &str) -> String {
+        let prefix = format!("{key}=");
+        self.banner
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(prefix.as_str()))
+            .unwrap_or_else(|| panic!("no {key}= in {:?}", self.banner))
+            .to_string()
     }
 
     /// `http://ADDR`.
