@@ -16,6 +16,19 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Publish typed rows into a `starling node` child process over QUIC: max rate, then half.
+    QuicPublish {
+        #[arg(long, default_value_t = 4_000_000)]
+        events: u64,
+        #[arg(long, default_value_t = 1_000)]
+        batch: usize,
+        /// Operations in flight on the connection.
+        #[arg(long, default_value_t = 4)]
+        streams: usize,
+        /// Node worker threads.
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+    },
     /// Publish into a `starling node` child process over HTTP NDJSON: max rate, then half of it.
     HttpPublish {
         #[arg(long, default_value_t = 2_000_000)]
@@ -52,6 +65,49 @@ enum Cmd {
 
 fn main() -> Result<()> {
     match Cli::parse().cmd {
+        Cmd::QuicPublish {
+            events,
+            batch,
+            streams,
+            workers,
+        } => {
+            use starling_bench::publish::{quic_publish, starling_binary, NodeProcess};
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            let node = NodeProcess::start(&starling_binary()?, workers)?;
+            let max = rt.block_on(quic_publish(
+                &node.http,
+                node.quic,
+                &node.fingerprint,
+                events,
+                batch,
+                streams,
+                None,
+            ))?;
+            println!(
+                "quic-publish max: {} events in {:.2}s = {:.0} events/s; publish->ack p50 {} us, p99 {} us, max {} us (batches of {batch}, {streams} streams)",
+                max.events, max.elapsed.as_secs_f64(), max.events_per_sec(), max.p50_us, max.p99_us, max.max_us
+            );
+            drop(node);
+            let node = NodeProcess::start(&starling_binary()?, workers)?;
+            let half = (max.events_per_sec() / 2.0) as u64;
+            let r = rt.block_on(quic_publish(
+                &node.http,
+                node.quic,
+                &node.fingerprint,
+                events / 2,
+                batch,
+                streams,
+                Some(half),
+            ))?;
+            println!(
+                "quic-publish at {half} events/s (half): {:.0} events/s achieved; publish->ack p50 {} us, p99 {} us, max {} us",
+                r.events_per_sec(), r.p50_us, r.p99_us, r.max_us
+            );
+            Ok(())
+        }
         Cmd::HttpPublish {
             events,
             batch,

@@ -17,6 +17,8 @@ use starling_engine::client::http::HttpClient;
 pub struct NodeProcess {
     child: Child,
     pub http: String,
+    pub quic: std::net::SocketAddr,
+    pub fingerprint: String,
     _dir: tempfile_dir::TempDir,
 }
 
@@ -59,9 +61,19 @@ impl NodeProcess {
             .find_map(|w| w.strip_prefix("http="))
             .ok_or_else(|| anyhow!("the node did not say where it listens: {line:?}"))?
             .to_string();
+        let field = |key: &str| {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(key))
+                .map(str::to_string)
+                .ok_or_else(|| anyhow!("the node did not print {key}: {line:?}"))
+        };
+        let quic = field("quic=")?.parse()?;
+        let fingerprint = field("quic_fingerprint=")?;
         Ok(NodeProcess {
             child,
             http: format!("http://{http}"),
+            quic,
+            fingerprint,
             _dir: tempfile_dir::TempDir(dir),
         })
     }
@@ -187,6 +199,97 @@ pub async fn http_publish(
         hist.add(h).map_err(|e| anyhow!("{e}"))?;
     }
     let elapsed = start.elapsed();
+    if total != batches * batch_size as u64 {
+        bail!(
+            "{total} events acknowledged of {}",
+            batches * batch_size as u64
+        );
+    }
+    Ok(PublishResult {
+        events: total,
+        elapsed,
+        p50_us: hist.value_at_quantile(0.5),
+        p99_us: hist.value_at_quantile(0.99),
+        max_us: hist.max(),
+    })
+}
+
+/// Publishes `events` typed rows over QUIC in batches of `batch_size`, with `streams`
+/// operations in flight on one connection; with `rate` it paces itself.
+pub async fn quic_publish(
+    http: &str,
+    quic: std::net::SocketAddr,
+    fingerprint: &str,
+    events: u64,
+    batch_size: usize,
+    streams: usize,
+    rate: Option<u64>,
+) -> Result<PublishResult> {
+    use starling_engine::client::{QuicClient, Trust};
+    use starling_engine::operators::Value;
+    use starling_engine::quic::wire::row_to_wire;
+
+    let decl = json!({"name": "bench", "key": "user", "time": "ts", "fields": [
+        {"name": "user", "type": "string"}, {"name": "ts", "type": "timestamp"},
+        {"name": "amount", "type": "int"}, {"name": "note", "type": "string"}]});
+    HttpClient::new(http).create_topic(&decl).await?;
+    let client = QuicClient::connect(quic, Trust::Fingerprint(fingerprint.to_string())).await?;
+    let batches = events.div_ceil(batch_size as u64);
+    let note = "an event of about one hundred bytes";
+    let wire_batches: Arc<Vec<Vec<Vec<starling_engine::quic::wire::WireValue>>>> = Arc::new(
+        (0..batches.min(16))
+            .map(|b| {
+                (0..batch_size as u64)
+                    .map(|i| {
+                        let n = b * batch_size as u64 + i;
+                        row_to_wire(&[
+                            Value::str(&format!("user-{:05}", n % 10_000)),
+                            Value::Timestamp(1_000 + n as i64),
+                            Value::Int((n % 1000) as i64),
+                            Value::str(note),
+                        ])
+                    })
+                    .collect()
+            })
+            .collect(),
+    );
+    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let per_batch = rate.map(|r| Duration::from_secs_f64(batch_size as f64 / r.max(1) as f64));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..streams.max(1) {
+        let client = client.clone();
+        let wire_batches = Arc::clone(&wire_batches);
+        let next = Arc::clone(&next);
+        tasks.push(tokio::spawn(async move {
+            let mut hist = Histogram::<u64>::new(3).map_err(|e| anyhow!("{e}"))?;
+            let mut accepted = 0u64;
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= batches {
+                    break;
+                }
+                if let Some(p) = per_batch {
+                    tokio::time::sleep_until((start + p * i as u32).into()).await;
+                }
+                let rows = wire_batches[(i % wire_batches.len() as u64) as usize].clone();
+                let t = Instant::now();
+                accepted += client.publish_wire("bench", rows).await?;
+                hist.record(t.elapsed().as_micros() as u64)
+                    .map_err(|e| anyhow!("{e}"))?;
+            }
+            Ok::<_, anyhow::Error>((accepted, hist))
+        }));
+    }
+    let mut total = 0;
+    let mut hist = Histogram::<u64>::new(3).map_err(|e| anyhow!("{e}"))?;
+    for t in tasks {
+        let (n, h) = t.await??;
+        total += n;
+        hist.add(h).map_err(|e| anyhow!("{e}"))?;
+    }
+    let elapsed = start.elapsed();
+    client.close().await;
     if total != batches * batch_size as u64 {
         bail!(
             "{total} events acknowledged of {}",
