@@ -90,13 +90,19 @@ impl LineSender {
     }
 
     /// Keeps an idle SSE connection alive; false once the client is gone.
+    /// Idle streams get a heartbeat every 15 s (an SSE comment, or an empty NDJSON line that
+    /// readers skip), so a client that went away is noticed and its subscription released.
     pub fn keep_alive(&mut self) -> bool {
         if self.tx.is_closed() {
             return false;
         }
-        if self.format == Format::Sse && self.last.elapsed() > Duration::from_secs(15) {
+        if self.last.elapsed() > Duration::from_secs(15) {
             self.last = Instant::now();
-            return self.send(Bytes::from_static(b": keep-alive\n\n"));
+            let beat: &'static [u8] = match self.format {
+                Format::Sse => b": keep-alive\n\n",
+                Format::Ndjson => b"\n",
+            };
+            return self.send(Bytes::from_static(beat));
         }
         true
     }

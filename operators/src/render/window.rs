@@ -27,7 +27,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use timely::container::CapacityContainerBuilder;
-use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Capability;
 
@@ -88,13 +88,13 @@ pub fn window_aggregate<'s>(
     stats: Arc<DataflowStats>,
     dead: Rc<DeadLetters>,
 ) -> Updates<'s> {
-    let exchange = Exchange::new(|u: &Update| u.0.key.stable_hash());
     let name = format!("Window {}", cfg.name);
+    let s = in_time_order(s, &name);
     match cfg.window {
-        WindowSpec::Session { gap } => sessions(s, cfg, gap, stats, dead, exchange, &name),
-        WindowSpec::Tumbling { size } => panes(s, cfg, size, size, stats, dead, exchange, &name),
+        WindowSpec::Session { gap } => sessions(s, cfg, gap, stats, dead, Pipeline, &name),
+        WindowSpec::Tumbling { size } => panes(s, cfg, size, size, stats, dead, Pipeline, &name),
         WindowSpec::Sliding { size, slide } => {
-            panes(s, cfg, size, slide, stats, dead, exchange, &name)
+            panes(s, cfg, size, slide, stats, dead, Pipeline, &name)
         }
     }
 }
@@ -122,6 +122,57 @@ fn eval_aggs(cfg: &WindowConfig, e: &Event, vals: &mut Vec<Value>, dead: &DeadLe
     true
 }
 
+/// Exchanges updates by key and releases them in time order: the updates at time `t` leave
+/// once the frontier has passed `t`. Window state then changes in the order of time, never in
+/// the order messages happened to arrive from other workers, so every output (intermediate
+/// `updates` included) is the same whatever the schedule. The price is that results wait for
+/// the watermark to move past the time their inputs entered at.
+fn in_time_order<'s>(s: Updates<'s>, name: &str) -> Updates<'s> {
+    let exchange = Exchange::new(|u: &Update| u.0.key.stable_hash());
+    s.unary_frontier::<Out, _, _, _>(exchange, &format!("{name} (in time order)"), |_, _| {
+        let mut stash: BTreeMap<Time, (Capability<Time>, Vec<Vec<Update>>)> = BTreeMap::new();
+        move |(input, frontier), output| {
+            input.for_each_stamp(|stamp, data| {
+                let Some(&least) = stamp.least() else { return };
+                for batch in data {
+                    let uniform = batch.first().map(|u| u.1) == batch.last().map(|u| u.1)
+                        && batch.iter().all(|u| u.1 == batch[0].1);
+                    if uniform {
+                        if let Some(t) = batch.first().map(|u| u.1.max(least)) {
+                            stash
+                                .entry(t)
+                                .or_insert_with(|| (stamp.delayed(&t, 0), Vec::new()))
+                                .1
+                                .push(std::mem::take(batch));
+                        }
+                    } else {
+                        for u in batch.drain(..) {
+                            let t = u.1.max(least);
+                            let entry = stash
+                                .entry(t)
+                                .or_insert_with(|| (stamp.delayed(&t, 0), Vec::new()));
+                            match entry.1.last_mut() {
+                                Some(v) => v.push(u),
+                                None => entry.1.push(vec![u]),
+                            }
+                        }
+                    }
+                }
+            });
+            while let Some(entry) = stash.first_entry() {
+                if frontier.less_equal(entry.key()) {
+                    break;
+                }
+                let (cap, batches) = entry.remove();
+                let mut session = output.session(&cap);
+                for mut b in batches {
+                    session.give_container(&mut b);
+                }
+            }
+        }
+    })
+}
+
 /// Starts of the windows `[start, start + size)` that contain `t`, newest first.
 fn window_starts(t: Time, size: u64, slide: u64) -> impl Iterator<Item = Time> {
     let last = t - t % slide;
@@ -144,10 +195,10 @@ fn panes<'s>(
     slide: u64,
     stats: Arc<DataflowStats>,
     dead: Rc<DeadLetters>,
-    exchange: Exchange<Update, impl FnMut(&Update) -> u64 + 'static>,
+    pact: Pipeline,
     name: &str,
 ) -> Updates<'s> {
-    s.unary_frontier::<Out, _, _, _>(exchange, name, move |_, _| {
+    s.unary_frontier::<Out, _, _, _>(pact, name, move |_, _| {
         let mut panes: BTreeMap<Time, Pane> = BTreeMap::new();
         let mut vals: Vec<Value> = Vec::with_capacity(cfg.aggs.len());
         let lateness = cfg.lateness;
@@ -251,10 +302,10 @@ fn sessions<'s>(
     gap: u64,
     stats: Arc<DataflowStats>,
     dead: Rc<DeadLetters>,
-    exchange: Exchange<Update, impl FnMut(&Update) -> u64 + 'static>,
+    pact: Pipeline,
     name: &str,
 ) -> Updates<'s> {
-    s.unary_frontier::<Out, _, _, _>(exchange, name, move |_, _| {
+    s.unary_frontier::<Out, _, _, _>(pact, name, move |_, _| {
         let mut by_key: HashMap<Value, Vec<Session>> = HashMap::default();
         // (end, key) of every session not yet retired, to find what the frontier closes.
         let mut index: BTreeSet<(Time, Value)> = BTreeSet::new();
