@@ -79,7 +79,7 @@ impl Node {
         })?;
         let app = router(AppState {
             engine: Arc::clone(&engine),
-            metrics,
+            metrics: Arc::clone(&metrics),
             limits: config.limits,
         });
         let (stop, mut stopped) = watch::channel(false);
@@ -94,7 +94,12 @@ impl Node {
                 tracing::error!(error = %e, "HTTP server failed");
             }
         });
-        let quic = QuicServer::start(Arc::clone(&engine), config.quic_addr, &config.data_dir)?;
+        let quic = QuicServer::start_with_metrics(
+            Arc::clone(&engine),
+            config.quic_addr,
+            &config.data_dir,
+            Some(metrics),
+        )?;
         tracing::info!(%http_addr, quic_addr = %quic.local_addr(), "node started");
         Ok(Node {
             engine,

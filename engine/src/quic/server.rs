@@ -24,6 +24,7 @@ use starling_operators::{DataType, Value};
 
 use super::wire::{self, codes, ArchivedRequest, ArchivedWireValue, FrameError, Response};
 use super::{tls, QuicError, ALPN};
+use crate::metrics::Metrics;
 use crate::runtime::SubscriptionClosed;
 use crate::{Engine, EngineError, Subscription};
 
@@ -53,6 +54,17 @@ impl QuicServer {
         addr: SocketAddr,
         data_dir: &Path,
     ) -> Result<QuicServer, QuicError> {
+        Self::start_with_metrics(engine, addr, data_dir, None)
+    }
+
+    /// As [`QuicServer::start`], recording each operation's latency (route `quic:<op>`,
+    /// method `QUIC`, status `ok` or the error code) and refused publishes in `metrics`.
+    pub fn start_with_metrics(
+        engine: Arc<Engine>,
+        addr: SocketAddr,
+        data_dir: &Path,
+        metrics: Option<Arc<Metrics>>,
+    ) -> Result<QuicServer, QuicError> {
         tokio::runtime::Handle::try_current().map_err(|_| QuicError::NoRuntime)?;
         let id = tls::load_or_create(data_dir)?;
         let mut crypto = rustls::ServerConfig::builder_with_provider(tls::provider())
@@ -79,7 +91,11 @@ impl QuicServer {
             let endpoint = endpoint.clone();
             tokio::spawn(async move {
                 while let Some(incoming) = endpoint.accept().await {
-                    tokio::spawn(serve_connection(Arc::clone(&engine), incoming));
+                    tokio::spawn(serve_connection(
+                        Arc::clone(&engine),
+                        metrics.clone(),
+                        incoming,
+                    ));
                 }
             })
         };
@@ -124,7 +140,11 @@ struct Limits {
     subscriptions: Arc<Semaphore>,
 }
 
-async fn serve_connection(engine: Arc<Engine>, incoming: quinn::Incoming) {
+async fn serve_connection(
+    engine: Arc<Engine>,
+    metrics: Option<Arc<Metrics>>,
+    incoming: quinn::Incoming,
+) {
     let conn = match incoming.await {
         Ok(c) => c,
         Err(e) => {
@@ -143,6 +163,7 @@ async fn serve_connection(engine: Arc<Engine>, incoming: quinn::Incoming) {
             Ok((send, recv)) => {
                 tokio::spawn(serve_stream(
                     Arc::clone(&engine),
+                    metrics.clone(),
                     Arc::clone(&limits),
                     send,
                     recv,
@@ -165,6 +186,7 @@ enum Outcome {
 
 async fn serve_stream(
     engine: Arc<Engine>,
+    metrics: Option<Arc<Metrics>>,
     limits: Arc<Limits>,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
@@ -199,11 +221,27 @@ async fn serve_stream(
         }
     };
     let _ = recv.stop(0u32.into());
+    let started = std::time::Instant::now();
     let handled = {
         let engine = Arc::clone(&engine);
         tokio::task::spawn_blocking(move || handle(&engine, &frame)).await
     };
     drop(permit);
+    let handled = handled.map(|(op, outcome)| {
+        if let Some(m) = &metrics {
+            let status = match &outcome {
+                Outcome::Reply(Response::Error { code, .. }) => code.as_str(),
+                _ => "ok",
+            };
+            m.requests
+                .with_label_values(&[&format!("quic:{op}"), "QUIC", status])
+                .observe(started.elapsed().as_secs_f64());
+            if op.starts_with("publish") && status != "ok" {
+                m.rejected.with_label_values(&[status]).inc();
+            }
+        }
+        outcome
+    });
     match handled {
         Ok(Outcome::Reply(r)) => reply(&mut send, &r).await,
         Ok(Outcome::Output(sub)) => {
@@ -332,33 +370,51 @@ where
 }
 
 /// Handles one validated request; runs on a blocking thread.
-fn handle(engine: &Engine, frame: &[u8]) -> Outcome {
+fn handle(engine: &Engine, frame: &[u8]) -> (&'static str, Outcome) {
     let req = match wire::access_request(frame) {
         Ok(r) => r,
-        Err(e) => return Outcome::Reply(Response::error(codes::BAD_REQUEST, e.to_string())),
+        Err(e) => {
+            return (
+                "invalid",
+                Outcome::Reply(Response::error(codes::BAD_REQUEST, e.to_string())),
+            )
+        }
     };
-    let result = match req {
-        ArchivedRequest::Publish { topic, rows } => publish(engine, topic, rows),
-        ArchivedRequest::PublishJson { topic, ndjson } => publish_json(engine, topic, ndjson),
-        ArchivedRequest::Submit { definition } => engine
-            .install_text(definition.as_str())
-            .map(|info| Response::Submitted { name: info.name }),
+    let (op, result) = match req {
+        ArchivedRequest::Publish { topic, rows } => ("publish", publish(engine, topic, rows)),
+        ArchivedRequest::PublishJson { topic, ndjson } => {
+            ("publish_json", publish_json(engine, topic, ndjson))
+        }
+        ArchivedRequest::Submit { definition } => (
+            "submit",
+            engine
+                .install_text(definition.as_str())
+                .map(|info| Response::Submitted { name: info.name }),
+        ),
         ArchivedRequest::SubscribeOutput { dataflow, output } => {
-            return match engine.subscribe(dataflow.as_str(), output.as_str()) {
+            let outcome = match engine.subscribe(dataflow.as_str(), output.as_str()) {
                 Ok(s) => Outcome::Output(s),
                 Err(e) => Outcome::Reply(engine_error(&e)),
-            }
+            };
+            return ("subscribe_output", outcome);
         }
         ArchivedRequest::SubscribeTopic { topic } => {
-            return match engine.subscribe_topic(topic.as_str()) {
+            let outcome = match engine.subscribe_topic(topic.as_str()) {
                 Ok(s) => Outcome::Topic(s),
                 Err(e) => Outcome::Reply(engine_error(&e)),
-            }
+            };
+            return ("subscribe_topic", outcome);
         }
-        ArchivedRequest::ListTopics => Ok(Response::Topics(list_topics(engine))),
-        ArchivedRequest::ListDataflows => Ok(Response::Dataflows(list_dataflows(engine))),
+        ArchivedRequest::ListTopics => ("list_topics", Ok(Response::Topics(list_topics(engine)))),
+        ArchivedRequest::ListDataflows => (
+            "list_dataflows",
+            Ok(Response::Dataflows(list_dataflows(engine))),
+        ),
     };
-    Outcome::Reply(result.unwrap_or_else(|e| engine_error(&e)))
+    (
+        op,
+        Outcome::Reply(result.unwrap_or_else(|e| engine_error(&e))),
+    )
 }
 
 /// Maps an engine refusal to its stable code.
