@@ -327,7 +327,7 @@ impl Engine {
                 }
             };
             let key = t.spec.key.map(|k| row[k].clone()).unwrap_or(Value::Null);
-            events.push(Event::new(key, ts, row));
+            events.push((Event::new(key, ts, row), 0, 1));
         }
         let n = events.len();
         if wait {
@@ -777,21 +777,24 @@ impl Inner {
     /// Appends trusted events (dataflow results) to a topic by name.
     pub(crate) fn publish_internal(&self, topic: &str, events: Vec<Event>) {
         match self.topic(topic) {
-            Ok(t) => self.push(&t, events),
+            Ok(t) => self.push(&t, events.into_iter().map(|e| (e, 0, 1)).collect()),
             Err(e) => tracing::error!(error = %e, "a dataflow wrote to a missing topic"),
         }
     }
 
     /// Sends a batch to one worker and the topic's new clock to every worker.
-    fn push(&self, t: &Topic, events: Vec<Event>) {
+    /// Sends a batch (as updates whose time the receiving worker sets to its watermark) to
+    /// one worker and the topic's new clock to every worker.
+    fn push(&self, t: &Topic, events: Vec<Update>) {
         if events.is_empty() {
             return;
         }
         t.published
             .fetch_add(events.len() as u64, Ordering::Relaxed);
-        let batch_max = events.iter().map(|e| e.time).max();
+        let batch_max = events.iter().map(|u| u.0.time).max();
         if !t.subscribers.is_empty() {
-            t.subscribers.send(&Arc::from(events.clone()));
+            let plain: Vec<Event> = events.iter().map(|u| u.0.clone()).collect();
+            t.subscribers.send(&Arc::from(plain));
         }
         let _order = self.order.lock().unwrap_or_else(|p| p.into_inner());
         let max_seen = {

@@ -29,10 +29,11 @@ use super::{Inner, Subscribers};
 pub(crate) enum Command {
     Install(Box<InstallCommand>),
     Drop(String),
-    /// A batch for this worker, and the topic's newest event time after it.
+    /// A batch for this worker (updates whose time it sets to the input's watermark), and the
+    /// topic's newest event time after it.
     Events {
         topic: Arc<str>,
-        events: Vec<Event>,
+        events: Vec<Update>,
         max_seen: u64,
     },
     /// The topic's newest event time and how long it has been idle.
@@ -222,7 +223,7 @@ fn install(worker: &mut Worker, cmd: InstallCommand, inner: &Weak<Inner>) -> Run
 fn ingest(
     running: &mut HashMap<String, Running>,
     topic: &str,
-    events: Vec<Event>,
+    events: Vec<Update>,
     max_seen: u64,
     me: usize,
     inner: &Weak<Inner>,
@@ -241,21 +242,30 @@ fn ingest(
                 continue;
             }
             seen += 1;
-            let batch = if seen == consumers {
+            let mut updates = if seen == consumers {
                 events.take().unwrap_or_default()
             } else {
                 events.as_ref().cloned().unwrap_or_default()
             };
             let wm = input.watermark;
             let oldest = wm.saturating_sub(input.policy.allowed_lateness);
+            // One pass stamps every update with the watermark; late ones are rare and are
+            // taken out only when there are some.
+            let mut any_late = false;
+            for u in updates.iter_mut() {
+                u.1 = wm;
+                any_late |= u.0.time < oldest;
+            }
             let mut late = Vec::new();
-            let mut updates: Vec<Update> = Vec::with_capacity(batch.len());
-            for e in batch {
-                if e.time < oldest {
-                    late.push(late_record(&input.id, &e, wm));
-                } else {
-                    updates.push((e, wm, 1));
-                }
+            if any_late {
+                updates.retain(|(e, _, _)| {
+                    if e.time < oldest {
+                        late.push(late_record(&input.id, e, wm));
+                        false
+                    } else {
+                        true
+                    }
+                });
             }
             input.handle.send_batch(&mut updates);
             if !late.is_empty() {
