@@ -412,6 +412,16 @@ impl SledLog {
     }
 }
 
+/// A clean close is durable in every mode: dropping the log flushes what the background
+/// flusher has not written yet (errors are logged, a destructor cannot return them).
+impl Drop for SledLog {
+    fn drop(&mut self) {
+        if let Err(e) = self.db.flush() {
+            tracing::error!(dir = %self.dir.display(), error = %e, "flushing the event log on close failed");
+        }
+    }
+}
+
 impl EventLog for SledLog {
     fn append(
         &self,
