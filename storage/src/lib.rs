@@ -31,6 +31,8 @@
 //!
 //! Operator checkpoints, KV trees and vector collections come with later issues.
 
+#![warn(missing_docs)]
+
 mod error;
 mod log;
 mod sled_log;

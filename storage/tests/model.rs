@@ -41,14 +41,14 @@ impl ModelShard {
 }
 
 fn check(log: &SledLog, model: &BTreeMap<(usize, u32), ModelShard>) -> Result<(), TestCaseError> {
-    for t in 0..TOPICS.len() {
+    for (t, topic) in TOPICS.iter().enumerate() {
         for s in 0..SHARDS {
             let m = model.get(&(t, s));
             let next = m.map_or(0, |m| m.next);
             let first = m.map_or(0, |m| m.first());
-            prop_assert_eq!(log.next_offset(TOPICS[t], s).unwrap(), next);
-            prop_assert_eq!(log.first_offset(TOPICS[t], s).unwrap(), first);
-            let stored = log.read(TOPICS[t], s, 0, usize::MAX).unwrap();
+            prop_assert_eq!(log.next_offset(topic, s).unwrap(), next);
+            prop_assert_eq!(log.first_offset(topic, s).unwrap(), first);
+            let stored = log.read(topic, s, 0, usize::MAX).unwrap();
             let expected: Vec<(u64, Vec<u8>)> = m
                 .map(|m| m.entries.iter().map(|(o, p)| (*o, p.clone())).collect())
                 .unwrap_or_default();
