@@ -13,8 +13,11 @@
 //! * `Sync`: `append` returns after the batch is flushed to disk. Acknowledged means durable.
 //! * `Batch { interval_ms }` (**the default, 10 ms**): `append` returns once the batch is in
 //!   sled's buffer; a background flusher writes every `interval_ms`. A crash may lose the
-//!   batches acknowledged in the last interval (plus one flush). Call [`EventLog::flush`] to
-//!   close the window on demand.
+//!   batches acknowledged in the last `2 × interval_ms` (plus one flush); when the disk falls
+//!   further behind, `append` flushes itself before returning (backpressure), so the window
+//!   stays bounded under load. Call [`EventLog::flush`] to close the window on demand.
+//!
+//! A clean close (dropping the log) flushes in both modes.
 //!
 //! In both modes a batch is atomic (all or nothing, also across a crash), offsets stay dense,
 //! and anything lost is a suffix of the log.

@@ -27,8 +27,10 @@ pub enum Durability {
     /// flusher writes to disk every `interval_ms` milliseconds (0 is treated as 1).
     ///
     /// **Loss window:** a crash (of the process or the machine) can lose the batches
-    /// acknowledged in the last `interval_ms` plus the duration of one flush. What is lost is
-    /// always a suffix: offsets stay dense and every batch is all-or-nothing.
+    /// acknowledged in the last `2 × interval_ms` (plus the duration of one flush). The bound
+    /// holds under load: when the disk falls further behind, `append` flushes before it
+    /// returns (backpressure) instead of letting unflushed data pile up in memory. What is
+    /// lost is always a suffix: offsets stay dense and every batch is all-or-nothing.
     Batch {
         /// Milliseconds between background flushes.
         interval_ms: u64,
