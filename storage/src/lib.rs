@@ -1,4 +1,48 @@
-//! Per-node durable state for Starling: the partitioned event log, operator checkpoints,
-//! key-value trees (sled) and vector collections (usearch).
+//! Per-node durable state for Starling (ARCHITECTURE §1, §6). This crate depends on nothing
+//! else in the workspace; everything above it talks to its traits, never to sled, so the
+//! backend can be replaced (sled 0.34 is no longer maintained).
 //!
-//! Empty until the storage issue: the in-process engine keeps no durable state yet.
+//! # The partitioned event log
+//!
+//! [`EventLog`] stores opaque payloads per `(topic, shard)` with dense `u64` offsets from 0.
+//! [`SledLog`] implements it on sled; its module docs describe the on-disk layout (one tree
+//! per topic with a length-prefixed name, big-endian `(shard, offset)` keys, CRC32 per entry).
+//!
+//! ## Durability ([`Durability`])
+//!
+//! * `Sync`: `append` returns after the batch is flushed to disk. Acknowledged means durable.
+//! * `Batch { interval_ms }` (**the default, 10 ms**): `append` returns once the batch is in
+//!   sled's buffer; a background flusher writes every `interval_ms`. A crash may lose the
+//!   batches acknowledged in the last `2 × interval_ms` (plus one flush); when the disk falls
+//!   further behind, `append` flushes itself before returning (backpressure), so the window
+//!   stays bounded under load. Call [`EventLog::flush`] to close the window on demand.
+//!
+//! A clean close (dropping the log) flushes in both modes.
+//!
+//! In both modes a batch is atomic (all or nothing, also across a crash), offsets stay dense,
+//! and anything lost is a suffix of the log.
+//!
+//! ## Retention ([`Retention`])
+//!
+//! Retention only removes a prefix of a shard: [`EventLog::truncate_before`] removes entries
+//! below an offset (e.g. covered by a checkpoint); [`EventLog::apply_retention`] removes the
+//! oldest entries while they are older than `max_age_ms` (by their stored append time) or the
+//! shard holds more than `max_bytes_per_shard` payload bytes. It may remove every entry, but
+//! `next_offset` is kept in the shard record, so offsets are never reused, also after a reopen.
+//!
+//! ## Not yet here
+//!
+//! Operator checkpoints, KV trees and vector collections come with later issues.
+
+#![warn(missing_docs)]
+
+mod error;
+mod log;
+mod sled_log;
+
+pub use error::{BoxError, StorageError};
+pub use log::{
+    Durability, EventLog, LogOptions, Retention, RetentionReport, DEFAULT_MAX_BATCH_BYTES,
+    DEFAULT_MAX_BATCH_ENTRIES, DEFAULT_MAX_PAYLOAD_BYTES,
+};
+pub use sled_log::SledLog;
