@@ -1158,3 +1158,45 @@ fn random_mutations_never_panic_and_failures_leave_nothing() {
         "{accepted} accepted, {refused} refused"
     );
 }
+
+/// A dataflow that writes into a topic it reads would loop forever: refused at submit.
+#[test]
+fn writing_into_an_own_input_topic_is_refused() {
+    use starling_engine::operators::plan::PlanError;
+    use starling_engine::{Engine, EngineConfig, EngineError};
+    let e = Engine::start(EngineConfig {
+        workers: 1,
+        ..EngineConfig::default()
+    })
+    .unwrap();
+    let base = r#"
+name: loop
+topics:
+  - name: t
+    key: k
+    time: ts
+    fields:
+      - {name: k, type: string}
+      - {name: ts, type: timestamp}
+inputs:
+  - {id: i, topic: t}
+"#;
+    let publish = format!("{base}nodes:\n  - {{id: back, op: publish, input: i, topic: t}}\n");
+    match e.install_text(&publish) {
+        Err(EngineError::Plan(PlanError::InvalidParameter {
+            node,
+            field,
+            message,
+        })) => {
+            assert_eq!((node.as_str(), field), ("back", "topic"));
+            assert!(message.contains("read by input `i`"), "{message}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    let late = format!("{base}late_topic: t\n");
+    match e.install_text(&late) {
+        Err(EngineError::Plan(PlanError::BadTopic { topic, .. })) => assert_eq!(topic, "t"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert!(e.topics().is_empty() && e.dataflows().is_empty());
+}

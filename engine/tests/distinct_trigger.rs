@@ -140,3 +140,39 @@ nodes:
         );
     }
 }
+
+/// A late event that extends a session backwards changes its start; the trigger must see the
+/// merged result as a correction of the session that already fired, not as a new session.
+#[test]
+fn trigger_does_not_refire_when_a_fired_session_grows_backwards() {
+    for workers in [1, 3] {
+        let e = engine(workers);
+        e.install_text(&format!(
+            r#"
+name: st
+{CLICKS_TOPIC}
+inputs:
+  - {{id: c, topic: clicks, watermark: {{max_delay: 0s, idle_timeout: 0s, allowed_lateness: 30s}}}}
+nodes:
+  - {{id: w, op: window, input: c, kind: session, gap: 5s}}
+  - {{id: agg, op: aggregate, input: w, aggregates: [{{name: n, fn: count}}]}}
+  - {{id: alert, op: trigger, input: agg, when: "n >= 2", topic: alerts}}
+outputs:
+  - {{name: out, from: agg}}
+"#
+        ))
+        .unwrap();
+        let alerts = e.subscribe_topic("alerts").unwrap();
+        e.publish_json("clicks", &[click("a", 5_000, 1), click("a", 6_000, 1)])
+            .unwrap();
+        settle(&e, "st", "clicks", 12_000);
+        // Late but allowed: bridges into the emitted session and moves its start to 1 000.
+        e.publish_json("clicks", &[click("a", 1_000, 1)]).unwrap();
+        settle(&e, "st", "clicks", 100_000);
+        let fired: usize = alerts.drain().iter().map(|b| b.len()).sum();
+        assert_eq!(
+            fired, 1,
+            "workers={workers}: the threshold was crossed once"
+        );
+    }
+}

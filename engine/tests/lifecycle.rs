@@ -41,6 +41,7 @@ fn install_drop_under_load_leaks_nothing() {
     let workers = 3;
     let e = Arc::new(engine(workers));
     e.install_text(&def("keeper")).unwrap();
+    let keeper = e.subscribe("keeper", "out").unwrap();
     assert!(eventually(Duration::from_secs(10), || e.live_dataflows() == workers));
     let baseline_topics: BTreeSet<String> = e.topics().into_iter().map(|t| t.spec.name).collect();
 
@@ -84,8 +85,21 @@ fn install_drop_under_load_leaks_nothing() {
     let extra: BTreeSet<String> = topics.difference(&baseline_topics).cloned().collect();
     assert_eq!(extra, churn, "only the declared, late and dead topics");
 
-    // The keeper saw every event exactly once: its unwindowed counts add up.
+    // The keeper saw every event exactly once: its window counts add up to what was published.
     settle(&e, "keeper", "clicks", published_until + 10_000);
+    let counted: i64 = keeper
+        .drain()
+        .iter()
+        .flat_map(|b| {
+            b.iter()
+                .map(|(ev, _, d)| ev.row[3].as_i64().unwrap_or(0) * *d as i64)
+                .collect::<Vec<_>>()
+        })
+        .sum();
+    assert_eq!(
+        counted, published_until as i64,
+        "keeper counted every event once"
+    );
     // A fresh dataflow installed now is exact.
     e.install_text(&def("last")).unwrap();
     let sub = e.subscribe("last", "out").unwrap();

@@ -251,12 +251,7 @@ impl Engine {
         let topics = self.inner.read_topics();
         let mut out: Vec<TopicInfo> = topics
             .values()
-            .map(|t| TopicInfo {
-                spec: t.spec.clone(),
-                published: t.published.load(Ordering::Relaxed),
-                max_event_time: t.clock.lock().ok().and_then(|c| c.max_seen),
-                subscribers: t.subscribers.len(),
-            })
+            .map(|t| describe_topic(t.as_ref()))
             .collect();
         out.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
         out
@@ -335,7 +330,7 @@ impl Engine {
         } else if !self.inner.has_room() {
             return Err(EngineError::Busy);
         }
-        self.inner.push(&t, events);
+        self.inner.push(&t, events)?;
         Ok(n)
     }
 
@@ -363,10 +358,8 @@ impl Engine {
 
     /// One topic's description.
     pub fn topic(&self, name: &str) -> Result<TopicInfo, EngineError> {
-        self.topics()
-            .into_iter()
-            .find(|t| t.spec.name == name)
-            .ok_or_else(|| EngineError::UnknownTopic(name.into()))
+        let t = self.inner.topic(name)?;
+        Ok(describe_topic(&t))
     }
 
     /// Live subscriptions (topics and outputs) and how many were cut off for reading slowly.
@@ -469,21 +462,24 @@ impl Engine {
             late_events: Arc::clone(&installed.late_events),
         };
         dataflows.insert(def.name.clone(), installed);
-        drop(dataflows);
+        // Broadcast before releasing the lock: a concurrent drop of the same name then
+        // reaches the workers after the install, never before it. (No path holds `order`
+        // and then waits for `dataflows`, so this cannot deadlock.)
         self.inner
             .broadcast(|| Command::Install(Box::new(cmd.clone())));
+        drop(dataflows);
         tracing::info!(dataflow = %def.name, "installed");
         Ok(info)
     }
 
     /// Stops a dataflow on every worker and ends its subscriptions. Its topics stay.
     pub fn drop_dataflow(&self, name: &str) -> Result<(), EngineError> {
-        let removed = self
-            .inner
-            .lock_dataflows()
+        let mut dataflows = self.inner.lock_dataflows();
+        let removed = dataflows
             .remove(name)
             .ok_or_else(|| EngineError::UnknownDataflow(name.into()))?;
         self.inner.broadcast(|| Command::Drop(name.into()));
+        drop(dataflows);
         for o in &removed.outputs {
             self.inner
                 .dropped_cut_off
@@ -616,7 +612,8 @@ impl Engine {
             .sum()
     }
 
-    /// Stops the workers after they finish what they were sent.
+    /// Stops the workers. Publishing is refused from the moment this starts; events accepted
+    /// but not yet processed are dropped with the workers (nothing is durable yet).
     pub fn shutdown(&self) {
         self.inner.shutting_down.store(true, Ordering::Relaxed);
         self.inner.broadcast(|| Command::Shutdown);
@@ -642,6 +639,15 @@ impl Engine {
 impl Drop for Engine {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+fn describe_topic(t: &Topic) -> TopicInfo {
+    TopicInfo {
+        spec: t.spec.clone(),
+        published: t.published.load(Ordering::Relaxed),
+        max_event_time: t.clock.lock().ok().and_then(|c| c.max_seen),
+        subscribers: t.subscribers.len(),
     }
 }
 
@@ -777,7 +783,11 @@ impl Inner {
     /// Appends trusted events (dataflow results) to a topic by name.
     pub(crate) fn publish_internal(&self, topic: &str, events: Vec<Event>) {
         match self.topic(topic) {
-            Ok(t) => self.push(&t, events.into_iter().map(|e| (e, 0, 1)).collect()),
+            Ok(t) => {
+                if let Err(e) = self.push(&t, events.into_iter().map(|e| (e, 0, 1)).collect()) {
+                    tracing::debug!(error = %e, topic, "dataflow output not published");
+                }
+            }
             Err(e) => tracing::error!(error = %e, "a dataflow wrote to a missing topic"),
         }
     }
@@ -785,18 +795,25 @@ impl Inner {
     /// Sends a batch to one worker and the topic's new clock to every worker.
     /// Sends a batch (as updates whose time the receiving worker sets to its watermark) to
     /// one worker and the topic's new clock to every worker.
-    fn push(&self, t: &Topic, events: Vec<Update>) {
+    fn push(&self, t: &Topic, events: Vec<Update>) -> Result<(), EngineError> {
         if events.is_empty() {
-            return;
+            return Ok(());
+        }
+        let _order = self.order.lock().unwrap_or_else(|p| p.into_inner());
+        // Checked under the same lock the shutdown broadcast takes: a batch is either sent
+        // before the workers' Shutdown command or refused, never acknowledged and then lost
+        // in a stopped worker's queue.
+        if self.shutting_down.load(Ordering::Relaxed) {
+            return Err(EngineError::ShuttingDown);
         }
         t.published
             .fetch_add(events.len() as u64, Ordering::Relaxed);
         let batch_max = events.iter().map(|u| u.0.time).max();
+        // Under the lock too, so topic subscribers see batches in the workers' order.
         if !t.subscribers.is_empty() {
             let plain: Vec<Event> = events.iter().map(|u| u.0.clone()).collect();
             t.subscribers.send(&Arc::from(plain));
         }
-        let _order = self.order.lock().unwrap_or_else(|p| p.into_inner());
         let max_seen = {
             let mut c = t.clock.lock().unwrap_or_else(|p| p.into_inner());
             c.max_seen = c.max_seen.max(batch_max);
@@ -832,6 +849,7 @@ impl Inner {
         }
         drop(_order);
         self.unpark_all();
+        Ok(())
     }
 
     /// Sends one command to every worker, in the same order for all.

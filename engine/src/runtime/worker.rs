@@ -117,7 +117,12 @@ pub(crate) fn run(worker: &mut Worker, rx: Receiver<Command>, inner: Weak<Inner>
                 Command::Install(cmd) => {
                     let name = cmd.plan.name.clone();
                     let r = install(worker, *cmd, &inner);
-                    running.insert(name, r);
+                    if let Some(old) = running.insert(name, r) {
+                        // Cannot happen while the engine orders installs and drops, but a
+                        // replaced dataflow must never keep running unseen.
+                        drop(old.inputs);
+                        worker.drop_dataflow(old.index);
+                    }
                 }
                 Command::Drop(name) => {
                     if let Some(r) = running.remove(&name) {

@@ -401,6 +401,39 @@ pub fn plan(def: &Definition, existing: &HashMap<String, TopicSpec>) -> Result<P
         }
     }
 
+    // A dataflow must not write into a topic it reads: every event would come back to it,
+    // forever (late and dead-letter records keep their old times, so they would loop too).
+    let reads = |topic: &str| def.inputs.iter().find(|i| i.topic == topic);
+    for node in &def.nodes {
+        let target = match node {
+            NodeDef::Publish(p) => Some(&p.topic),
+            NodeDef::Trigger(t) => Some(&t.topic),
+            _ => None,
+        };
+        if let Some(input) = target.and_then(|t| reads(t)) {
+            return Err(PlanError::InvalidParameter {
+                node: node.id().to_string(),
+                field: "topic",
+                message: format!(
+                    "topic `{}` is read by input `{}` of this dataflow: writing into it would feed the dataflow its own output forever",
+                    input.topic, input.id
+                ),
+            });
+        }
+    }
+    for t in [&late_topic, &dead_letter_topic] {
+        if let Some(input) = reads(t) {
+            return Err(PlanError::BadTopic {
+                topic: t.clone(),
+                field: "inputs".into(),
+                message: format!(
+                    "is read by input `{}` of the same dataflow: its late or failed events would come back to it forever",
+                    input.id
+                ),
+            });
+        }
+    }
+
     let mut outputs: Vec<OutputPlan> = Vec::new();
     for out in &def.outputs {
         check_name("output", &out.name)?;

@@ -27,7 +27,7 @@ use timely::dataflow::operators::{Concatenate, Probe};
 use timely::dataflow::{ProbeHandle, Scope, Stream};
 
 use crate::event::Event;
-use crate::plan::{NodeKind, Plan};
+use crate::plan::{NodeKind, Plan, WindowSpec};
 
 /// Event time in milliseconds: the timely timestamp of every Starling dataflow.
 pub type Time = u64;
@@ -159,7 +159,15 @@ pub fn render<'s>(
             NodeKind::Trigger { input, when, topic } => sink::trigger(
                 streams[*input].clone(),
                 &node.id,
-                matches!(plan.nodes[*input].kind, NodeKind::WindowAggregate { .. }),
+                // Results of fixed windows are told apart by their start; a session's start
+                // moves when sessions merge, so session results are grouped by key alone.
+                matches!(
+                    plan.nodes[*input].kind,
+                    NodeKind::WindowAggregate {
+                        window: WindowSpec::Tumbling { .. } | WindowSpec::Sliding { .. },
+                        ..
+                    }
+                ),
                 when.clone(),
                 topic.clone(),
                 Rc::clone(&ctx.effects),

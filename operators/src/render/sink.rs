@@ -118,7 +118,7 @@ pub fn publish<'s>(s: Updates<'s>, topic: String, effects: Rc<dyn Effects>) -> U
 pub fn trigger<'s>(
     s: Updates<'s>,
     name: &str,
-    windowed: bool,
+    by_window_start: bool,
     when: Expr,
     topic: String,
     effects: Rc<dyn Effects>,
@@ -126,7 +126,7 @@ pub fn trigger<'s>(
 ) -> Updates<'s> {
     let name = name.to_string();
     let group_of = move |e: &Event| -> (Value, Value) {
-        let w = if windowed {
+        let w = if by_window_start {
             e.row.get(1).cloned().unwrap_or(Value::Null)
         } else {
             Value::Null
