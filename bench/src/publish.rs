@@ -128,32 +128,34 @@ fn batch(seq: u64, size: usize) -> Vec<u8> {
     out
 }
 
-/// Publishes `events` in batches of `batch_size` over `connections` concurrent clients; with
-/// `rate` (events/s) it paces itself, otherwise it goes as fast as acks come back.
-pub async fn http_publish(
-    node: &str,
-    events: u64,
-    batch_size: usize,
-    connections: usize,
-    rate: Option<u64>,
-) -> Result<PublishResult> {
-    let client = HttpClient::new(node);
-    let decl = json!({"name": "bench", "key": "user", "time": "ts", "fields": [
+/// The topic the publish benchmarks write to (about 100 bytes per event).
+fn bench_topic() -> serde_json::Value {
+    json!({"name": "bench", "key": "user", "time": "ts", "fields": [
         {"name": "user", "type": "string"}, {"name": "ts", "type": "timestamp"},
-        {"name": "amount", "type": "int"}, {"name": "note", "type": "string"}]});
-    client.create_topic(&decl).await?;
-    let batches = events.div_ceil(batch_size as u64);
-    // Pre-build the bodies so the client measures the node, not JSON encoding.
-    let bodies: Arc<Vec<Vec<u8>>> =
-        Arc::new((0..batches.min(64)).map(|s| batch(s, batch_size)).collect());
+        {"name": "amount", "type": "int"}, {"name": "note", "type": "string"}]})
+}
+
+/// Runs `batches` publish calls `publish(i)` over `lanes` concurrent tasks, paced to `rate`
+/// events/s if given, and gathers the acknowledged count and publish→ack latencies. Fails
+/// unless every event was acknowledged.
+async fn drive<F, Fut>(
+    batches: u64,
+    batch_size: usize,
+    lanes: usize,
+    rate: Option<u64>,
+    publish: F,
+) -> Result<PublishResult>
+where
+    F: Fn(u64) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Result<u64>> + Send,
+{
     let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let start = Instant::now();
     let per_batch = rate.map(|r| Duration::from_secs_f64(batch_size as f64 / r.max(1) as f64));
+    let start = Instant::now();
     let mut tasks = Vec::new();
-    for _ in 0..connections.max(1) {
-        let client = client.clone();
-        let bodies = Arc::clone(&bodies);
+    for _ in 0..lanes.max(1) {
         let next = Arc::clone(&next);
+        let publish = publish.clone();
         tasks.push(tokio::spawn(async move {
             let mut hist = Histogram::<u64>::new(3).map_err(|e| anyhow!("{e}"))?;
             let mut accepted = 0u64;
@@ -163,28 +165,10 @@ pub async fn http_publish(
                     break;
                 }
                 if let Some(p) = per_batch {
-                    let due = start + p * i as u32;
-                    tokio::time::sleep_until(due.into()).await;
+                    tokio::time::sleep_until((start + p * i as u32).into()).await;
                 }
-                let body = bodies[(i % bodies.len() as u64) as usize].clone();
                 let t = Instant::now();
-                let mut tries = 0;
-                loop {
-                    match client.publish_ndjson("bench", body.clone()).await {
-                        Ok(n) => {
-                            accepted += n;
-                            break;
-                        }
-                        Err(starling_engine::client::http::ClientError::Api {
-                            status: 429,
-                            ..
-                        }) if tries < 1000 => {
-                            tries += 1;
-                            tokio::time::sleep(Duration::from_millis(1)).await;
-                        }
-                        Err(e) => return Err(anyhow!(e)),
-                    }
-                }
+                accepted += publish(i).await?;
                 hist.record(t.elapsed().as_micros() as u64)
                     .map_err(|e| anyhow!("{e}"))?;
             }
@@ -199,11 +183,9 @@ pub async fn http_publish(
         hist.add(h).map_err(|e| anyhow!("{e}"))?;
     }
     let elapsed = start.elapsed();
-    if total != batches * batch_size as u64 {
-        bail!(
-            "{total} events acknowledged of {}",
-            batches * batch_size as u64
-        );
+    let expected = batches * batch_size as u64;
+    if total != expected {
+        bail!("{total} events acknowledged of {expected}");
     }
     Ok(PublishResult {
         events: total,
@@ -212,6 +194,44 @@ pub async fn http_publish(
         p99_us: hist.value_at_quantile(0.99),
         max_us: hist.max(),
     })
+}
+
+/// Publishes `events` as NDJSON in batches of `batch_size` over `connections` concurrent
+/// HTTP clients; with `rate` (events/s) it paces itself, otherwise it goes as fast as acks
+/// come back. A `429 busy` answer is retried.
+pub async fn http_publish(
+    node: &str,
+    events: u64,
+    batch_size: usize,
+    connections: usize,
+    rate: Option<u64>,
+) -> Result<PublishResult> {
+    let client = HttpClient::new(node);
+    client.create_topic(&bench_topic()).await?;
+    let batches = events.div_ceil(batch_size as u64);
+    // Pre-build the bodies so the client measures the node, not JSON encoding.
+    let bodies: Arc<Vec<Vec<u8>>> =
+        Arc::new((0..batches.min(64)).map(|s| batch(s, batch_size)).collect());
+    drive(batches, batch_size, connections, rate, move |i| {
+        let client = client.clone();
+        let body = bodies[(i % bodies.len() as u64) as usize].clone();
+        async move {
+            let mut tries = 0;
+            loop {
+                match client.publish_ndjson("bench", body.clone()).await {
+                    Ok(n) => return Ok(n),
+                    Err(starling_engine::client::http::ClientError::Api {
+                        status: 429, ..
+                    }) if tries < 1000 => {
+                        tries += 1;
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    Err(e) => return Err(anyhow!(e)),
+                }
+            }
+        }
+    })
+    .await
 }
 
 /// Publishes `events` typed rows over QUIC in batches of `batch_size`, with `streams`
@@ -229,10 +249,7 @@ pub async fn quic_publish(
     use starling_engine::operators::Value;
     use starling_engine::quic::wire::row_to_wire;
 
-    let decl = json!({"name": "bench", "key": "user", "time": "ts", "fields": [
-        {"name": "user", "type": "string"}, {"name": "ts", "type": "timestamp"},
-        {"name": "amount", "type": "int"}, {"name": "note", "type": "string"}]});
-    HttpClient::new(http).create_topic(&decl).await?;
+    HttpClient::new(http).create_topic(&bench_topic()).await?;
     let client = QuicClient::connect(quic, Trust::Fingerprint(fingerprint.to_string())).await?;
     let batches = events.div_ceil(batch_size as u64);
     let note = "an event of about one hundred bytes";
@@ -253,54 +270,54 @@ pub async fn quic_publish(
             })
             .collect(),
     );
-    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let per_batch = rate.map(|r| Duration::from_secs_f64(batch_size as f64 / r.max(1) as f64));
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..streams.max(1) {
+    let result = drive(batches, batch_size, streams, rate, {
         let client = client.clone();
-        let wire_batches = Arc::clone(&wire_batches);
-        let next = Arc::clone(&next);
-        tasks.push(tokio::spawn(async move {
-            let mut hist = Histogram::<u64>::new(3).map_err(|e| anyhow!("{e}"))?;
-            let mut accepted = 0u64;
-            loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if i >= batches {
-                    break;
-                }
-                if let Some(p) = per_batch {
-                    tokio::time::sleep_until((start + p * i as u32).into()).await;
-                }
-                let rows = wire_batches[(i % wire_batches.len() as u64) as usize].clone();
-                let t = Instant::now();
-                accepted += client.publish_wire("bench", rows).await?;
-                hist.record(t.elapsed().as_micros() as u64)
-                    .map_err(|e| anyhow!("{e}"))?;
-            }
-            Ok::<_, anyhow::Error>((accepted, hist))
-        }));
-    }
-    let mut total = 0;
-    let mut hist = Histogram::<u64>::new(3).map_err(|e| anyhow!("{e}"))?;
-    for t in tasks {
-        let (n, h) = t.await??;
-        total += n;
-        hist.add(h).map_err(|e| anyhow!("{e}"))?;
-    }
-    let elapsed = start.elapsed();
-    client.close().await;
-    if total != batches * batch_size as u64 {
-        bail!(
-            "{total} events acknowledged of {}",
-            batches * batch_size as u64
-        );
-    }
-    Ok(PublishResult {
-        events: total,
-        elapsed,
-        p50_us: hist.value_at_quantile(0.5),
-        p99_us: hist.value_at_quantile(0.99),
-        max_us: hist.max(),
+        move |i| {
+            let client = client.clone();
+            let rows = wire_batches[(i % wire_batches.len() as u64) as usize].clone();
+            async move { Ok(client.publish_wire("bench", rows).await?) }
+        }
     })
+    .await;
+    client.close().await;
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use starling_engine::node::{Node, NodeConfig};
+
+    /// Both publish benchmarks run (small) against an in-process node, so they cannot rot.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn publish_benchmarks_run_and_count_every_event() {
+        let dir = std::env::temp_dir().join(format!("starling-bench-test-{}", std::process::id()));
+        let node = Node::start(&NodeConfig {
+            http_addr: "127.0.0.1:0".parse().unwrap(),
+            quic_addr: "127.0.0.1:0".parse().unwrap(),
+            data_dir: dir.clone(),
+            workers: 2,
+            ..NodeConfig::default()
+        })
+        .await
+        .unwrap();
+        let http = format!("http://{}", node.http_addr());
+        let r = http_publish(&http, 5_000, 500, 2, None).await.unwrap();
+        assert_eq!(r.events, 5_000);
+        let q = quic_publish(
+            &http,
+            node.quic_addr(),
+            node.quic_fingerprint(),
+            5_000,
+            500,
+            2,
+            Some(200_000),
+        )
+        .await
+        .unwrap();
+        assert_eq!(q.events, 5_000);
+        assert_eq!(node.engine().topic("bench").unwrap().published, 10_000);
+        node.shutdown().await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
