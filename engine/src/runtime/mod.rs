@@ -814,11 +814,12 @@ impl Inner {
             let plain: Vec<Event> = events.iter().map(|u| u.0.clone()).collect();
             t.subscribers.send(&Arc::from(plain));
         }
-        let max_seen = {
+        let (max_seen, raised) = {
             let mut c = t.clock.lock().unwrap_or_else(|p| p.into_inner());
+            let before = c.max_seen;
             c.max_seen = c.max_seen.max(batch_max);
             c.last_arrival = Instant::now();
-            c.max_seen.unwrap_or(0)
+            (c.max_seen.unwrap_or(0), c.max_seen > before)
         };
         let topic: Arc<str> = t.spec.name.as_str().into();
         let n = self.senders.len();
@@ -838,17 +839,24 @@ impl Inner {
                     events: events.take().unwrap_or_default(),
                     max_seen,
                 }
-            } else {
+            } else if raised {
                 Command::Clock {
                     topic: Arc::clone(&topic),
                     max_seen,
                     idle_ms: 0,
                 }
+            } else {
+                // The topic's clock did not move: the other workers have nothing to learn.
+                continue;
             };
             let _ = tx.send(cmd);
         }
         drop(_order);
-        self.unpark_all();
+        if raised {
+            self.unpark_all();
+        } else if let Some(t) = self.lock_threads().get(target).and_then(Option::as_ref) {
+            t.unpark();
+        }
         Ok(())
     }
 
