@@ -10,7 +10,7 @@ use starling_operators::definition::Definition;
 use starling_operators::json::{row_to_json, value_to_json};
 
 use super::error::{ApiError, Path, Query};
-use super::stream::{stream_response, Format};
+use super::stream::{subscription_response, Format};
 use super::topics::{media_type, read_body, StreamQuery};
 use super::{views, AppState};
 use crate::EngineError;
@@ -87,31 +87,13 @@ pub(super) async fn subscribe(
     let format = Format::choose(q.format(), &headers)?;
     let schema = s.engine.output_schema(&dataflow, &output)?;
     let sub = s.engine.subscribe(&dataflow, &output)?;
-    Ok(stream_response(format, move |tx| loop {
-        match sub.recv_timeout(std::time::Duration::from_millis(250)) {
-            Ok(Some(batch)) => {
-                for (e, t, d) in batch.iter() {
-                    let line = json!({
-                        "time": t,
-                        "diff": d,
-                        "key": value_to_json(&e.key),
-                        "event_time": e.time,
-                        "row": row_to_json(&schema, &e.row),
-                    });
-                    if !tx.send_json(&line) {
-                        return;
-                    }
-                }
-            }
-            Ok(None) => {
-                if !tx.keep_alive() {
-                    return;
-                }
-            }
-            Err(closed) => {
-                tx.send_error(&closed);
-                return;
-            }
-        }
+    Ok(subscription_response(format, sub, move |(e, t, d)| {
+        json!({
+            "time": t,
+            "diff": d,
+            "key": value_to_json(&e.key),
+            "event_time": e.time,
+            "row": row_to_json(&schema, &e.row),
+        })
     }))
 }

@@ -7,6 +7,7 @@
 //! that disconnects closes the channel and the task ends. Neither stalls publishing.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
@@ -18,7 +19,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 
 use super::error::ApiError;
-use crate::runtime::SubscriptionClosed;
+use crate::runtime::{Subscription, SubscriptionClosed};
 
 /// The wire format of a stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -118,8 +119,37 @@ impl LineSender {
     }
 }
 
+/// A streaming response of a subscription: each item becomes one line via `to_json`; idle
+/// streams get heartbeats; a stream the engine ends closes with an error line giving why.
+pub fn subscription_response<T: Send + Sync + 'static>(
+    format: Format,
+    sub: Subscription<Arc<[T]>>,
+    to_json: impl Fn(&T) -> JsonValue + Send + 'static,
+) -> Response {
+    stream_response(format, move |tx| loop {
+        match sub.recv_timeout(Duration::from_millis(250)) {
+            Ok(Some(batch)) => {
+                for item in batch.iter() {
+                    if !tx.send_json(&to_json(item)) {
+                        return;
+                    }
+                }
+            }
+            Ok(None) => {
+                if !tx.keep_alive() {
+                    return;
+                }
+            }
+            Err(closed) => {
+                tx.send_error(&closed);
+                return;
+            }
+        }
+    })
+}
+
 /// A streaming response fed by `reader`, which runs on a blocking thread.
-pub fn stream_response(
+fn stream_response(
     format: Format,
     reader: impl FnOnce(&mut LineSender) + Send + 'static,
 ) -> Response {

@@ -11,7 +11,7 @@ use starling_operators::definition::TopicDef;
 use starling_operators::json::row_to_json;
 
 use super::error::{ApiError, Path, Query};
-use super::stream::{stream_response, Format};
+use super::stream::{subscription_response, Format};
 use super::{views, AppState};
 use crate::EngineError;
 
@@ -243,30 +243,12 @@ pub(super) async fn subscribe(
     let info = s.engine.topic(&topic)?;
     let sub = s.engine.subscribe_topic(&topic)?;
     let schema = info.spec.schema.clone();
-    Ok(stream_response(format, move |tx| loop {
-        match sub.recv_timeout(std::time::Duration::from_millis(250)) {
-            Ok(Some(batch)) => {
-                for e in batch.iter() {
-                    let line = json!({
-                        "key": starling_operators::json::value_to_json(&e.key),
-                        "time": e.time,
-                        "event": row_to_json(&schema, &e.row),
-                    });
-                    if !tx.send_json(&line) {
-                        return;
-                    }
-                }
-            }
-            Ok(None) => {
-                if !tx.keep_alive() {
-                    return;
-                }
-            }
-            Err(closed) => {
-                tx.send_error(&closed);
-                return;
-            }
-        }
+    Ok(subscription_response(format, sub, move |e| {
+        json!({
+            "key": starling_operators::json::value_to_json(&e.key),
+            "time": e.time,
+            "event": row_to_json(&schema, &e.row),
+        })
     }))
 }
 

@@ -60,6 +60,28 @@ struct Pane {
     cap: Option<Capability<Time>>,
 }
 
+impl Pane {
+    /// Marks the window emitted and, the first time (in `final` mode), gives its results
+    /// with the capability at its end to emit them under.
+    fn take_final(
+        &mut self,
+        end: Time,
+    ) -> Option<(Capability<Time>, impl Iterator<Item = Update> + '_)> {
+        if self.emitted {
+            return None;
+        }
+        self.emitted = true;
+        let cap = self.cap.take()?;
+        let start = self.start;
+        Some((
+            cap,
+            self.groups
+                .iter()
+                .map(move |(k, accs)| (result_event(k, start, end, accs), end, 1)),
+        ))
+    }
+}
+
 /// One session of one key.
 struct Session {
     start: Time,
@@ -135,8 +157,8 @@ fn in_time_order<'s>(s: Updates<'s>, name: &str) -> Updates<'s> {
             input.for_each_stamp(|stamp, data| {
                 let Some(&least) = stamp.least() else { return };
                 for batch in data {
-                    let uniform = batch.first().map(|u| u.1) == batch.last().map(|u| u.1)
-                        && batch.iter().all(|u| u.1 == batch[0].1);
+                    let first = batch.first().map(|u| u.1);
+                    let uniform = batch.iter().all(|u| Some(u.1) == first);
                     if uniform {
                         if let Some(t) = batch.first().map(|u| u.1.max(least)) {
                             stash
@@ -205,20 +227,12 @@ fn panes<'s>(
         let updates = cfg.emit == EmitMode::Updates;
         move |(input, frontier), output| {
             input.for_each_stamp(|stamp, data| {
-                let Some(&least) = stamp.least() else { return };
-                // A message's stamp only bounds its records' times from below (differential
-                // outputs carry several times per message): each record is handled at its
-                // own time, in time order.
-                let mut cap: Capability<Time> = stamp.delayed(&least, 0);
+                // `in_time_order` releases each time's updates under that time's stamp, so
+                // every record here is handled at the stamp's time.
+                let Some(&now) = stamp.least() else { return };
+                let cap: Capability<Time> = stamp.delayed(&now, 0);
                 for batch in data {
-                    if !batch.is_sorted_by_key(|u| u.1) {
-                        batch.sort_by_key(|u| u.1);
-                    }
-                    for (e, t, diff) in batch.drain(..) {
-                        let now = t.max(least);
-                        if *cap.time() != now {
-                            cap = stamp.delayed(&now, 0);
-                        }
+                    for (e, _, diff) in batch.drain(..) {
                         if !eval_aggs(&cfg, &e, &mut vals, &dead) {
                             continue;
                         }
@@ -233,17 +247,9 @@ fn panes<'s>(
                                 });
                                 if !pane.emitted && end <= now {
                                     // Emit before correcting, whatever the schedule was.
-                                    if let Some(pcap) = pane.cap.take() {
-                                        let mut session = output.session(&pcap);
-                                        for (k, accs) in &pane.groups {
-                                            session.give((
-                                                result_event(k, pane.start, end, accs),
-                                                end,
-                                                1,
-                                            ));
-                                        }
+                                    if let Some((pcap, results)) = pane.take_final(end) {
+                                        output.session(&pcap).give_iterator(results);
                                     }
-                                    pane.emitted = true;
                                 }
                                 let (accs, fresh) = match pane.groups.entry_ref(&e.key) {
                                     EntryRef::Occupied(o) => (o.into_mut(), false),
@@ -273,14 +279,8 @@ fn panes<'s>(
             });
             let f = frontier.frontier().first().copied().unwrap_or(Time::MAX);
             for (&end, pane) in panes.range_mut(..=f) {
-                if !pane.emitted {
-                    if let Some(pcap) = pane.cap.take() {
-                        let mut session = output.session(&pcap);
-                        for (k, accs) in &pane.groups {
-                            session.give((result_event(k, pane.start, end, accs), end, 1));
-                        }
-                    }
-                    pane.emitted = true;
+                if let Some((pcap, results)) = pane.take_final(end) {
+                    output.session(&pcap).give_iterator(results);
                 }
             }
             while let Some(entry) = panes.first_entry() {
@@ -315,18 +315,12 @@ fn sessions<'s>(
         let updates = cfg.emit == EmitMode::Updates;
         move |(input, frontier), output| {
             input.for_each_stamp(|stamp, data| {
-                let Some(&least) = stamp.least() else { return };
-                // Each record at its own time, in time order (see `panes`).
-                let mut cap: Capability<Time> = stamp.delayed(&least, 0);
+                // `in_time_order` releases each time's updates under that time's stamp, so
+                // every record here is handled at the stamp's time.
+                let Some(&now) = stamp.least() else { return };
+                let cap: Capability<Time> = stamp.delayed(&now, 0);
                 for batch in data {
-                    if !batch.is_sorted_by_key(|u| u.1) {
-                        batch.sort_by_key(|u| u.1);
-                    }
-                    for (e, t, diff) in batch.drain(..) {
-                        let now = t.max(least);
-                        if *cap.time() != now {
-                            cap = stamp.delayed(&now, 0);
-                        }
+                    for (e, _, diff) in batch.drain(..) {
                         if !eval_aggs(&cfg, &e, &mut vals, &dead) {
                             continue;
                         }
