@@ -113,6 +113,17 @@ pub trait EventLog: Send + Sync {
         payloads: &[&[u8]],
     ) -> Result<Range<u64>, StorageError>;
 
+    /// Appends to several shards of one topic in one atomic step: after a crash either every
+    /// shard's entries are there or none are. Returns each shard's offsets, in the order of
+    /// `batches`. A shard may appear only once. The engine uses it to log one published batch,
+    /// whose events hash to many shards, with one write instead of one per shard. The limits
+    /// of [`LogOptions`] apply to the whole call.
+    fn append_shards(
+        &self,
+        topic: &str,
+        batches: &[(u32, Vec<&[u8]>)],
+    ) -> Result<Vec<Range<u64>>, StorageError>;
+
     /// Reads up to `max` entries in offset order, starting at `from` or at `first_offset` if
     /// `from` was already removed by retention (the returned offsets show the gap). Reading at
     /// or past `next_offset`, or an unknown topic/shard, returns an empty vector.

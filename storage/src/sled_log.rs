@@ -547,16 +547,26 @@ impl EventLog for SledLog {
         shard: u32,
         payloads: &[&[u8]],
     ) -> Result<Range<u64>, StorageError> {
+        let mut ranges = self.append_shards(topic, &[(shard, payloads.to_vec())])?;
+        Ok(ranges.pop().unwrap_or(0..0))
+    }
+
+    fn append_shards(
+        &self,
+        topic: &str,
+        batches: &[(u32, Vec<&[u8]>)],
+    ) -> Result<Vec<Range<u64>>, StorageError> {
         let o = &self.options;
-        if payloads.len() > o.max_batch_entries {
+        let entries: usize = batches.iter().map(|(_, p)| p.len()).sum();
+        if entries > o.max_batch_entries {
             return Err(StorageError::TooLarge {
                 what: "batch entries",
-                size: payloads.len() as u64,
+                size: entries as u64,
                 limit: o.max_batch_entries as u64,
             });
         }
         let mut total = 0u64;
-        for p in payloads {
+        for p in batches.iter().flat_map(|(_, p)| p) {
             if p.len() > o.max_payload_bytes {
                 return Err(StorageError::TooLarge {
                     what: "payload bytes",
@@ -573,44 +583,64 @@ impl EventLog for SledLog {
                 limit: o.max_batch_bytes as u64,
             });
         }
-        if payloads.is_empty() {
-            let next = self.next_offset(topic, shard)?;
-            return Ok(next..next);
+        if entries == 0 {
+            return batches
+                .iter()
+                .map(|(shard, _)| {
+                    let next = self.next_offset(topic, *shard)?;
+                    Ok(next..next)
+                })
+                .collect();
         }
 
         let t = self.topic_or_create(topic)?;
-        let handle = Self::shard_or_create(&t, shard);
-        let mut meta = wlock(&handle);
-        let start = meta.next;
-        let end = start + payloads.len() as u64;
+        // Shard records are locked in shard order, so concurrent multi-shard appends cannot
+        // deadlock; a shard named twice is locked once and its entries follow each other.
+        let mut ids: Vec<u32> = batches.iter().map(|(s, _)| *s).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let handles: Vec<ShardHandle> = ids.iter().map(|s| Self::shard_or_create(&t, *s)).collect();
+        let mut guards: Vec<RwLockWriteGuard<'_, ShardMeta>> =
+            handles.iter().map(|h| wlock(h)).collect();
+        let mut new: Vec<ShardMeta> = guards.iter().map(|g| **g).collect();
         let time_ms = now_ms();
         let mut batch = sled::Batch::default();
-        for (i, p) in payloads.iter().enumerate() {
-            let key = entry_key(shard, start + i as u64);
-            batch.insert(&key[..], encode_entry(&key, time_ms, p));
+        let mut ranges = Vec::with_capacity(batches.len());
+        for (shard, payloads) in batches {
+            let i = ids.binary_search(shard).unwrap_or(0);
+            let meta = &mut new[i];
+            let start = meta.next;
+            for p in payloads {
+                let key = entry_key(*shard, meta.next);
+                batch.insert(&key[..], encode_entry(&key, time_ms, p));
+                meta.next += 1;
+                meta.bytes += p.len() as u64;
+            }
+            ranges.push(start..meta.next);
         }
-        let new = ShardMeta {
-            next: end,
-            first: meta.first,
-            bytes: meta.bytes + total,
-        };
-        batch.insert(&meta_key(shard)[..], &new.encode()[..]);
+        for (shard, meta) in ids.iter().zip(&new) {
+            batch.insert(&meta_key(*shard)[..], &meta.encode()[..]);
+        }
         t.tree.apply_batch(batch).map_err(|e| {
-            StorageError::backend(format!("appending to topic {topic:?} shard {shard}"), e)
+            StorageError::backend(format!("appending to topic {topic:?} shards {ids:?}"), e)
         })?;
-        // The batch is visible from here on, so the record must follow even if the flush fails.
-        *meta = new;
-        self.sync_if_required(|| format!("flushing append to topic {topic:?} shard {shard}"))?;
+        // The batch is visible from here on, so the records must follow even if the flush
+        // fails.
+        for (g, meta) in guards.iter_mut().zip(&new) {
+            **g = *meta;
+        }
+        drop(guards);
+        self.sync_if_required(|| format!("flushing append to topic {topic:?}"))?;
         if let Some(f) = &self.flusher {
             f.catch_up(&self.db).map_err(|e| {
                 StorageError::backend(
-                    format!("catching up with the disk after appending to {topic:?} shard {shard}"),
+                    format!("catching up with the disk after appending to {topic:?}"),
                     e,
                 )
             })?;
         }
-        tracing::trace!(topic, shard, start, end, "appended");
-        Ok(start..end)
+        tracing::trace!(topic, shards = ids.len(), entries, "appended");
+        Ok(ranges)
     }
 
     fn read(

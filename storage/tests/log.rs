@@ -479,3 +479,69 @@ fn sigkill_never_loses_an_acknowledged_sync_append() {
         );
     }
 }
+
+#[test]
+fn multi_shard_appends_assign_offsets_per_shard_and_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = open(dir.path(), Durability::Sync);
+        log.append("t", 3, &[b"x"]).unwrap();
+        let ranges = log
+            .append_shards(
+                "t",
+                &[
+                    (3, vec![b"a".as_slice(), b"b"]),
+                    (9, vec![b"c".as_slice()]),
+                    (3, vec![b"d".as_slice()]),
+                    (5, vec![]),
+                ],
+            )
+            .unwrap();
+        assert_eq!(ranges, vec![1..3, 0..1, 3..4, 0..0]);
+    }
+    let log = open(dir.path(), Durability::Sync);
+    let read = |shard| -> Vec<Vec<u8>> {
+        log.read("t", shard, 0, 100)
+            .unwrap()
+            .into_iter()
+            .map(|(_, p)| p)
+            .collect()
+    };
+    let three = read(3);
+    assert_eq!(
+        &three[..4],
+        &[b"x".to_vec(), b"a".to_vec(), b"b".to_vec(), b"d".to_vec()]
+    );
+    assert_eq!(read(9)[0], b"c".to_vec());
+    assert_eq!(log.shards("t").unwrap(), vec![3, 9]);
+}
+
+#[test]
+fn multi_shard_limits_count_every_shard() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = LogOptions {
+        max_batch_entries: 3,
+        ..LogOptions::default()
+    };
+    let log = SledLog::open(dir.path(), options).unwrap();
+    let err = log
+        .append_shards(
+            "t",
+            &[
+                (0, vec![b"a".as_slice(), b"b"]),
+                (1, vec![b"c".as_slice(), b"d"]),
+            ],
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StorageError::TooLarge {
+                what: "batch entries",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(log.shards("t").unwrap().is_empty());
+}
