@@ -38,4 +38,15 @@ pub enum EngineError {
     ShuttingDown,
     #[error("could not start the timely workers: {0}")]
     Startup(String),
+    /// The event log refused or failed the write: nothing of the batch was acknowledged.
+    #[error("the event log could not store the batch: {0}")]
+    Storage(#[from] starling_storage::StorageError),
+    #[error(transparent)]
+    Catalog(#[from] crate::durable::CatalogError),
+    /// A fault inside the engine (a bug, not the caller's input).
+    #[error("internal error: {0}")]
+    Internal(String),
+    /// The log or catalog could not be replayed; the node must not run with partial state.
+    #[error("recovery failed: {0}")]
+    Recovery(String),
 }

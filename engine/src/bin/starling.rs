@@ -59,6 +59,22 @@ struct NodeArgs {
     /// Batches a subscriber may leave unread before it is cut off [default: 1024].
     #[arg(long, env = "STARLING_SUBSCRIBER_QUEUE")]
     subscriber_queue: Option<usize>,
+    /// When a publish is acknowledged: `batch` (in the log, flushed within 2 × the flush
+    /// interval), `sync` (flushed to disk first) or `none` (no log) [default: batch].
+    #[arg(long, env = "STARLING_DURABILITY")]
+    durability: Option<String>,
+    /// Milliseconds between log flushes with `batch` durability [default: 10].
+    #[arg(long, env = "STARLING_FLUSH_INTERVAL_MS")]
+    flush_interval_ms: Option<u64>,
+    /// Shards per topic, fixed when the data directory is created [default: 256].
+    #[arg(long, env = "STARLING_SHARDS")]
+    shards: Option<u32>,
+    /// Remove log entries older than this many milliseconds [default: keep].
+    #[arg(long, env = "STARLING_RETENTION_MS")]
+    retention_ms: Option<u64>,
+    /// Keep at most this many log bytes per topic shard [default: no limit].
+    #[arg(long, env = "STARLING_RETENTION_BYTES")]
+    retention_bytes: Option<u64>,
 }
 
 #[derive(Subcommand)]
@@ -232,6 +248,11 @@ async fn node(args: NodeArgs) -> Result<()> {
         max_body_bytes: args.max_body_bytes,
         max_event_bytes: args.max_event_bytes,
         subscriber_queue: args.subscriber_queue,
+        durability: args.durability,
+        flush_interval_ms: args.flush_interval_ms,
+        shards: args.shards,
+        retention_ms: args.retention_ms,
+        retention_bytes: args.retention_bytes,
     };
     let config = NodeConfig::build(file, overrides)?;
     let node = Node::start(&config).await?;

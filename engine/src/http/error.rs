@@ -94,7 +94,16 @@ impl From<EngineError> for ApiError {
             EngineError::ShuttingDown => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", message)
             }
-            EngineError::Startup(_) => {
+            EngineError::Storage(starling_storage::StorageError::TooLarge { limit, .. }) => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", message)
+                    .with_details(json!({ "limit": limit }))
+            }
+            EngineError::Storage(_) | EngineError::Catalog(_) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage_unavailable",
+                message,
+            ),
+            EngineError::Startup(_) | EngineError::Internal(_) | EngineError::Recovery(_) => {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
             }
         }

@@ -4,6 +4,7 @@
 
 mod dataflows;
 pub mod error;
+mod log;
 mod stream;
 mod topics;
 mod views;
@@ -58,6 +59,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/topics", get(topics::list).post(topics::create))
         .route("/v1/topics/{topic}", get(topics::describe))
         .route("/v1/topics/{topic}/watermark", post(topics::watermark))
+        .route("/v1/topics/{topic}/log", get(log::read))
         .route(
             "/v1/topics/{topic}/events",
             get(topics::subscribe).post(topics::publish),

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use thiserror::Error;
 
+use crate::durable::{Durability, Retention, StoreOptions};
 use crate::http::Limits;
 
 /// Everything a node needs to start.
@@ -19,6 +20,9 @@ pub struct NodeConfig {
     pub limits: Limits,
     /// Batches a subscriber may leave unread before it is cut off.
     pub subscriber_queue: usize,
+    /// How published events are stored; `None` keeps them in memory only (nothing survives
+    /// a restart; for benchmarks that measure the cost of the log).
+    pub store: Option<StoreOptions>,
 }
 
 impl Default for NodeConfig {
@@ -30,6 +34,7 @@ impl Default for NodeConfig {
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             limits: Limits::default(),
             subscriber_queue: 1024,
+            store: Some(StoreOptions::default()),
         }
     }
 }
@@ -45,6 +50,17 @@ pub struct FileConfig {
     pub max_body_bytes: Option<usize>,
     pub max_event_bytes: Option<usize>,
     pub subscriber_queue: Option<usize>,
+    /// `batch` (default: flushed every `flush_interval_ms`), `sync` (flushed before the
+    /// acknowledgement) or `none` (no log; nothing survives a restart).
+    pub durability: Option<String>,
+    /// Milliseconds between flushes with `batch` durability (default 10).
+    pub flush_interval_ms: Option<u64>,
+    /// Shards per topic (default 256), fixed when the data directory is created.
+    pub shards: Option<u32>,
+    /// Remove log entries older than this many milliseconds (default: keep).
+    pub retention_ms: Option<u64>,
+    /// Keep at most this many payload bytes per topic shard (default: no limit).
+    pub retention_bytes: Option<u64>,
 }
 
 /// Why the settings are unusable.
@@ -59,6 +75,8 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
     #[error("{0} must be at least 1")]
     Zero(&'static str),
+    #[error("{name}: {message}")]
+    Invalid { name: &'static str, message: String },
 }
 
 impl FileConfig {
@@ -80,6 +98,7 @@ impl NodeConfig {
     /// by the argument parser: a flag wins over its variable).
     pub fn build(file: FileConfig, overrides: FileConfig) -> Result<NodeConfig, ConfigError> {
         let d = NodeConfig::default();
+        let store = store_options(&file, &overrides)?;
         let pick = |o: Option<usize>, f: Option<usize>, default: usize, name: &'static str| {
             let v = o.or(f).unwrap_or(default);
             if v == 0 {
@@ -119,8 +138,56 @@ impl NodeConfig {
                 d.subscriber_queue,
                 "subscriber_queue",
             )?,
+            store,
         })
     }
+}
+
+/// The log settings from the file and the overrides.
+fn store_options(
+    file: &FileConfig,
+    overrides: &FileConfig,
+) -> Result<Option<StoreOptions>, ConfigError> {
+    let interval = overrides
+        .flush_interval_ms
+        .or(file.flush_interval_ms)
+        .unwrap_or(10);
+    if interval == 0 {
+        return Err(ConfigError::Zero("flush_interval_ms"));
+    }
+    let durability = match overrides
+        .durability
+        .as_deref()
+        .or(file.durability.as_deref())
+        .unwrap_or("batch")
+    {
+        "none" => return Ok(None),
+        "batch" => Durability::Batch {
+            interval_ms: interval,
+        },
+        "sync" => Durability::Sync,
+        other => {
+            return Err(ConfigError::Invalid {
+                name: "durability",
+                message: format!("`{other}` is not one of none, batch, sync"),
+            })
+        }
+    };
+    let shards = overrides.shards.or(file.shards).unwrap_or(256);
+    if shards == 0 || shards > 65_536 {
+        return Err(ConfigError::Invalid {
+            name: "shards",
+            message: format!("{shards} is not between 1 and 65536"),
+        });
+    }
+    Ok(Some(StoreOptions {
+        durability,
+        shards,
+        retention: Retention {
+            max_age_ms: overrides.retention_ms.or(file.retention_ms),
+            max_bytes_per_shard: overrides.retention_bytes.or(file.retention_bytes),
+        },
+    }))
 }
 
 #[cfg(test)]
@@ -150,5 +217,27 @@ mod tests {
             ),
             Err(ConfigError::Zero("workers"))
         ));
+    }
+
+    #[test]
+    fn durability_settings_are_checked() {
+        let build =
+            |text: &str| NodeConfig::build(toml::from_str(text).unwrap(), FileConfig::default());
+        let c = build("").unwrap();
+        assert_eq!(
+            c.store.unwrap().durability,
+            Durability::Batch { interval_ms: 10 }
+        );
+        assert!(build("durability = \"none\"").unwrap().store.is_none());
+        let c = build("durability = \"sync\"\nshards = 8\nretention_ms = 60000").unwrap();
+        let s = c.store.unwrap();
+        assert_eq!(
+            (s.durability, s.shards, s.retention.max_age_ms),
+            (Durability::Sync, 8, Some(60_000))
+        );
+        let err = build("durability = \"fast\"").unwrap_err().to_string();
+        assert!(err.contains("none, batch, sync"), "{err}");
+        assert!(build("shards = 0").is_err());
+        assert!(build("flush_interval_ms = 0").is_err());
     }
 }

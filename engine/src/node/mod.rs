@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 
 pub use config::{ConfigError, FileConfig, NodeConfig};
 
+use crate::durable::Store;
 use crate::http::{router, AppState};
 use crate::metrics::Metrics;
 use crate::quic::QuicServer;
@@ -39,6 +40,8 @@ pub enum NodeError {
     },
     #[error(transparent)]
     Engine(#[from] EngineError),
+    #[error("cannot open the store: {0}")]
+    Store(crate::durable::StoreError),
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
     #[error("QUIC front door: {0}")]
@@ -52,6 +55,7 @@ pub struct Node {
     quic: QuicServer,
     stop: watch::Sender<bool>,
     http: JoinHandle<()>,
+    retention: Option<JoinHandle<()>>,
 }
 
 impl Node {
@@ -61,11 +65,25 @@ impl Node {
             path: config.data_dir.display().to_string(),
             source,
         })?;
-        let engine = Arc::new(Engine::start(EngineConfig {
+        let store = match config.store {
+            Some(options) => Some(Arc::new(
+                Store::open(&config.data_dir, options).map_err(NodeError::Store)?,
+            )),
+            None => None,
+        };
+        // Recovery replays the whole log: blocking work, off the async threads.
+        let engine_config = EngineConfig {
             workers: config.workers,
             subscriber_queue: config.subscriber_queue,
+            store,
             ..EngineConfig::default()
-        })?);
+        };
+        let engine = Arc::new(
+            tokio::task::spawn_blocking(move || Engine::start(engine_config))
+                .await
+                .map_err(|e| NodeError::Engine(EngineError::Startup(e.to_string())))??,
+        );
+        let retention = spawn_retention(&engine);
         let metrics = Arc::new(Metrics::new(&engine)?);
         let listener = TcpListener::bind(config.http_addr)
             .await
@@ -107,6 +125,7 @@ impl Node {
             quic,
             stop,
             http,
+            retention,
         })
     }
 
@@ -139,6 +158,9 @@ impl Node {
     /// closes the connections left (clients that stopped reading) and stops the workers.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
+        if let Some(r) = &self.retention {
+            r.abort();
+        }
         self.engine.close_subscriptions();
         let abort = self.http.abort_handle();
         if tokio::time::timeout(Duration::from_secs(3), self.http)
@@ -154,6 +176,36 @@ impl Node {
         let engine = self.engine;
         let _ = tokio::task::spawn_blocking(move || engine.shutdown()).await;
     }
+}
+
+/// How often log retention runs.
+const RETENTION_EVERY: Duration = Duration::from_secs(60);
+
+/// Applies the log's retention once a minute, if the node has a log.
+fn spawn_retention(engine: &Arc<Engine>) -> Option<JoinHandle<()>> {
+    let log = Arc::clone(engine.store()?.log());
+    Some(tokio::spawn(async move {
+        let mut every = tokio::time::interval(RETENTION_EVERY);
+        loop {
+            every.tick().await;
+            let log = Arc::clone(&log);
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            match tokio::task::spawn_blocking(move || log.apply_retention(now)).await {
+                Ok(Ok(r)) if r.entries_removed > 0 => {
+                    tracing::info!(
+                        entries = r.entries_removed,
+                        bytes = r.bytes_removed,
+                        "log retention applied"
+                    )
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "log retention failed"),
+                Err(e) => tracing::error!(error = %e, "log retention task failed"),
+            }
+        }
+    }))
 }
 
 /// Waits for SIGINT or SIGTERM.

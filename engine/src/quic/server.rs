@@ -427,7 +427,11 @@ pub fn engine_error(e: &EngineError) -> Response {
         EngineError::BatchTooLarge { .. } => codes::TOO_LARGE,
         EngineError::ShuttingDown => codes::UNAVAILABLE,
         EngineError::Busy => codes::BUSY,
-        EngineError::Startup(_) => codes::INTERNAL,
+        EngineError::Storage(starling_storage::StorageError::TooLarge { .. }) => codes::TOO_LARGE,
+        EngineError::Storage(_) | EngineError::Catalog(_) => codes::STORAGE_UNAVAILABLE,
+        EngineError::Startup(_) | EngineError::Internal(_) | EngineError::Recovery(_) => {
+            codes::INTERNAL
+        }
         EngineError::BadEvent { .. }
         | EngineError::BadEventShape { .. }
         | EngineError::WriteOnlyTopic(_)

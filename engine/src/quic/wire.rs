@@ -43,6 +43,9 @@ pub mod codes {
     pub const BUSY: &str = "busy";
     /// The engine is shutting down.
     pub const UNAVAILABLE: &str = "unavailable";
+    /// The node's storage refused the write (disk full, unwritable data directory): nothing
+    /// of the batch was acknowledged; retry later or elsewhere.
+    pub const STORAGE_UNAVAILABLE: &str = "storage_unavailable";
     /// A fault on the server side.
     pub const INTERNAL: &str = "internal";
     /// A subscription was cut off for reading too slowly.

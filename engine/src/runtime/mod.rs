@@ -10,6 +10,7 @@
 //! event arrived. Each worker derives each dataflow input's watermark from that and the
 //! input's policy (see [`worker`]), so all workers agree without talking to each other.
 
+mod recovery;
 mod subscribers;
 mod worker;
 
@@ -31,6 +32,7 @@ use starling_operators::{Event, Row, Value};
 pub use subscribers::{Subscribers, Subscription, SubscriptionClosed};
 use worker::Command;
 
+use crate::durable::{record, Store};
 use crate::EngineError;
 
 /// Settings of an engine.
@@ -47,6 +49,10 @@ pub struct EngineConfig {
     /// Event batches a worker may have queued before publishers wait (back-pressure that
     /// keeps memory bounded when producers outrun the workers).
     pub max_queued_batches: usize,
+    /// Where published events, topics and dataflows are made durable; `None` keeps
+    /// everything in memory (tests, benchmarks of the engine alone). With a store, `start`
+    /// replays it before returning.
+    pub store: Option<Arc<Store>>,
 }
 
 impl Default for EngineConfig {
@@ -57,6 +63,7 @@ impl Default for EngineConfig {
             max_batch: 1_000_000,
             clock_interval: Duration::from_millis(100),
             max_queued_batches: 8,
+            store: None,
         }
     }
 }
@@ -135,6 +142,13 @@ pub(crate) struct Inner {
     pub(crate) busy: Vec<AtomicU64>,
     /// Cut-off counts of the outputs of dataflows since dropped.
     dropped_cut_off: AtomicU64,
+    /// The next node-wide log sequence number. Held while a publish is logged and handed to
+    /// the workers, while a watermark mark is, and while a dataflow is installed, so that the
+    /// log's order is the workers' order (see [`crate::durable`]).
+    ingest: Mutex<u64>,
+    /// True while the log is replayed: the idle clock then stays still, as replayed topics
+    /// only look idle.
+    replaying: AtomicBool,
 }
 
 /// The in-process engine. Cheap to share: clone the `Arc` it lives in, or use its methods
@@ -143,7 +157,10 @@ pub struct Engine {
     inner: Arc<Inner>,
     guards: Mutex<Option<timely::communication::initialize::WorkerGuards<()>>>,
     clock: Mutex<Option<JoinHandle<()>>>,
+    recovery: Mutex<Option<RecoveryReport>>,
 }
+
+pub use recovery::RecoveryReport;
 
 impl Engine {
     /// Starts the workers and the clock.
@@ -169,6 +186,8 @@ impl Engine {
             queued: (0..workers).map(|_| AtomicUsize::new(0)).collect(),
             busy: (0..workers).map(|_| AtomicU64::new(0)).collect(),
             dropped_cut_off: AtomicU64::new(0),
+            ingest: Mutex::new(0),
+            replaying: AtomicBool::new(false),
         });
         let receivers = Arc::new(Mutex::new(receivers));
         let weak = Arc::downgrade(&inner);
@@ -207,11 +226,30 @@ impl Engine {
                 })
                 .map_err(|e| EngineError::Startup(e.to_string()))?
         };
-        Ok(Engine {
+        let engine = Engine {
             inner,
             guards: Mutex::new(Some(guards)),
             clock: Mutex::new(Some(clock)),
-        })
+            recovery: Mutex::new(None),
+        };
+        if let Some(store) = engine.inner.config.store.clone() {
+            let report = recovery::recover(&engine, &store)?;
+            *engine.recovery.lock().unwrap_or_else(|p| p.into_inner()) = Some(report);
+        }
+        Ok(engine)
+    }
+
+    /// What the start-up replay did (`None` without a store).
+    pub fn recovery(&self) -> Option<RecoveryReport> {
+        self.recovery
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The store this engine logs to, if any.
+    pub fn store(&self) -> Option<&Arc<Store>> {
+        self.inner.config.store.as_ref()
     }
 
     /// Number of worker threads.
@@ -240,10 +278,13 @@ impl Engine {
         // Planned against no existing topics, so that a declaration differing from an existing
         // topic is reported as the conflict it is (`add_topic` compares).
         let p = plan::plan(&probe, &HashMap::new())?;
-        match p.new_topics.into_iter().find(|t| t.name == def.name) {
-            Some(spec) => self.inner.add_topic(spec),
-            None => Ok(()),
+        if let Some(spec) = p.new_topics.into_iter().find(|t| t.name == def.name) {
+            self.inner.add_topic(spec)?;
         }
+        if let Some(store) = &self.inner.config.store {
+            store.catalog.add_topic(def)?;
+        }
+        Ok(())
     }
 
     /// Every topic with its counters.
@@ -325,12 +366,34 @@ impl Engine {
             events.push((Event::new(key, ts, row), 0, 1));
         }
         let n = events.len();
+        // Encoded before the ingest lock is taken, stamped under it.
+        let mut entries = match &self.inner.config.store {
+            Some(store) => Some(encode_by_shard(store, &events)?),
+            None => None,
+        };
         if wait {
             self.inner.wait_for_room();
         } else if !self.inner.has_room() {
             return Err(EngineError::Busy);
         }
+        let mut next_seq = self.inner.lock_ingest();
+        if self.inner.shutting_down.load(Ordering::Relaxed) {
+            return Err(EngineError::ShuttingDown);
+        }
+        if let (Some(store), Some(entries)) = (&self.inner.config.store, entries.as_mut()) {
+            for (_, payload) in entries.iter_mut() {
+                record::stamp(payload, *next_seq);
+            }
+            let batches: Vec<(u32, Vec<&[u8]>)> = entries
+                .iter()
+                .map(|(shard, p)| (*shard, vec![p.as_slice()]))
+                .collect();
+            store.log.append_shards(&t.spec.name, &batches)?;
+            *next_seq += 1;
+        }
+        // Cannot be refused now: shutdown sets its flag under the ingest lock we hold.
         self.inner.push(&t, events)?;
+        drop(next_seq);
         Ok(n)
     }
 
@@ -411,6 +474,16 @@ impl Engine {
     /// mark up to that time). Events older than it that arrive later are late.
     pub fn advance_watermark(&self, topic: &str, time: u64) -> Result<(), EngineError> {
         let t = self.inner.topic(topic)?;
+        let mut next_seq = self.inner.lock_ingest();
+        if self.inner.shutting_down.load(Ordering::Relaxed) {
+            return Err(EngineError::ShuttingDown);
+        }
+        if let Some(store) = &self.inner.config.store {
+            let mut entry = record::encode_watermark(time).map_err(EngineError::Internal)?;
+            record::stamp(&mut entry, *next_seq);
+            store.log.append(&t.spec.name, 0, &[&entry])?;
+            *next_seq += 1;
+        }
         self.inner.broadcast(|| Command::Watermark {
             topic: t.spec.name.clone().into(),
             time,
@@ -426,6 +499,16 @@ impl Engine {
 
     /// Checks a definition, creates the topics it declares, and runs it on every worker.
     pub fn install(&self, def: &Definition) -> Result<DataflowInfo, EngineError> {
+        let mut next_seq = self.inner.lock_ingest();
+        let info = self.install_at(def, Some(*next_seq))?;
+        *next_seq += 1;
+        Ok(info)
+    }
+
+    /// Installs under the ingest lock (held by the caller). `seq` is where the install sits
+    /// in the log's order; it is recorded in the catalog (`None` during replay, where the
+    /// catalog already has it).
+    fn install_at(&self, def: &Definition, seq: Option<u64>) -> Result<DataflowInfo, EngineError> {
         let mut dataflows = self.inner.lock_dataflows();
         if dataflows.contains_key(&def.name) {
             return Err(EngineError::DataflowExists(def.name.clone()));
@@ -452,6 +535,12 @@ impl Engine {
             ),
             late_events: Arc::new(AtomicU64::new(0)),
         };
+        if let (Some(store), Some(seq)) = (&self.inner.config.store, seq) {
+            for t in &def.topics {
+                store.catalog.add_topic(t)?;
+            }
+            store.catalog.add_dataflow(seq, def)?;
+        }
         let info = describe(&installed);
         let cmd = worker::InstallCommand {
             plan,
@@ -475,6 +564,12 @@ impl Engine {
     /// Stops a dataflow on every worker and ends its subscriptions. Its topics stay.
     pub fn drop_dataflow(&self, name: &str) -> Result<(), EngineError> {
         let mut dataflows = self.inner.lock_dataflows();
+        if !dataflows.contains_key(name) {
+            return Err(EngineError::UnknownDataflow(name.into()));
+        }
+        if let Some(store) = &self.inner.config.store {
+            store.catalog.remove_dataflow(name)?;
+        }
         let removed = dataflows
             .remove(name)
             .ok_or_else(|| EngineError::UnknownDataflow(name.into()))?;
@@ -615,7 +710,12 @@ impl Engine {
     /// Stops the workers. Publishing is refused from the moment this starts; events accepted
     /// but not yet processed are dropped with the workers (nothing is durable yet).
     pub fn shutdown(&self) {
-        self.inner.shutting_down.store(true, Ordering::Relaxed);
+        {
+            // Under the ingest lock: a publish is then either logged and handed to the
+            // workers before the Shutdown command, or refused; never logged and refused.
+            let _ingest = self.inner.lock_ingest();
+            self.inner.shutting_down.store(true, Ordering::Relaxed);
+        }
         self.inner.broadcast(|| Command::Shutdown);
         if let Some(g) = self.guards.lock().ok().and_then(|mut g| g.take()) {
             for r in g.join() {
@@ -692,6 +792,10 @@ impl Inner {
 
     fn lock_dataflows(&self) -> std::sync::MutexGuard<'_, HashMap<String, Installed>> {
         self.dataflows.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_ingest(&self) -> std::sync::MutexGuard<'_, u64> {
+        self.ingest.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn lock_threads(&self) -> std::sync::MutexGuard<'_, Vec<Option<Thread>>> {
@@ -878,6 +982,9 @@ impl Inner {
 
     /// Tells the workers how long each topic has been idle, so idle inputs advance.
     fn tick(&self) {
+        if self.replaying.load(Ordering::Relaxed) {
+            return;
+        }
         let topics: Vec<Arc<Topic>> = self.read_topics().values().cloned().collect();
         for t in topics {
             let (max_seen, idle) = {
@@ -894,4 +1001,20 @@ impl Inner {
             }
         }
     }
+}
+
+/// One log entry per shard the batch's events hash to, each shard's events in batch order.
+fn encode_by_shard(store: &Store, events: &[Update]) -> Result<Vec<(u32, Vec<u8>)>, EngineError> {
+    let mut by_shard: HashMap<u32, Vec<&Event>> = HashMap::new();
+    for (e, _, _) in events {
+        by_shard.entry(store.shard_of(&e.key)).or_default().push(e);
+    }
+    let mut out: Vec<(u32, Vec<u8>)> = Vec::with_capacity(by_shard.len());
+    for (shard, evs) in by_shard {
+        let bytes = record::encode_events(evs.into_iter())
+            .map_err(|e| EngineError::Internal(format!("encoding a log entry: {e}")))?;
+        out.push((shard, bytes));
+    }
+    out.sort_unstable_by_key(|(s, _)| *s);
+    Ok(out)
 }
