@@ -23,7 +23,12 @@ pub struct NodeProc {
 impl NodeProc {
     /// Starts `starling node --http 127.0.0.1:0 --data-dir <tmp> --workers 2 <extra>`.
     pub fn start(extra: &[&str]) -> NodeProc {
-        let dir = tempfile::tempdir().expect("temp dir");
+        NodeProc::start_in(tempfile::tempdir().expect("temp dir"), extra)
+    }
+
+    /// Like [`NodeProc::start`], on an existing directory (`<dir>/data` is the data dir), so a
+    /// node can be restarted on what a previous one left.
+    pub fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> NodeProc {
         let log = std::fs::File::create(dir.path().join("node.log")).expect("log file");
         let mut child = Command::new(BIN)
             .args([
@@ -111,6 +116,14 @@ impl NodeProc {
             std::thread::sleep(Duration::from_millis(20));
         }
         None
+    }
+
+    /// SIGKILLs the node and gives back its directory for a restart.
+    pub fn sigkill(mut self) -> tempfile::TempDir {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let dir = tempfile::TempDir::new().expect("temp dir");
+        std::mem::replace(&mut self.dir, dir)
     }
 
     /// Whether the process is still running.
