@@ -62,6 +62,9 @@ pub enum SeriesWrite {
     },
 }
 
+/// `(key, time, Some(value))` to store a point, `(key, time, None)` to delete one.
+type PointOp<'a> = (&'a [u8], u64, Option<&'a [u8]>);
+
 /// Time-series points on sled; see the module docs for the layout.
 ///
 /// A cheap, cloneable handle (`Send + Sync`); flushed and closed when the last clone is
@@ -203,7 +206,7 @@ impl SeriesStore {
     /// Applies `items` in order as one atomic batch (all or nothing, also across a crash).
     /// Every item is checked first; on any error nothing is written.
     pub fn write_batch(&self, series: &str, items: &[SeriesWrite]) -> Result<(), StorageError> {
-        let ops: Vec<(&[u8], u64, Option<&[u8]>)> = items
+        let ops: Vec<PointOp<'_>> = items
             .iter()
             .map(|item| match item {
                 SeriesWrite::Put {
@@ -371,7 +374,7 @@ impl SeriesStore {
     }
 
     /// Checks and applies `(key, time, Some(value) | None = delete)` as one batch.
-    fn write(&self, series: &str, ops: &[(&[u8], u64, Option<&[u8]>)]) -> Result<(), StorageError> {
+    fn write(&self, series: &str, ops: &[PointOp<'_>]) -> Result<(), StorageError> {
         check_name("series name", series, MAX_NAME_BYTES)?;
         let mut total = 0usize;
         for (key, _, value) in ops {

@@ -202,10 +202,11 @@ fn paging_sees_stable_keys_exactly_once_while_others_are_written() {
             while !stop.load(Ordering::Relaxed) {
                 // Odd keys between the stable ones come and go.
                 let key = format!("k{:05}", (i % 500) * 2 + 1).into_bytes();
-                if i % 3 == 0 {
-                    kv.delete("c", &key).unwrap();
-                } else {
-                    kv.put("c", &key, b"churn", None).unwrap();
+                match i % 3 {
+                    0 => {
+                        kv.delete("c", &key).unwrap();
+                    }
+                    _ => kv.put("c", &key, b"churn", None).unwrap(),
                 }
                 i += 1;
             }
