@@ -586,7 +586,7 @@ mod tests {
     }
 
     #[test]
-    fn a_rewrite_with_the_same_expiry_keeps_its_index_entry() {
+    fn rewrites_keep_exactly_one_index_entry_per_expiring_key() {
         let dir = tempfile::tempdir().unwrap();
         let kv = KvStore::open(dir.path()).unwrap();
         kv.put("v", b"k", b"1", Some(50)).unwrap();
@@ -608,11 +608,18 @@ mod tests {
         )
         .unwrap();
         let tree = kv.view("v").unwrap();
-        let index: Vec<Vec<u8>> = tree
-            .scan_prefix([EXPIRY_TAG])
-            .keys()
-            .map(|k| k.unwrap().to_vec())
-            .collect();
-        assert_eq!(index, vec![expiry_key(50, b"k"), expiry_key(70, b"j")]);
+        let index = || -> Vec<Vec<u8>> {
+            tree.scan_prefix([EXPIRY_TAG])
+                .keys()
+                .map(|k| k.unwrap().to_vec())
+                .collect()
+        };
+        assert_eq!(index(), vec![expiry_key(50, b"k"), expiry_key(70, b"j")]);
+        // Another expiry moves the index entry; no expiry or a delete removes it.
+        kv.put("v", b"k", b"3", Some(90)).unwrap();
+        assert_eq!(index(), vec![expiry_key(70, b"j"), expiry_key(90, b"k")]);
+        kv.put("v", b"k", b"4", None).unwrap();
+        kv.delete("v", b"j").unwrap();
+        assert!(index().is_empty());
     }
 }
