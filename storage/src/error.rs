@@ -70,6 +70,63 @@ pub enum StorageError {
         /// The configured limit.
         limit: u64,
     },
+
+    /// A name or argument was refused before anything was written (empty or over-long view,
+    /// series or checkpoint name, control characters, a zero expiry time, a zero page size).
+    #[error("invalid {what} {value:?}: {reason}")]
+    InvalidInput {
+        /// What was refused: "view name", "series name", "checkpoint name", ...
+        what: &'static str,
+        /// The refused value, as given (lossy for bytes).
+        value: String,
+        /// Which rule it breaks, phrased so the caller knows what to change.
+        reason: String,
+    },
+
+    /// A stored KV value failed its checksum or layout check; its bytes are not returned.
+    #[error("corrupt value in KV view {view:?} at key \"{}\": {reason}", .key.escape_ascii())]
+    CorruptKv {
+        /// View of the entry.
+        view: String,
+        /// Key of the damaged entry.
+        key: Vec<u8>,
+        /// What check failed.
+        reason: String,
+    },
+
+    /// A stored time-series point failed its checksum or layout check; it is not returned.
+    #[error("corrupt point in series {series:?} key \"{}\" at time {time_ms}: {reason}", .key.escape_ascii())]
+    CorruptSeries {
+        /// Series of the point.
+        series: String,
+        /// Key of the damaged point.
+        key: Vec<u8>,
+        /// Time (ms) of the damaged point.
+        time_ms: u64,
+        /// What check failed.
+        reason: String,
+    },
+
+    /// Every stored checkpoint of a name is damaged, so none can be loaded. Nothing damaged
+    /// is ever returned; the files are named so that an operator can inspect or remove them.
+    #[error("no intact checkpoint for {name:?}; damaged files: {}: {reason}", display_paths(.files))]
+    CorruptCheckpoint {
+        /// Checkpoint name.
+        name: String,
+        /// The damaged files, newest first.
+        files: Vec<PathBuf>,
+        /// What check failed, per file.
+        reason: String,
+    },
+}
+
+/// Paths joined for an error message.
+fn display_paths(files: &[PathBuf]) -> String {
+    files
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl StorageError {

@@ -33,11 +33,24 @@
 //! ## Not yet here
 //!
 //! Operator checkpoints, KV trees and vector collections come with later issues.
+//!
+//! # KV views, time series, checkpoints
+//!
+//! * [`KvStore`] (`kv.rs`): latest value per key in named views, optional expiry with an
+//!   expiry-ordered index, prefix scans with cursors.
+//! * [`SeriesStore`] (`series.rs`): points per `(key, time)` in named series, range reads and
+//!   retention.
+//! * [`CheckpointStore`] (`checkpoint.rs`): operator-state snapshots as files written
+//!   atomically (temp file, fsync, rename), the newest [`CHECKPOINT_KEEP`] kept per name.
 
 #![warn(missing_docs)]
 
+mod checkpoint;
 mod error;
+mod kv;
 mod log;
+mod series;
+mod sled_dir;
 mod sled_log;
 
 pub use error::{BoxError, StorageError};
@@ -46,3 +59,9 @@ pub use log::{
     DEFAULT_MAX_BATCH_ENTRIES, DEFAULT_MAX_PAYLOAD_BYTES,
 };
 pub use sled_log::SledLog;
+
+pub use checkpoint::{Checkpoint, CheckpointStore, CHECKPOINT_KEEP, CHECKPOINT_MAX_NAME_BYTES};
+pub use kv::{KvPage, KvStore, KvWrite, KV_MAX_BATCH_BYTES, KV_MAX_KEY_BYTES, KV_MAX_VALUE_BYTES};
+pub use series::{
+    SeriesStore, SeriesWrite, SERIES_MAX_BATCH_BYTES, SERIES_MAX_KEY_BYTES, SERIES_MAX_VALUE_BYTES,
+};
