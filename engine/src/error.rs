@@ -43,6 +43,9 @@ pub enum EngineError {
     Storage(#[from] starling_storage::StorageError),
     #[error(transparent)]
     Catalog(#[from] crate::durable::CatalogError),
+    /// The definition writes or reads KV views or series, and this engine has no storage.
+    #[error("dataflow `{0}` uses KV views or series, but this node runs without storage (durability `none`)")]
+    NoStorage(String),
     /// A fault inside the engine (a bug, not the caller's input).
     #[error("internal error: {0}")]
     Internal(String),

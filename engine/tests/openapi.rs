@@ -164,7 +164,10 @@ async fn documented_operations_answer_as_documented() {
             let concrete = path
                 .replace("{topic}", topic)
                 .replace("{dataflow}", dataflow)
-                .replace("{output}", output);
+                .replace("{output}", output)
+                .replace("{view}", dataflow)
+                .replace("{name}", dataflow)
+                .replace("{key}", "k");
             if !existing && concrete == path {
                 continue;
             }

@@ -110,6 +110,10 @@ pub enum NodeDef {
     Union(UnionDef),
     Publish(PublishDef),
     Trigger(TriggerDef),
+    KvPut(KvPutDef),
+    KvLookup(KvLookupDef),
+    Series(SeriesDef),
+    Embed(EmbedDef),
 }
 
 impl NodeDef {
@@ -126,6 +130,10 @@ impl NodeDef {
             NodeDef::Union(d) => &d.id,
             NodeDef::Publish(d) => &d.id,
             NodeDef::Trigger(d) => &d.id,
+            NodeDef::KvPut(d) => &d.id,
+            NodeDef::KvLookup(d) => &d.id,
+            NodeDef::Series(d) => &d.id,
+            NodeDef::Embed(d) => &d.id,
         }
     }
 
@@ -143,6 +151,10 @@ impl NodeDef {
             NodeDef::Union(_) => "union",
             NodeDef::Publish(_) => "publish",
             NodeDef::Trigger(_) => "trigger",
+            NodeDef::KvPut(_) => "kv_put",
+            NodeDef::KvLookup(_) => "kv_lookup",
+            NodeDef::Series(_) => "series",
+            NodeDef::Embed(_) => "embed",
         }
     }
 
@@ -159,6 +171,10 @@ impl NodeDef {
             NodeDef::Union(d) => d.inputs.iter().map(|i| ("inputs", i.as_str())).collect(),
             NodeDef::Publish(d) => vec![("input", &d.input)],
             NodeDef::Trigger(d) => vec![("input", &d.input)],
+            NodeDef::KvPut(d) => vec![("input", &d.input)],
+            NodeDef::KvLookup(d) => vec![("input", &d.input)],
+            NodeDef::Series(d) => vec![("input", &d.input)],
+            NodeDef::Embed(d) => vec![("input", &d.input)],
         }
     }
 }
@@ -496,4 +512,63 @@ fn check_size(text: &str) -> Result<(), ParseError> {
         });
     }
     Ok(())
+}
+
+/// `kv_put`: keeps the latest row per key in a named key-value view that agents read back
+/// (`GET /v1/kv/{view}/{key}`) and other definitions enrich with (`kv_lookup`). Fed by an
+/// aggregate, the view holds each key's current result (a retraction without a new value
+/// deletes the key).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KvPutDef {
+    pub id: String,
+    pub input: String,
+    pub view: String,
+    /// Entries expire this long after they were written (wall clock, like Redis `EX`);
+    /// omitted: never.
+    #[serde(default)]
+    pub ttl: Option<String>,
+}
+
+/// `kv_lookup`: enriches each event with the fields of the view entry under its key (a
+/// stream–table join against a view). `fields` declares what is read and its types; absent
+/// keys or fields give the field's default (null unless declared).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KvLookupDef {
+    pub id: String,
+    pub input: String,
+    pub view: String,
+    /// The lookup key; defaults to the event's key.
+    #[serde(default)]
+    pub key: Option<String>,
+    pub fields: Vec<FieldDef>,
+}
+
+/// `series`: stores a windowed aggregate's results per key and window start in a named time
+/// series, served by range queries (`GET /v1/series/{name}/{key}?from=&to=`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeriesDef {
+    pub id: String,
+    pub input: String,
+    pub name: String,
+}
+
+/// `embed`: adds a vector field computed from a text expression by the built-in embedder
+/// (signed feature hashing of words, word pairs and character trigrams; see
+/// `docs/definitions.md`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbedDef {
+    pub id: String,
+    pub input: String,
+    /// A string expression: the text to embed.
+    pub text: String,
+    /// Name of the added field (default `embedding`).
+    #[serde(default)]
+    pub field: Option<String>,
+    /// Dimension of the vector (default 256).
+    #[serde(default)]
+    pub dim: Option<usize>,
 }

@@ -22,7 +22,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use catalog::{Catalog, CatalogError};
-pub use starling_storage::{Durability, EventLog, Retention, SledLog, StorageError};
+pub use starling_operators::render::state::Stores;
+pub use starling_storage::{
+    Durability, EventLog, KvStore, Retention, SeriesStore, SledLog, StorageError,
+};
 
 use starling_storage::LogOptions;
 
@@ -53,6 +56,8 @@ pub struct Store {
     pub(crate) log: Arc<dyn EventLog>,
     pub(crate) catalog: Catalog,
     pub(crate) shards: u32,
+    /// KV views and time series written by dataflows and read by agents.
+    pub(crate) stores: Stores,
 }
 
 impl std::fmt::Debug for Store {
@@ -97,10 +102,15 @@ impl Store {
         )?;
         check_shards(dir, options.shards)?;
         let catalog = Catalog::open(dir)?;
+        let stores = Stores {
+            kv: Some(KvStore::open(&dir.join("kv"))?),
+            series: Some(SeriesStore::open(&dir.join("series"))?),
+        };
         Ok(Store {
             log: Arc::new(log),
             catalog,
             shards: options.shards,
+            stores,
         })
     }
 
@@ -112,6 +122,16 @@ impl Store {
     /// The log, for readers (HTTP log reads, tests).
     pub fn log(&self) -> &Arc<dyn EventLog> {
         &self.log
+    }
+
+    /// The KV view store.
+    pub fn kv(&self) -> Option<&KvStore> {
+        self.stores.kv.as_ref()
+    }
+
+    /// The time-series store.
+    pub fn series(&self) -> Option<&SeriesStore> {
+        self.stores.series.as_ref()
     }
 
     /// Shards per topic.

@@ -87,7 +87,7 @@ impl From<EngineError> for ApiError {
                 ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", message)
                     .with_details(json!({ "limit_events": limit }))
             }
-            EngineError::Plan(_) => {
+            EngineError::Plan(_) | EngineError::NoStorage(_) => {
                 ApiError::new(StatusCode::BAD_REQUEST, "bad_definition", message)
             }
             EngineError::Busy => ApiError::new(StatusCode::TOO_MANY_REQUESTS, "busy", message),
@@ -97,6 +97,9 @@ impl From<EngineError> for ApiError {
             EngineError::Storage(starling_storage::StorageError::TooLarge { limit, .. }) => {
                 ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", message)
                     .with_details(json!({ "limit": limit }))
+            }
+            EngineError::Storage(starling_storage::StorageError::InvalidInput { .. }) => {
+                ApiError::bad_request(message)
             }
             EngineError::Storage(_) | EngineError::Catalog(_) => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -5,6 +5,7 @@
 mod dataflows;
 pub mod error;
 mod log;
+mod state;
 mod stream;
 mod topics;
 mod views;
@@ -60,6 +61,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/topics/{topic}", get(topics::describe))
         .route("/v1/topics/{topic}/watermark", post(topics::watermark))
         .route("/v1/topics/{topic}/log", get(log::read))
+        .route("/v1/kv/{view}", get(state::kv_scan))
+        .route("/v1/kv/{view}/{key}", get(state::kv_get))
+        .route("/v1/series/{name}/{key}", get(state::series_range))
         .route(
             "/v1/topics/{topic}/events",
             get(topics::subscribe).post(topics::publish),

@@ -435,7 +435,8 @@ pub fn engine_error(e: &EngineError) -> Response {
         EngineError::BadEvent { .. }
         | EngineError::BadEventShape { .. }
         | EngineError::WriteOnlyTopic(_)
-        | EngineError::Plan(_) => codes::BAD_REQUEST,
+        | EngineError::Plan(_)
+        | EngineError::NoStorage(_) => codes::BAD_REQUEST,
     };
     Response::error(code, e.to_string())
 }

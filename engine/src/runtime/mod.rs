@@ -514,6 +514,13 @@ impl Engine {
             return Err(EngineError::DataflowExists(def.name.clone()));
         }
         let plan = Arc::new(plan::plan(def, &self.topic_specs())?);
+        let stores = match &self.inner.config.store {
+            Some(store) => store.stores.clone(),
+            None if plan.uses_stores() => {
+                return Err(EngineError::NoStorage(def.name.clone()));
+            }
+            None => Default::default(),
+        };
         for spec in &plan.new_topics {
             self.inner.add_topic(spec.clone())?;
         }
@@ -549,6 +556,7 @@ impl Engine {
             frontiers: Arc::clone(&installed.frontiers),
             watermarks: Arc::clone(&installed.watermarks),
             late_events: Arc::clone(&installed.late_events),
+            stores,
         };
         dataflows.insert(def.name.clone(), installed);
         // Broadcast before releasing the lock: a concurrent drop of the same name then

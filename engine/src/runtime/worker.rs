@@ -59,6 +59,7 @@ pub(crate) struct InstallCommand {
     pub frontiers: Arc<Vec<AtomicU64>>,
     pub watermarks: Arc<Vec<Vec<AtomicU64>>>,
     pub late_events: Arc<AtomicU64>,
+    pub stores: starling_operators::render::state::Stores,
 }
 
 struct LocalInput {
@@ -191,6 +192,7 @@ fn install(worker: &mut Worker, cmd: InstallCommand, inner: &Weak<Inner>) -> Run
             outputs: cmd.outputs.clone(),
         }),
         stats: Arc::clone(&cmd.stats),
+        stores: cmd.stores.clone(),
     };
     let plan = Arc::clone(&cmd.plan);
     let (handles, probe) = worker.dataflow_named::<Time, _, _>(&plan.name, |scope| {

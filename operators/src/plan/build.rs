@@ -36,6 +36,22 @@ fn valid_name(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
 }
 
+/// View and series names end up in URLs and storage keys: the same rule as topic names.
+fn check_store_name(node: &str, field: &'static str, name: &str) -> Result<(), PlanError> {
+    if valid_name(name) {
+        Ok(())
+    } else {
+        Err(PlanError::InvalidParameter {
+            node: node.to_string(),
+            field,
+            message: format!(
+                "`{}` is not a valid name (letters, digits, `_`, `-`, `.`; at most 128 bytes)",
+                name.chars().take(200).collect::<String>()
+            ),
+        })
+    }
+}
+
 fn check_name(what: &'static str, name: &str) -> Result<(), PlanError> {
     if valid_name(name) {
         Ok(())
@@ -78,6 +94,32 @@ fn positive_duration(
     Ok(ms)
 }
 
+/// One declared field: its type parsed and its default checked against it.
+fn field_from_def(fd: &FieldDef) -> Result<Field, String> {
+    let FieldDef {
+        name,
+        data_type,
+        optional,
+        default,
+    } = fd;
+    let ty = DataType::parse(data_type).ok_or_else(|| {
+        format!("unknown type `{data_type}`; use bool, int, float, string, bytes, timestamp, list<T>, map<T>, vector<N> or any")
+    })?;
+    let default = match default {
+        None => Value::Null,
+        Some(_) if !optional => {
+            return Err("a default is only allowed on an optional field".into());
+        }
+        Some(j) => value_from_json(name, &ty, j).map_err(|e| format!("bad default: {e}"))?,
+    };
+    Ok(Field {
+        name: name.clone(),
+        data_type: ty,
+        optional: *optional,
+        default,
+    })
+}
+
 /// Builds the schema of a declared topic.
 fn topic_spec(def: &TopicDef) -> Result<TopicSpec, PlanError> {
     check_name("topic", &def.name)?;
@@ -97,41 +139,12 @@ fn topic_spec(def: &TopicDef) -> Result<TopicSpec, PlanError> {
         });
     }
     let mut fields = Vec::with_capacity(def.fields.len());
-    for FieldDef {
-        name,
-        data_type,
-        optional,
-        default,
-    } in &def.fields
-    {
-        check_name("field", name)?;
-        if fields.iter().any(|f: &Field| &f.name == name) {
-            return Err(bad(name, "declared more than once".into()));
+    for fd in &def.fields {
+        check_name("field", &fd.name)?;
+        if fields.iter().any(|f: &Field| f.name == fd.name) {
+            return Err(bad(&fd.name, "declared more than once".into()));
         }
-        let ty = DataType::parse(data_type).ok_or_else(|| {
-            bad(
-                name,
-                format!("unknown type `{data_type}`; use bool, int, float, string, bytes, timestamp, list<T>, map<T>, vector<N> or any"),
-            )
-        })?;
-        let default = match default {
-            None => Value::Null,
-            Some(_) if !optional => {
-                return Err(bad(
-                    name,
-                    "a default is only allowed on an optional field".into(),
-                ))
-            }
-            Some(j) => {
-                value_from_json(name, &ty, j).map_err(|e| bad(name, format!("bad default: {e}")))?
-            }
-        };
-        fields.push(Field {
-            name: name.clone(),
-            data_type: ty,
-            optional: *optional,
-            default,
-        });
+        fields.push(field_from_def(fd).map_err(|m| bad(&fd.name, m))?);
     }
     let schema = Schema::new(fields);
     let time = schema.index_of(&def.time).ok_or_else(|| {
@@ -853,6 +866,140 @@ impl Builder {
                         input,
                         topic: p.topic.clone(),
                     },
+                    ..shape
+                });
+            }
+            NodeDef::KvPut(k) => {
+                let input = self.upstream(&k.input);
+                check_store_name(&id, "view", &k.view)?;
+                let ttl_ms = match &k.ttl {
+                    None => None,
+                    Some(t) => Some(positive_duration(&id, "ttl", Some(t))?),
+                };
+                let shape = self.nodes[input].clone_shape();
+                self.push(NodePlan {
+                    id,
+                    kind: NodeKind::KvPut {
+                        input,
+                        view: k.view.clone(),
+                        ttl_ms,
+                    },
+                    ..shape
+                });
+            }
+            NodeDef::KvLookup(k) => {
+                let input = self.upstream(&k.input);
+                check_store_name(&id, "view", &k.view)?;
+                let key = match &k.key {
+                    Some(text) => Some(self.expr(&id, "key", text, input)?),
+                    None => None,
+                };
+                if k.fields.is_empty() {
+                    return Err(PlanError::MissingField {
+                        node: id,
+                        field: "fields",
+                        why: "and must list the fields read from the view",
+                    });
+                }
+                let mut shape = self.nodes[input].clone_shape();
+                let mut all = shape.schema.fields.clone();
+                let mut added = Vec::new();
+                for fd in &k.fields {
+                    check_name("field", &fd.name)?;
+                    if all.iter().any(|f| f.name == fd.name) {
+                        return Err(PlanError::InvalidParameter {
+                            node: id,
+                            field: "fields",
+                            message: format!(
+                                "`{}` is already a field of the input (or listed twice); rename it with a map first",
+                                fd.name
+                            ),
+                        });
+                    }
+                    let mut f =
+                        field_from_def(fd).map_err(|message| PlanError::InvalidParameter {
+                            node: id.clone(),
+                            field: "fields",
+                            message: format!("`{}`: {message}", fd.name),
+                        })?;
+                    // An absent key or field reads as the default: every looked-up field is
+                    // optional.
+                    f.optional = true;
+                    all.push(f.clone());
+                    added.push(f);
+                }
+                shape.schema = Schema::new(all);
+                self.push(NodePlan {
+                    id,
+                    kind: NodeKind::KvLookup {
+                        input,
+                        view: k.view.clone(),
+                        key,
+                        fields: added,
+                    },
+                    ..shape
+                });
+            }
+            NodeDef::Series(x) => {
+                let input = self.upstream(&x.input);
+                check_store_name(&id, "name", &x.name)?;
+                if !matches!(self.nodes[input].kind, NodeKind::WindowAggregate { .. }) {
+                    return Err(PlanError::InvalidParameter {
+                        node: id,
+                        field: "input",
+                        message: format!(
+                            "a series stores windowed results per window start, but `{}` is not a windowed aggregate",
+                            x.input
+                        ),
+                    });
+                }
+                let shape = self.nodes[input].clone_shape();
+                self.push(NodePlan {
+                    id,
+                    kind: NodeKind::Series {
+                        input,
+                        name: x.name.clone(),
+                    },
+                    ..shape
+                });
+            }
+            NodeDef::Embed(e) => {
+                let input = self.upstream(&e.input);
+                let text = self.expr(&id, "text", &e.text, input)?;
+                if !matches!(
+                    text.data_type(),
+                    DataType::String | DataType::Null | DataType::Any
+                ) {
+                    return Err(PlanError::InvalidParameter {
+                        node: id,
+                        field: "text",
+                        message: format!("must be a string expression, found {}", text.data_type()),
+                    });
+                }
+                let dim = e.dim.unwrap_or(256);
+                if dim == 0 || dim > 4096 {
+                    return Err(PlanError::InvalidParameter {
+                        node: id,
+                        field: "dim",
+                        message: format!("must be between 1 and 4096, found {dim}"),
+                    });
+                }
+                let name = e.field.clone().unwrap_or_else(|| "embedding".to_string());
+                check_name("field", &name)?;
+                let mut shape = self.nodes[input].clone_shape();
+                if shape.schema.index_of(&name).is_some() {
+                    return Err(PlanError::InvalidParameter {
+                        node: id,
+                        field: "field",
+                        message: format!("`{name}` is already a field of the input"),
+                    });
+                }
+                let mut all = shape.schema.fields.clone();
+                all.push(Field::required(&name, DataType::Vector(dim)));
+                shape.schema = Schema::new(all);
+                self.push(NodePlan {
+                    id,
+                    kind: NodeKind::Embed { input, text, dim },
                     ..shape
                 });
             }

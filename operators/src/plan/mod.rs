@@ -128,6 +128,30 @@ pub enum NodeKind {
         when: Expr,
         topic: String,
     },
+    /// Latest row per key into a KV view.
+    KvPut {
+        input: usize,
+        view: String,
+        ttl_ms: Option<u64>,
+    },
+    /// Adds `fields` read from a KV view under `key` (the event key when `None`).
+    KvLookup {
+        input: usize,
+        view: String,
+        key: Option<Expr>,
+        fields: Vec<crate::schema::Field>,
+    },
+    /// A windowed aggregate's results per key and window start into a time series.
+    Series {
+        input: usize,
+        name: String,
+    },
+    /// Adds a vector computed from a text expression.
+    Embed {
+        input: usize,
+        text: Expr,
+        dim: usize,
+    },
 }
 
 impl NodeKind {
@@ -142,7 +166,11 @@ impl NodeKind {
             | NodeKind::Aggregate { input, .. }
             | NodeKind::Distinct { input, .. }
             | NodeKind::Publish { input, .. }
-            | NodeKind::Trigger { input, .. } => vec![*input],
+            | NodeKind::Trigger { input, .. }
+            | NodeKind::KvPut { input, .. }
+            | NodeKind::KvLookup { input, .. }
+            | NodeKind::Series { input, .. }
+            | NodeKind::Embed { input, .. } => vec![*input],
             NodeKind::IntervalJoin { left, right, .. } | NodeKind::TableJoin { left, right } => {
                 vec![*left, *right]
             }
@@ -181,6 +209,17 @@ pub struct OutputPlan {
 }
 
 impl Plan {
+    /// Whether the plan reads or writes a node's state stores (KV views, series), which a
+    /// node without storage cannot run.
+    pub fn uses_stores(&self) -> bool {
+        self.nodes.iter().any(|n| {
+            matches!(
+                n.kind,
+                NodeKind::KvPut { .. } | NodeKind::KvLookup { .. } | NodeKind::Series { .. }
+            )
+        })
+    }
+
     /// Finds a node by id.
     pub fn node_index(&self, id: &str) -> Option<usize> {
         self.nodes.iter().position(|n| n.id == id)

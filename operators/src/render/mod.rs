@@ -16,6 +16,7 @@ pub mod aggregate;
 pub mod distinct;
 pub mod join;
 pub mod sink;
+pub mod state;
 pub mod stateless;
 pub mod window;
 
@@ -57,6 +58,8 @@ pub struct DataflowStats {
     pub dead_letters: AtomicU64,
     /// Updates delivered to outputs.
     pub output_updates: AtomicU64,
+    /// Writes to a KV view or series that the store refused (logged with the reason).
+    pub store_errors: AtomicU64,
 }
 
 impl DataflowStats {
@@ -71,6 +74,8 @@ impl DataflowStats {
 pub struct RenderContext {
     pub effects: Rc<dyn Effects>,
     pub stats: Arc<DataflowStats>,
+    /// The node's KV views and series; plans that use them are only installed with them.
+    pub stores: state::Stores,
 }
 
 /// Renders `plan` in `scope`, reading `inputs` (one stream per plan input, in order).
@@ -171,6 +176,57 @@ pub fn render<'s>(
                 when.clone(),
                 topic.clone(),
                 Rc::clone(&ctx.effects),
+                Rc::clone(&dead),
+            ),
+            NodeKind::KvPut {
+                input,
+                view,
+                ttl_ms,
+            } => match &ctx.stores.kv {
+                Some(kv) => state::kv_put(
+                    streams[*input].clone(),
+                    &node.id,
+                    view.clone(),
+                    *ttl_ms,
+                    plan.nodes[*input].schema.clone(),
+                    kv.clone(),
+                    Arc::clone(&ctx.stats),
+                ),
+                None => streams[*input].clone(),
+            },
+            NodeKind::KvLookup {
+                input,
+                view,
+                key,
+                fields,
+            } => match &ctx.stores.kv {
+                Some(kv) => state::kv_lookup(
+                    streams[*input].clone(),
+                    &node.id,
+                    view.clone(),
+                    key.clone(),
+                    fields.clone(),
+                    kv.clone(),
+                    Rc::clone(&dead),
+                ),
+                None => streams[*input].clone(),
+            },
+            NodeKind::Series { input, name } => match &ctx.stores.series {
+                Some(store) => state::series(
+                    streams[*input].clone(),
+                    &node.id,
+                    name.clone(),
+                    plan.nodes[*input].schema.clone(),
+                    store.clone(),
+                    Arc::clone(&ctx.stats),
+                ),
+                None => streams[*input].clone(),
+            },
+            NodeKind::Embed { input, text, dim } => stateless::embed(
+                streams[*input].clone(),
+                &node.id,
+                text.clone(),
+                *dim,
                 Rc::clone(&dead),
             ),
         };

@@ -104,3 +104,47 @@ pub fn key_by<'s>(s: Updates<'s>, name: &str, key: Expr, dead: Rc<DeadLetters>) 
         }
     })
 }
+
+/// Appends the embedding of `text` (a string expression) to each row. A null text gives the
+/// zero vector, like an empty one.
+pub fn embed<'s>(
+    s: Updates<'s>,
+    name: &str,
+    text: Expr,
+    dim: usize,
+    dead: Rc<DeadLetters>,
+) -> Updates<'s> {
+    use crate::embed::{Embedder, HashingEmbedder};
+    use crate::value::Value;
+    let name = name.to_string();
+    s.unary::<Out, _, _, _>(Pipeline, &format!("Embed {name}"), move |_, _| {
+        // The plan checked the dimension, so this cannot fail; a bad one embeds nothing.
+        let embedder = HashingEmbedder::new(dim).ok();
+        let mut buf: Vec<f32> = Vec::with_capacity(dim);
+        move |input, output| {
+            input.for_each_stamp(|cap, data| {
+                let mut session = output.session(&cap);
+                for batch in data {
+                    for (mut e, t, d) in batch.drain(..) {
+                        let value = match text.eval(&e.row) {
+                            Ok(v) => v,
+                            Err(err) => {
+                                dead.push(&name, &e, format!("{err} (`{}`)", text.source()));
+                                continue;
+                            }
+                        };
+                        buf.clear();
+                        match (&embedder, &value) {
+                            (Some(m), Value::Str(s)) => m.embed_into(s, &mut buf),
+                            _ => buf.resize(dim, 0.0),
+                        }
+                        buf.resize(dim, 0.0);
+                        e.row.push(Value::Vector(buf.as_slice().into()));
+                        session.give((e, t, d));
+                    }
+                }
+            });
+            dead.flush();
+        }
+    })
+}

@@ -149,7 +149,7 @@ fn eval_aggs(cfg: &WindowConfig, e: &Event, vals: &mut Vec<Value>, dead: &DeadLe
 /// the order messages happened to arrive from other workers, so every output (intermediate
 /// `updates` included) is the same whatever the schedule. The price is that results wait for
 /// the watermark to move past the time their inputs entered at.
-fn in_time_order<'s>(s: Updates<'s>, name: &str) -> Updates<'s> {
+pub(crate) fn in_time_order<'s>(s: Updates<'s>, name: &str) -> Updates<'s> {
     let exchange = Exchange::new(|u: &Update| u.0.key.stable_hash());
     s.unary_frontier::<Out, _, _, _>(exchange, &format!("{name} (in time order)"), |_, _| {
         let mut stash: BTreeMap<Time, (Capability<Time>, Vec<Vec<Update>>)> = BTreeMap::new();
