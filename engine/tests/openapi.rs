@@ -150,6 +150,38 @@ async fn documented_operations_answer_as_documented() {
         .unwrap();
     assert_eq!(r.status(), 201);
 
+    // A view named like the dataflow, with an entry under `k`, for the KV routes.
+    let r = http
+        .post(node.url("/v1/dataflows"))
+        .header("content-type", "application/yaml")
+        .body("name: kvw\ninputs: [{id: c, topic: clicks, watermark: {idle_timeout: 50ms}}]\nnodes: [{id: p, op: kv_put, input: c, view: win}]\noutputs: [{name: out, from: p}]\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = http
+        .post(node.url("/v1/topics/clicks/events"))
+        .header("content-type", "application/x-ndjson")
+        .body("{\"user\":\"k\",\"ts\":1}\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let r = http.get(node.url("/v1/kv/win/k")).send().await.unwrap();
+        if r.status() == 200 {
+            let v: Json = r.json().await.unwrap();
+            assert_eq!(v["value"]["user"], "k", "{v}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the view was never written"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
     let mut checked = 0;
     let mut serial = 0;
     // DELETE last so the dataflow exists for the others
