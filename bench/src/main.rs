@@ -29,6 +29,25 @@ enum Cmd {
         #[arg(long, default_value_t = 2)]
         workers: usize,
     },
+    /// The cost of the event log: the same QUIC publish load into nodes started with each
+    /// `--durability` mode in turn (same invocation), with ratios to the first `none` run.
+    Durability {
+        #[arg(long, default_value_t = 2_000_000)]
+        events: u64,
+        #[arg(long, default_value_t = 1_000)]
+        batch: usize,
+        #[arg(long, default_value_t = 4)]
+        streams: usize,
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+        /// Modes to run, in order (repeat one to see the noise).
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "none,batch,sync,none,batch"
+        )]
+        modes: Vec<String>,
+    },
     /// Publish into a `starling node` child process over HTTP NDJSON: max rate, then half of it.
     HttpPublish {
         #[arg(long, default_value_t = 2_000_000)]
@@ -106,6 +125,47 @@ fn main() -> Result<()> {
                 "quic-publish at {half} events/s (half): {:.0} events/s achieved; publish->ack p50 {} us, p99 {} us, max {} us",
                 r.events_per_sec(), r.p50_us, r.p99_us, r.max_us
             );
+            Ok(())
+        }
+        Cmd::Durability {
+            events,
+            batch,
+            streams,
+            workers,
+            modes,
+        } => {
+            use starling_bench::publish::{quic_publish, starling_binary, NodeProcess};
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            let mut baseline = None;
+            for mode in &modes {
+                let node = NodeProcess::start_with(
+                    &starling_binary()?,
+                    workers,
+                    &["--durability", mode.as_str()],
+                )?;
+                let r = rt.block_on(quic_publish(
+                    &node.http,
+                    node.quic,
+                    &node.fingerprint,
+                    events,
+                    batch,
+                    streams,
+                    None,
+                ))?;
+                let rate = r.events_per_sec();
+                if mode == "none" && baseline.is_none() {
+                    baseline = Some(rate);
+                }
+                let ratio =
+                    baseline.map_or(String::new(), |b| format!(" ({:.2} x none)", rate / b));
+                println!(
+                    "durability {mode:>5}: {rate:.0} events/s{ratio}; publish->ack p50 {} us, p99 {} us, max {} us (batches of {batch}, {streams} streams)",
+                    r.p50_us, r.p99_us, r.max_us
+                );
+            }
             Ok(())
         }
         Cmd::HttpPublish {

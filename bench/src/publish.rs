@@ -35,6 +35,11 @@ mod tempfile_dir {
 impl NodeProcess {
     /// Starts `binary node` on a free port and waits until it listens.
     pub fn start(binary: &Path, workers: usize) -> Result<NodeProcess> {
+        NodeProcess::start_with(binary, workers, &[])
+    }
+
+    /// Like [`NodeProcess::start`], with extra `starling node` flags (e.g. `--durability`).
+    pub fn start_with(binary: &Path, workers: usize, extra: &[&str]) -> Result<NodeProcess> {
         let dir = std::env::temp_dir().join(format!("starling-bench-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         let mut child = Command::new(binary)
@@ -49,6 +54,7 @@ impl NodeProcess {
                 "--data-dir",
             ])
             .arg(&dir)
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

@@ -289,8 +289,10 @@ mod tests {
         );
     }
 
-    const PINNED_REFUND_HASH: u64 = 0;
-    const PINNED_REFUND: [i32; 16] = [0; 16];
+    const PINNED_REFUND_HASH: u64 = 11216505227869212459;
+    const PINNED_REFUND: [i32; 16] = [
+        2673, 0, 0, 0, -5345, 0, -2673, 0, 0, -6547, 0, 0, 0, 0, 2673, 2673,
+    ];
 
     #[test]
     fn buffer_is_reused() {
