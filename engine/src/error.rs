@@ -39,7 +39,7 @@ pub enum EngineError {
     #[error("could not start the timely workers: {0}")]
     Startup(String),
     /// The event log refused or failed the write: nothing of the batch was acknowledged.
-    #[error("the event log could not store the batch: {0}")]
+    #[error("storage: {0}")]
     Storage(#[from] starling_storage::StorageError),
     #[error(transparent)]
     Catalog(#[from] crate::durable::CatalogError),

@@ -118,6 +118,40 @@ pub enum StorageError {
         /// What check failed, per file.
         reason: String,
     },
+
+    /// The write was applied but could not be flushed to disk (e.g. the disk filled up
+    /// between the write and the flush). Readers already see it and a restart may keep it:
+    /// its outcome is unknown, like a timeout, and retrying it can store it twice.
+    #[error("written but not confirmed durable ({context}): {source}")]
+    NotDurable {
+        /// What the log was doing.
+        context: String,
+        /// The flush error.
+        #[source]
+        source: BoxError,
+    },
+
+    /// The file system holding the data has less free space than the configured reserve:
+    /// nothing was written. Free space (or raise the limit) and retry.
+    #[error("disk almost full: {available} bytes free under {path}, below the reserve of {reserve} bytes; writes are refused until space is freed")]
+    DiskFull {
+        /// The data directory.
+        path: PathBuf,
+        /// Bytes free when the write was refused.
+        available: u64,
+        /// The configured reserve.
+        reserve: u64,
+    },
+
+    /// An earlier flush failed or did not finish in time; the log refuses every write until
+    /// the node is restarted (what was acknowledged before is on disk).
+    #[error("the event log in {path} stopped after a failed flush ({reason}); restart the node once the disk is healthy")]
+    Failed {
+        /// The data directory.
+        path: PathBuf,
+        /// What failed.
+        reason: String,
+    },
 }
 
 /// Paths joined for an error message.

@@ -56,7 +56,7 @@ mod sled_log;
 pub use error::{BoxError, StorageError};
 pub use log::{
     Durability, EventLog, LogOptions, Retention, RetentionReport, DEFAULT_MAX_BATCH_BYTES,
-    DEFAULT_MAX_BATCH_ENTRIES, DEFAULT_MAX_PAYLOAD_BYTES,
+    DEFAULT_MAX_BATCH_ENTRIES, DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_MIN_FREE_BYTES, FLUSH_TIMEOUT,
 };
 pub use sled_log::SledLog;
 

@@ -7,6 +7,15 @@ use std::ops::Range;
 
 use crate::StorageError;
 
+/// Default free space kept on the log's file system: appends are refused below it, before
+/// the disk is actually full. A backend that hits "no space left" mid-write can end in a
+/// state it does not recover from while running (sled's flush then blocks forever), so the
+/// log stops early and cleanly instead.
+pub const DEFAULT_MIN_FREE_BYTES: u64 = 64 * 1024 * 1024;
+/// How long a flush may take before the log declares itself failed: a disk that stopped
+/// answering must give the writer an error, not a request that never ends.
+pub const FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Default largest single payload: 16 MiB. Bigger events belong in a blob store, and a bound
 /// keeps one bad producer from making a shard unreadable in memory.
 pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 16 * 1024 * 1024;
@@ -68,6 +77,9 @@ pub struct LogOptions {
     pub max_batch_entries: usize,
     /// Largest total payload bytes in one `append`.
     pub max_batch_bytes: usize,
+    /// Appends are refused ([`StorageError::DiskFull`]) while the file system has less
+    /// free space than this.
+    pub min_free_bytes: u64,
 }
 
 impl Default for LogOptions {
@@ -78,6 +90,7 @@ impl Default for LogOptions {
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
             max_batch_entries: DEFAULT_MAX_BATCH_ENTRIES,
             max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
+            min_free_bytes: DEFAULT_MIN_FREE_BYTES,
         }
     }
 }
@@ -97,7 +110,8 @@ pub struct RetentionReport {
 ///
 /// A log is identified by `(topic, shard)`. Each has dense offsets starting at 0: the first
 /// append gets 0, and an offset is never reused, even after retention removed everything and
-/// the log was reopened. Payloads are opaque bytes: the engine owns the encoding.
+/// the log was reopened; the one exception is a suffix lost in a write that was never
+/// confirmed durable (a failed flush), whose offsets are issued again after a restart. Payloads are opaque bytes: the engine owns the encoding.
 ///
 /// Implementations are shared between threads; appends to one `(topic, shard)` are
 /// serialised, appends to different shards may run in parallel.

@@ -30,7 +30,7 @@ use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::log::{Durability, EventLog, LogOptions, RetentionReport};
+use crate::log::{Durability, EventLog, LogOptions, RetentionReport, FLUSH_TIMEOUT};
 use crate::StorageError;
 
 const TREE_PREFIX: &[u8] = b"starling.log/";
@@ -266,13 +266,15 @@ impl Flusher {
     }
 
     /// Backpressure: flush in the caller when the disk is more than `max_lag` behind.
-    fn catch_up(&self, db: &sled::Db) -> sled::Result<()> {
+    fn catch_up(&self, db: &sled::Db) -> Result<(), String> {
         let c = &self.clock;
         if c.now_us()
             .saturating_sub(c.durable_us.load(Ordering::Acquire))
             > self.max_lag_us
         {
-            c.flush(db)?;
+            let started = c.now_us();
+            bounded_flush(db)?;
+            c.durable_us.fetch_max(started, Ordering::AcqRel);
         }
         Ok(())
     }
@@ -286,6 +288,80 @@ impl Drop for Flusher {
             let _ = t.join();
         }
     }
+}
+
+/// Flushes on a helper thread and waits at most [`FLUSH_TIMEOUT`]: after an I/O error sled's
+/// flush can block forever (seen with a full disk), and a writer must get an error instead.
+/// A flush that times out keeps its thread; the log is then marked failed and used no more.
+fn bounded_flush(db: &sled::Db) -> Result<(), String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let db = db.clone();
+    std::thread::Builder::new()
+        .name("starling-log-sync".to_string())
+        .spawn(move || {
+            let _ = tx.send(db.flush().map(|_| ()));
+        })
+        .map_err(|e| format!("cannot start a flush: {e}"))?;
+    match rx.recv_timeout(FLUSH_TIMEOUT) {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!(
+            "a flush did not finish within {} s",
+            FLUSH_TIMEOUT.as_secs()
+        )),
+    }
+}
+
+/// Drops entries missing at the end of a shard, as a torn suffix.
+///
+/// sled keeps large values in separate blob files. When a write fails half way (seen with a
+/// full disk), its recovery can keep the batch's shard record but remove the blobs of the
+/// entries. Only a write that was never confirmed durable can end like that, and the log's
+/// promise is that such a loss is a suffix: so missing entries *at the end* shorten the shard
+/// (loudly), while an entry missing *before* a present one stays an error on read. The
+/// shortened offsets are reused by later appends.
+fn repair_torn_tail(
+    tree: &sled::Tree,
+    topic: &str,
+    shard: u32,
+    meta: ShardMeta,
+) -> Result<ShardMeta, StorageError> {
+    let backend =
+        |e| StorageError::backend(format!("checking the end of {topic:?} shard {shard}"), e);
+    let mut next = meta.next;
+    while next > meta.first
+        && tree
+            .get(entry_key(shard, next - 1))
+            .map_err(backend)?
+            .is_none()
+    {
+        next -= 1;
+    }
+    if next == meta.next {
+        return Ok(meta);
+    }
+    let mut bytes = 0;
+    for item in tree.range(entry_key(shard, meta.first)..entry_key(shard, next)) {
+        let (_, v) = item.map_err(backend)?;
+        bytes += payload_len(&v);
+    }
+    let repaired = ShardMeta {
+        next,
+        first: meta.first,
+        bytes,
+    };
+    tree.insert(&meta_key(shard)[..], &repaired.encode()[..])
+        .map_err(backend)?;
+    tracing::warn!(
+        topic,
+        shard,
+        lost_from = next,
+        lost_to = meta.next,
+        "the end of a shard was lost in a failed write (never confirmed durable); the shard is shortened"
+    );
+    // The lost offsets are issued again, as Kafka does when it truncates a log to its high
+    // watermark: they never named a durable entry.
+    Ok(repaired)
 }
 
 /// How long `open` waits for sled's file lock. Right after a close in the same process,
@@ -324,6 +400,8 @@ pub struct SledLog {
     dir: PathBuf,
     options: LogOptions,
     topics: RwLock<HashMap<String, Arc<TopicState>>>,
+    /// Set when a flush failed: every later write is refused (see [`StorageError::Failed`]).
+    failed: RwLock<Option<String>>,
 }
 
 impl std::fmt::Debug for SledLog {
@@ -382,6 +460,7 @@ impl SledLog {
                     shard,
                     reason,
                 })?;
+                let meta = repair_torn_tail(&tree, &topic, shard, meta)?;
                 shards.insert(shard, Arc::new(RwLock::new(meta)));
             }
             tracing::debug!(topic = %topic, shards = shards.len(), "event log topic loaded");
@@ -406,6 +485,7 @@ impl SledLog {
             dir: dir.to_path_buf(),
             options,
             topics: RwLock::new(topics),
+            failed: RwLock::new(None),
         })
     }
 
@@ -457,9 +537,43 @@ impl SledLog {
 
     fn sync_if_required(&self, context: impl FnOnce() -> String) -> Result<(), StorageError> {
         if self.options.durability == Durability::Sync {
-            self.db
-                .flush()
-                .map_err(|e| StorageError::backend(context(), e))?;
+            bounded_flush(&self.db).map_err(|reason| self.fail(context(), reason))?;
+        }
+        Ok(())
+    }
+
+    /// Marks the log failed and gives the error for the write that found out.
+    fn fail(&self, context: String, reason: String) -> StorageError {
+        tracing::error!(dir = %self.dir.display(), %context, %reason, "event log flush failed; refusing further writes");
+        *wlock(&self.failed) = Some(reason.clone());
+        StorageError::NotDurable {
+            context,
+            source: reason.into(),
+        }
+    }
+
+    /// Refuses a write when the log failed before or the disk is nearly full.
+    fn check_writable(&self) -> Result<(), StorageError> {
+        if let Some(reason) = rlock(&self.failed).clone() {
+            return Err(StorageError::Failed {
+                path: self.dir.clone(),
+                reason,
+            });
+        }
+        if self.options.min_free_bytes > 0 {
+            let available = fs4::available_space(&self.dir).map_err(|e| {
+                StorageError::backend(
+                    format!("checking free space under {}", self.dir.display()),
+                    e,
+                )
+            })?;
+            if available < self.options.min_free_bytes {
+                return Err(StorageError::DiskFull {
+                    path: self.dir.clone(),
+                    available,
+                    reserve: self.options.min_free_bytes,
+                });
+            }
         }
         Ok(())
     }
@@ -593,6 +707,7 @@ impl EventLog for SledLog {
                 .collect();
         }
 
+        self.check_writable()?;
         let t = self.topic_or_create(topic)?;
         // Shard records are locked in shard order, so concurrent multi-shard appends cannot
         // deadlock; a shard named twice is locked once and its entries follow each other.
@@ -632,10 +747,10 @@ impl EventLog for SledLog {
         drop(guards);
         self.sync_if_required(|| format!("flushing append to topic {topic:?}"))?;
         if let Some(f) = &self.flusher {
-            f.catch_up(&self.db).map_err(|e| {
-                StorageError::backend(
+            f.catch_up(&self.db).map_err(|reason| {
+                self.fail(
                     format!("catching up with the disk after appending to {topic:?}"),
-                    e,
+                    reason,
                 )
             })?;
         }
@@ -964,5 +1079,37 @@ mod tests {
             }
             other => panic!("expected CorruptMeta, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_torn_tail_is_cut_and_a_hole_in_the_middle_stays_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let log = SledLog::open(dir.path(), sync_options()).unwrap();
+            log.append("t", 1, &[b"a", b"b", b"c", b"d", b"e"]).unwrap();
+            log.append("t", 2, &[b"a", b"b", b"c"]).unwrap();
+            let t = log.topic("t").unwrap();
+            // Shard 1 lost its last two entries (as sled's blob recovery can do); shard 2 lost
+            // one in the middle.
+            t.tree.remove(entry_key(1, 3)).unwrap();
+            t.tree.remove(entry_key(1, 4)).unwrap();
+            t.tree.remove(entry_key(2, 1)).unwrap();
+            log.flush().unwrap();
+        }
+        let log = SledLog::open(dir.path(), sync_options()).unwrap();
+        assert_eq!(log.next_offset("t", 1).unwrap(), 3);
+        let read: Vec<Vec<u8>> = log
+            .read("t", 1, 0, 10)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.1)
+            .collect();
+        assert_eq!(read, [b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]);
+        assert_eq!(log.append("t", 1, &[b"new"]).unwrap(), 3..4);
+        assert_eq!(log.next_offset("t", 2).unwrap(), 3);
+        assert!(matches!(
+            log.read("t", 2, 0, 10),
+            Err(StorageError::Corrupt { offset: 1, .. })
+        ));
     }
 }

@@ -75,6 +75,10 @@ struct NodeArgs {
     /// Keep at most this many log bytes per topic shard [default: no limit].
     #[arg(long, env = "STARLING_RETENTION_BYTES")]
     retention_bytes: Option<u64>,
+    /// Refuse publishes while the data directory has less free space than this, in bytes
+    /// [default: 67108864; 0 disables the check].
+    #[arg(long, env = "STARLING_MIN_FREE_BYTES")]
+    min_free_bytes: Option<u64>,
 }
 
 #[derive(Subcommand)]
@@ -253,6 +257,7 @@ async fn node(args: NodeArgs) -> Result<()> {
         shards: args.shards,
         retention_ms: args.retention_ms,
         retention_bytes: args.retention_bytes,
+        min_free_bytes: args.min_free_bytes,
     };
     let config = NodeConfig::build(file, overrides)?;
     let node = Node::start(&config).await?;

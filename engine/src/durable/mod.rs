@@ -39,6 +39,8 @@ pub struct StoreOptions {
     pub shards: u32,
     /// What periodic retention removes.
     pub retention: Retention,
+    /// Publishes are refused while the data directory's file system has less free space.
+    pub min_free_bytes: u64,
 }
 
 impl Default for StoreOptions {
@@ -47,6 +49,7 @@ impl Default for StoreOptions {
             durability: Durability::default(),
             shards: 256,
             retention: Retention::default(),
+            min_free_bytes: starling_storage::DEFAULT_MIN_FREE_BYTES,
         }
     }
 }
@@ -97,6 +100,7 @@ impl Store {
             LogOptions {
                 durability: options.durability,
                 retention: options.retention,
+                min_free_bytes: options.min_free_bytes,
                 ..LogOptions::default()
             },
         )?;

@@ -61,6 +61,9 @@ pub struct FileConfig {
     pub retention_ms: Option<u64>,
     /// Keep at most this many payload bytes per topic shard (default: no limit).
     pub retention_bytes: Option<u64>,
+    /// Refuse publishes while the data directory's file system has less free space than this
+    /// (default 64 MiB; 0 disables the check).
+    pub min_free_bytes: Option<u64>,
 }
 
 /// Why the settings are unusable.
@@ -187,6 +190,10 @@ fn store_options(
             max_age_ms: overrides.retention_ms.or(file.retention_ms),
             max_bytes_per_shard: overrides.retention_bytes.or(file.retention_bytes),
         },
+        min_free_bytes: overrides
+            .min_free_bytes
+            .or(file.min_free_bytes)
+            .unwrap_or(starling_storage::DEFAULT_MIN_FREE_BYTES),
     }))
 }
 

@@ -388,7 +388,18 @@ impl Engine {
                 .iter()
                 .map(|(shard, p)| (*shard, vec![p.as_slice()]))
                 .collect();
-            store.log.append_shards(&t.spec.name, &batches)?;
+            match store.log.append_shards(&t.spec.name, &batches) {
+                Ok(_) => {}
+                Err(e @ starling_storage::StorageError::NotDurable { .. }) => {
+                    // In the log but not confirmed on disk: the workers get it too, so what
+                    // runs never differs from what a replay would see; the caller learns the
+                    // outcome is unknown.
+                    *next_seq += 1;
+                    self.inner.push(&t, events)?;
+                    return Err(e.into());
+                }
+                Err(e) => return Err(e.into()),
+            }
             *next_seq += 1;
         }
         // Cannot be refused now: shutdown sets its flag under the ingest lock we hold.

@@ -66,7 +66,13 @@ impl NodeProc {
         let addr = line
             .split_whitespace()
             .find_map(|w| w.strip_prefix("http="))
-            .unwrap_or_else(|| panic!("no http= in {line:?}"))
+            .unwrap_or_else(|| {
+                let _ = child.wait();
+                panic!(
+                    "no http= in {line:?}; the node said:\n{}",
+                    std::fs::read_to_string(dir.path().join("node.log")).unwrap_or_default()
+                )
+            })
             .parse()
             .expect("address parses");
         NodeProc {
