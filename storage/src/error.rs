@@ -70,6 +70,11 @@ pub enum StorageError {
         /// The configured limit.
         limit: u64,
     },
+
+    /// A vector collection operation failed (bad input, unknown collection, damaged file,
+    /// ...); the boxed [`VectorError`](crate::VectorError) says which.
+    #[error(transparent)]
+    Vector(Box<crate::VectorError>),
 }
 
 impl StorageError {

@@ -39,6 +39,7 @@
 mod error;
 mod log;
 mod sled_log;
+pub mod vector;
 
 pub use error::{BoxError, StorageError};
 pub use log::{
@@ -46,3 +47,7 @@ pub use log::{
     DEFAULT_MAX_BATCH_ENTRIES, DEFAULT_MAX_PAYLOAD_BYTES,
 };
 pub use sled_log::SledLog;
+pub use vector::{
+    CollectionSpec, Hit, Metric, VectorCollection, VectorError, VectorStore, MAX_DIM, MAX_K,
+    MAX_KEY_BYTES, MAX_METADATA_BYTES, MAX_NAME_BYTES,
+};
