@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 use starling_storage::vector::{HNSW_CONNECTIVITY, HNSW_EXPANSION_ADD, HNSW_EXPANSION_SEARCH};
 use starling_storage::{CollectionSpec, Metric, VectorCollection, VectorStore};
 
+type BoxError = Box<dyn std::error::Error>;
+
 const QUERIES: usize = 1000;
 const K: usize = 10;
 const TARGET_RECALL: f64 = 0.97;
@@ -101,11 +103,11 @@ fn run(
     c: &VectorCollection,
     queries: &[Vec<f32>],
     workers: usize,
-) -> Result<(Duration, Vec<Vec<usize>>), Box<dyn std::error::Error>> {
+) -> Result<(Duration, Vec<Vec<usize>>), BoxError> {
     let chunk = queries.len().div_ceil(workers);
     let start = Instant::now();
     let mut results = Vec::with_capacity(queries.len());
-    std::thread::scope(|s| -> Result<(), Box<dyn std::error::Error>> {
+    std::thread::scope(|s| -> Result<(), BoxError> {
         let handles: Vec<_> = queries
             .chunks(chunk)
             .map(|qs| {
@@ -133,13 +135,18 @@ fn run(
     Ok((start.elapsed(), results))
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> Result<(), BoxError> {
     let n = arg(1, 100_000)?;
     let dim = arg(2, 128)?;
     let workers = threads();
     println!(
         "vector_bench: {n} x {dim}-d random vectors, cosine, f32; connectivity {HNSW_CONNECTIVITY}, \
          expansion_add {HNSW_EXPANSION_ADD}; {workers} threads"
+    );
+    println!(
+        "usearch SIMD: compiled {}, available {}",
+        usearch::hardware_acceleration_compiled(),
+        usearch::hardware_acceleration_available()
     );
     let mut rng = Rng(2024);
     let data: Vec<Vec<f32>> = (0..n).map(|_| rng.vector(dim)).collect();

@@ -48,6 +48,6 @@ pub use log::{
 };
 pub use sled_log::SledLog;
 pub use vector::{
-    CollectionSpec, Hit, Metric, VectorCollection, VectorError, VectorStore, MAX_DIM, MAX_K,
-    MAX_KEY_BYTES, MAX_METADATA_BYTES, MAX_NAME_BYTES,
+    CollectionSpec, Hit, Metric, SearchFilter, VectorCollection, VectorError, VectorStore, MAX_DIM,
+    MAX_K, MAX_KEY_BYTES, MAX_METADATA_BYTES, MAX_NAME_BYTES,
 };
