@@ -7,6 +7,7 @@
 
 pub mod definition;
 pub mod duration;
+pub mod embed;
 pub mod event;
 pub mod expr;
 pub mod json;

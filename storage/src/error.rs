@@ -152,6 +152,11 @@ pub enum StorageError {
         /// What failed.
         reason: String,
     },
+
+    /// A vector collection operation failed (bad input, unknown collection, damaged file,
+    /// ...); the boxed [`VectorError`](crate::VectorError) says which.
+    #[error(transparent)]
+    Vector(Box<crate::VectorError>),
 }
 
 /// Paths joined for an error message.

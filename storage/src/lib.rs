@@ -52,6 +52,7 @@ mod log;
 mod series;
 mod sled_dir;
 mod sled_log;
+pub mod vector;
 
 pub use error::{BoxError, StorageError};
 pub use log::{
@@ -64,4 +65,8 @@ pub use checkpoint::{Checkpoint, CheckpointStore, CHECKPOINT_KEEP, CHECKPOINT_MA
 pub use kv::{KvPage, KvStore, KvWrite, KV_MAX_BATCH_BYTES, KV_MAX_KEY_BYTES, KV_MAX_VALUE_BYTES};
 pub use series::{
     SeriesStore, SeriesWrite, SERIES_MAX_BATCH_BYTES, SERIES_MAX_KEY_BYTES, SERIES_MAX_VALUE_BYTES,
+};
+pub use vector::{
+    CollectionSpec, Hit, Metric, SearchFilter, VectorCollection, VectorError, VectorStore, MAX_DIM,
+    MAX_K, MAX_KEY_BYTES, MAX_METADATA_BYTES, MAX_NAME_BYTES,
 };
