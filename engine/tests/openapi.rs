@@ -186,7 +186,11 @@ async fn documented_operations_answer_as_documented() {
     let mut serial = 0;
     // DELETE last so the dataflow exists for the others
     let mut ops: Vec<(String, String)> = documented().into_iter().collect();
-    ops.sort_by_key(|(_, m)| m == "delete");
+    // Deletes of inner objects (a point) before their containers (a collection).
+    ops.sort_by_key(|(p, m)| {
+        let delete = m == "delete";
+        (delete, if delete { usize::MAX - p.len() } else { 0 })
+    });
     for (path, method) in ops {
         let listed = listed(&d, &path, &method);
         for (existing, topic, dataflow, output) in [
@@ -199,6 +203,7 @@ async fn documented_operations_answer_as_documented() {
                 .replace("{output}", output)
                 .replace("{view}", dataflow)
                 .replace("{name}", dataflow)
+                .replace("{collection}", dataflow)
                 .replace("{key}", "k");
             if !existing && concrete == path {
                 continue;
@@ -218,6 +223,13 @@ async fn documented_operations_answer_as_documented() {
                     let body = match (path.as_str(), ct.as_str()) {
                         ("/v1/topics", _) => clicks_topic("clicks").to_string(),
                         ("/v1/topics/{topic}/watermark", _) => "{\"time\": 1000}".to_string(),
+                        ("/v1/vectors", _) => "{\"name\": \"win\", \"dim\": 3}".to_string(),
+                        ("/v1/vectors/{collection}/points", _) => {
+                            "[{\"key\": \"k\", \"vector\": [1, 0, 0]}]".to_string()
+                        }
+                        ("/v1/vectors/{collection}/search", _) => {
+                            "{\"vector\": [1, 0, 0], \"k\": 1}".to_string()
+                        }
                         ("/v1/dataflows", "application/json") => {
                             serde_yaml_ng::from_str::<Json>(&window_yaml(&df, "clicks"))
                                 .unwrap()

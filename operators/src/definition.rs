@@ -114,6 +114,8 @@ pub enum NodeDef {
     KvLookup(KvLookupDef),
     Series(SeriesDef),
     Embed(EmbedDef),
+    VectorUpsert(VectorUpsertDef),
+    VectorSearch(VectorSearchDef),
 }
 
 impl NodeDef {
@@ -134,6 +136,8 @@ impl NodeDef {
             NodeDef::KvLookup(d) => &d.id,
             NodeDef::Series(d) => &d.id,
             NodeDef::Embed(d) => &d.id,
+            NodeDef::VectorUpsert(d) => &d.id,
+            NodeDef::VectorSearch(d) => &d.id,
         }
     }
 
@@ -155,6 +159,8 @@ impl NodeDef {
             NodeDef::KvLookup(_) => "kv_lookup",
             NodeDef::Series(_) => "series",
             NodeDef::Embed(_) => "embed",
+            NodeDef::VectorUpsert(_) => "vector_upsert",
+            NodeDef::VectorSearch(_) => "vector_search",
         }
     }
 
@@ -175,6 +181,8 @@ impl NodeDef {
             NodeDef::KvLookup(d) => vec![("input", &d.input)],
             NodeDef::Series(d) => vec![("input", &d.input)],
             NodeDef::Embed(d) => vec![("input", &d.input)],
+            NodeDef::VectorUpsert(d) => vec![("input", &d.input)],
+            NodeDef::VectorSearch(d) => vec![("input", &d.input)],
         }
     }
 }
@@ -571,4 +579,39 @@ pub struct EmbedDef {
     /// Dimension of the vector (default 256).
     #[serde(default)]
     pub dim: Option<usize>,
+}
+
+/// `vector_upsert`: keeps the latest vector per key in a vector collection (created with
+/// `metric` and the vector's dimension if it does not exist), with the row as metadata; a
+/// retraction with no new value deletes the key. Searched by `vector_search` and
+/// `POST /v1/vectors/{collection}/search`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VectorUpsertDef {
+    pub id: String,
+    pub input: String,
+    pub collection: String,
+    /// A `vector<N>` expression (often a field added by `embed`).
+    pub vector: String,
+    /// `cosine` (default), `l2` or `inner_product`.
+    #[serde(default)]
+    pub metric: Option<String>,
+}
+
+/// `vector_search`: for each event, the `k` nearest entries of a collection to a vector
+/// expression, one output row per match (the event's fields, then `match_key`,
+/// `match_distance`, `match_rank` from 1, and `match` — the stored row).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VectorSearchDef {
+    pub id: String,
+    pub input: String,
+    pub collection: String,
+    pub vector: String,
+    /// How many matches per event (default 5, at most 1000).
+    #[serde(default)]
+    pub k: Option<usize>,
+    /// Only entries whose stored row has these field values (JSON equality).
+    #[serde(default)]
+    pub filter: Option<std::collections::BTreeMap<String, serde_json::Value>>,
 }

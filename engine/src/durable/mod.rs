@@ -24,7 +24,8 @@ use std::sync::Arc;
 pub use catalog::{Catalog, CatalogError};
 pub use starling_operators::render::state::Stores;
 pub use starling_storage::{
-    Durability, EventLog, KvStore, Retention, SeriesStore, SledLog, StorageError,
+    CollectionSpec, Durability, EventLog, KvStore, Metric, Retention, SeriesStore, SledLog,
+    StorageError, VectorStore,
 };
 
 use starling_storage::LogOptions;
@@ -109,6 +110,7 @@ impl Store {
         let stores = Stores {
             kv: Some(KvStore::open(&dir.join("kv"))?),
             series: Some(SeriesStore::open(&dir.join("series"))?),
+            vectors: Some(Arc::new(VectorStore::open(&dir.join("vectors"))?)),
         };
         Ok(Store {
             log: Arc::new(log),
@@ -136,6 +138,28 @@ impl Store {
     /// The time-series store.
     pub fn series(&self) -> Option<&SeriesStore> {
         self.stores.series.as_ref()
+    }
+
+    /// Writes what is only in memory to disk: the vector collections (their index files),
+    /// and flushes the KV, series and log backends. Runs at shutdown and once a minute; a
+    /// restart replays the log on top, so a save that a crash interrupted costs replay time,
+    /// not data.
+    pub fn save(&self) -> Result<(), StorageError> {
+        if let Some(v) = &self.stores.vectors {
+            v.save_all()?;
+        }
+        if let Some(kv) = &self.stores.kv {
+            kv.flush()?;
+        }
+        if let Some(s) = &self.stores.series {
+            s.flush()?;
+        }
+        self.log.flush()
+    }
+
+    /// The vector collections.
+    pub fn vectors(&self) -> Option<&Arc<VectorStore>> {
+        self.stores.vectors.as_ref()
     }
 
     /// Shards per topic.

@@ -101,6 +101,21 @@ impl From<EngineError> for ApiError {
             EngineError::Storage(starling_storage::StorageError::InvalidInput { .. }) => {
                 ApiError::bad_request(message)
             }
+            EngineError::Storage(starling_storage::StorageError::Vector(v)) => {
+                use starling_storage::VectorError as V;
+                match *v {
+                    V::UnknownCollection { .. } | V::Dropped { .. } => ApiError::not_found(message),
+                    V::SpecConflict { .. } => {
+                        ApiError::new(StatusCode::CONFLICT, "conflict", message)
+                    }
+                    V::Corrupt { .. } | V::Io { .. } | V::Index { .. } => ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "storage_unavailable",
+                        message,
+                    ),
+                    _ => ApiError::bad_request(message),
+                }
+            }
             EngineError::Storage(_) | EngineError::Catalog(_) => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "storage_unavailable",

@@ -8,6 +8,7 @@ mod log;
 mod state;
 mod stream;
 mod topics;
+mod vectors;
 mod views;
 
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::Router;
 
 pub use error::ApiError;
@@ -64,6 +65,14 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/kv/{view}", get(state::kv_scan))
         .route("/v1/kv/{view}/{key}", get(state::kv_get))
         .route("/v1/series/{name}/{key}", get(state::series_range))
+        .route("/v1/vectors", get(vectors::list).post(vectors::create))
+        .route("/v1/vectors/{collection}", delete(vectors::drop_collection))
+        .route("/v1/vectors/{collection}/points", post(vectors::upsert))
+        .route(
+            "/v1/vectors/{collection}/points/{key}",
+            delete(vectors::delete_point),
+        )
+        .route("/v1/vectors/{collection}/search", post(vectors::search))
         .route(
             "/v1/topics/{topic}/events",
             get(topics::subscribe).post(topics::publish),

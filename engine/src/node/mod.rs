@@ -183,11 +183,18 @@ const RETENTION_EVERY: Duration = Duration::from_secs(60);
 
 /// Applies the log's retention once a minute, if the node has a log.
 fn spawn_retention(engine: &Arc<Engine>) -> Option<JoinHandle<()>> {
-    let log = Arc::clone(engine.store()?.log());
+    let store = Arc::clone(engine.store()?);
+    let log = Arc::clone(store.log());
     Some(tokio::spawn(async move {
         let mut every = tokio::time::interval(RETENTION_EVERY);
         loop {
             every.tick().await;
+            let s = Arc::clone(&store);
+            match tokio::task::spawn_blocking(move || s.save()).await {
+                Ok(Err(e)) => tracing::error!(error = %e, "saving the stores failed"),
+                Err(e) => tracing::error!(error = %e, "saving the stores failed"),
+                Ok(Ok(())) => {}
+            }
             let log = Arc::clone(&log);
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)

@@ -532,6 +532,24 @@ impl Engine {
             }
             None => Default::default(),
         };
+        // Collections that the definition fills are created (or checked) before it runs.
+        if let Some(vectors) = &stores.vectors {
+            for node in &plan.nodes {
+                if let plan::NodeKind::VectorUpsert {
+                    collection,
+                    dim,
+                    metric,
+                    ..
+                } = &node.kind
+                {
+                    let spec = starling_storage::CollectionSpec {
+                        dim: *dim,
+                        metric: *metric,
+                    };
+                    vectors.create(collection, spec)?;
+                }
+            }
+        }
         for spec in &plan.new_topics {
             self.inner.add_topic(spec.clone())?;
         }
@@ -751,6 +769,11 @@ impl Engine {
         }
         for d in self.inner.lock_dataflows().values() {
             d.outputs.iter().for_each(|o| o.close_all());
+        }
+        if let Some(store) = &self.inner.config.store {
+            if let Err(e) = store.save() {
+                tracing::error!(error = %e, "saving the stores at shutdown failed");
+            }
         }
     }
 }

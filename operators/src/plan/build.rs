@@ -1003,6 +1003,96 @@ impl Builder {
                     ..shape
                 });
             }
+            NodeDef::VectorUpsert(v) => {
+                let input = self.upstream(&v.input);
+                check_store_name(&id, "collection", &v.collection)?;
+                let vector = self.expr(&id, "vector", &v.vector, input)?;
+                let DataType::Vector(dim) = vector.data_type().clone() else {
+                    return Err(PlanError::InvalidParameter {
+                        node: id,
+                        field: "vector",
+                        message: format!(
+                            "must be a vector<N> expression (e.g. a field added by `embed`), found {}",
+                            vector.data_type()
+                        ),
+                    });
+                };
+                let metric = match &v.metric {
+                    None => starling_storage::Metric::Cosine,
+                    Some(m) => m.parse().map_err(|e: starling_storage::VectorError| {
+                        PlanError::InvalidParameter {
+                            node: id.clone(),
+                            field: "metric",
+                            message: e.to_string(),
+                        }
+                    })?,
+                };
+                let shape = self.nodes[input].clone_shape();
+                self.push(NodePlan {
+                    id,
+                    kind: NodeKind::VectorUpsert {
+                        input,
+                        collection: v.collection.clone(),
+                        vector,
+                        dim,
+                        metric,
+                    },
+                    ..shape
+                });
+            }
+            NodeDef::VectorSearch(v) => {
+                let input = self.upstream(&v.input);
+                check_store_name(&id, "collection", &v.collection)?;
+                let vector = self.expr(&id, "vector", &v.vector, input)?;
+                if !matches!(vector.data_type(), DataType::Vector(_)) {
+                    return Err(PlanError::InvalidParameter {
+                        node: id,
+                        field: "vector",
+                        message: format!(
+                            "must be a vector<N> expression, found {}",
+                            vector.data_type()
+                        ),
+                    });
+                }
+                let k = v.k.unwrap_or(5);
+                if k == 0 || k > 1000 {
+                    return Err(PlanError::InvalidParameter {
+                        node: id,
+                        field: "k",
+                        message: format!("must be between 1 and 1000, found {k}"),
+                    });
+                }
+                let mut shape = self.nodes[input].clone_shape();
+                let mut all = shape.schema.fields.clone();
+                for (name, ty) in [
+                    ("match_key", DataType::String),
+                    ("match_distance", DataType::Float),
+                    ("match_rank", DataType::Int),
+                    ("match", DataType::Any),
+                ] {
+                    if all.iter().any(|f| f.name == name) {
+                        return Err(PlanError::InvalidParameter {
+                            node: id,
+                            field: "input",
+                            message: format!("the input already has a field `{name}`, which vector_search adds; rename it with a map first"),
+                        });
+                    }
+                    all.push(Field::required(name, ty));
+                }
+                shape.schema = Schema::new(all);
+                shape.append_only = true;
+                self.push(NodePlan {
+                    id,
+                    kind: NodeKind::VectorSearch {
+                        input,
+                        collection: v.collection.clone(),
+                        vector,
+                        k,
+                        filter: v.filter.clone().unwrap_or_default().into_iter().collect(),
+                    },
+                    ..shape
+                });
+            }
             NodeDef::Trigger(t) => {
                 let input = self.upstream(&t.input);
                 if !matches!(

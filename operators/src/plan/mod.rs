@@ -152,6 +152,22 @@ pub enum NodeKind {
         text: Expr,
         dim: usize,
     },
+    /// Latest vector per key into a collection.
+    VectorUpsert {
+        input: usize,
+        collection: String,
+        vector: Expr,
+        dim: usize,
+        metric: starling_storage::Metric,
+    },
+    /// `k` nearest entries per event.
+    VectorSearch {
+        input: usize,
+        collection: String,
+        vector: Expr,
+        k: usize,
+        filter: Vec<(String, serde_json::Value)>,
+    },
 }
 
 impl NodeKind {
@@ -170,7 +186,9 @@ impl NodeKind {
             | NodeKind::KvPut { input, .. }
             | NodeKind::KvLookup { input, .. }
             | NodeKind::Series { input, .. }
-            | NodeKind::Embed { input, .. } => vec![*input],
+            | NodeKind::Embed { input, .. }
+            | NodeKind::VectorUpsert { input, .. }
+            | NodeKind::VectorSearch { input, .. } => vec![*input],
             NodeKind::IntervalJoin { left, right, .. } | NodeKind::TableJoin { left, right } => {
                 vec![*left, *right]
             }
@@ -215,7 +233,11 @@ impl Plan {
         self.nodes.iter().any(|n| {
             matches!(
                 n.kind,
-                NodeKind::KvPut { .. } | NodeKind::KvLookup { .. } | NodeKind::Series { .. }
+                NodeKind::KvPut { .. }
+                    | NodeKind::KvLookup { .. }
+                    | NodeKind::Series { .. }
+                    | NodeKind::VectorUpsert { .. }
+                    | NodeKind::VectorSearch { .. }
             )
         })
     }

@@ -18,6 +18,7 @@ pub mod join;
 pub mod sink;
 pub mod state;
 pub mod stateless;
+pub mod vectors;
 pub mod window;
 
 use std::rc::Rc;
@@ -219,6 +220,42 @@ pub fn render<'s>(
                     plan.nodes[*input].schema.clone(),
                     store.clone(),
                     Arc::clone(&ctx.stats),
+                ),
+                None => streams[*input].clone(),
+            },
+            NodeKind::VectorUpsert {
+                input,
+                collection,
+                vector,
+                ..
+            } => match &ctx.stores.vectors {
+                Some(store) => vectors::vector_upsert(
+                    streams[*input].clone(),
+                    &node.id,
+                    collection.clone(),
+                    vector.clone(),
+                    plan.nodes[*input].schema.clone(),
+                    Arc::clone(store),
+                    Rc::clone(&dead),
+                ),
+                None => streams[*input].clone(),
+            },
+            NodeKind::VectorSearch {
+                input,
+                collection,
+                vector,
+                k,
+                filter,
+            } => match &ctx.stores.vectors {
+                Some(store) => vectors::vector_search(
+                    streams[*input].clone(),
+                    &node.id,
+                    collection.clone(),
+                    vector.clone(),
+                    *k,
+                    filter.clone(),
+                    Arc::clone(store),
+                    Rc::clone(&dead),
                 ),
                 None => streams[*input].clone(),
             },

@@ -34,6 +34,7 @@ type Out = CapacityContainerBuilder<Vec<Update>>;
 pub struct Stores {
     pub kv: Option<KvStore>,
     pub series: Option<SeriesStore>,
+    pub vectors: Option<Arc<starling_storage::VectorStore>>,
 }
 
 /// The bytes a key is stored under: a string as its UTF-8, anything else as its JSON text
@@ -45,7 +46,7 @@ pub fn key_bytes(v: &Value) -> Vec<u8> {
     }
 }
 
-fn now_ms() -> u64 {
+pub(super) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
@@ -53,20 +54,20 @@ fn now_ms() -> u64 {
 
 /// Nets one time's updates per group: the last inserted value wins; a group with only
 /// retractions (or whose insertion was retracted again) is removed.
-struct Net<K> {
+pub(super) struct Net<K, V = Vec<u8>> {
     order: Vec<K>,
-    state: HashMap<K, Option<Vec<u8>>>,
+    state: HashMap<K, Option<V>>,
 }
 
-impl<K: std::hash::Hash + Eq + Clone> Net<K> {
-    fn new() -> Self {
+impl<K: std::hash::Hash + Eq + Clone, V: PartialEq> Net<K, V> {
+    pub(super) fn new() -> Self {
         Net {
             order: Vec::new(),
             state: HashMap::new(),
         }
     }
 
-    fn apply(&mut self, key: K, value: Vec<u8>, diff: isize) {
+    pub(super) fn apply(&mut self, key: K, value: V, diff: isize) {
         match self.state.get_mut(&key) {
             None => {
                 self.order.push(key.clone());
@@ -75,14 +76,14 @@ impl<K: std::hash::Hash + Eq + Clone> Net<K> {
             Some(slot) => {
                 if diff > 0 {
                     *slot = Some(value);
-                } else if slot.as_deref() == Some(value.as_slice()) {
+                } else if slot.as_ref() == Some(&value) {
                     *slot = None;
                 }
             }
         }
     }
 
-    fn drain(&mut self) -> impl Iterator<Item = (K, Option<Vec<u8>>)> + '_ {
+    pub(super) fn drain(&mut self) -> impl Iterator<Item = (K, Option<V>)> + '_ {
         let state = &mut self.state;
         self.order
             .drain(..)

@@ -1,0 +1,231 @@
+//! Vector collections over HTTP, the way Qdrant users expect: create, list, drop, upsert
+//! points, delete a point, and search by vector or by text (embedded with the built-in
+//! embedder at the collection's dimension).
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Map, Value as JsonValue};
+use starling_operators::embed::{Embedder, HashingEmbedder};
+use starling_storage::{CollectionSpec, Metric, VectorStore};
+
+use super::error::{ApiError, Path};
+use super::topics::read_body;
+use super::AppState;
+use crate::EngineError;
+
+fn store(s: &AppState) -> Result<std::sync::Arc<VectorStore>, ApiError> {
+    s.engine
+        .store()
+        .and_then(|st| st.vectors().cloned())
+        .ok_or_else(|| {
+            ApiError::not_found(
+                "this node keeps no vector collections (it runs with durability `none`)",
+            )
+        })
+}
+
+async fn json_body<T: serde::de::DeserializeOwned>(
+    s: &AppState,
+    body: axum::body::Body,
+) -> Result<T, ApiError> {
+    let bytes = read_body(body, s.limits.max_body_bytes).await?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request(format!("invalid request: {e}")))
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, EngineError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::from(EngineError::Internal(e.to_string())))?
+        .map_err(ApiError::from)
+}
+
+fn describe(name: &str, spec: CollectionSpec, len: usize) -> JsonValue {
+    json!({ "name": name, "dim": spec.dim, "metric": spec.metric.to_string(), "points": len })
+}
+
+pub(super) async fn list(State(s): State<AppState>) -> Result<Json<JsonValue>, ApiError> {
+    let store = store(&s)?;
+    Ok(Json(JsonValue::Array(
+        store
+            .list()
+            .into_iter()
+            .map(|(n, spec, len)| describe(&n, spec, len))
+            .collect(),
+    )))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateRequest {
+    name: String,
+    dim: usize,
+    #[serde(default)]
+    metric: Option<String>,
+}
+
+pub(super) async fn create(
+    State(s): State<AppState>,
+    body: axum::body::Body,
+) -> Result<Response, ApiError> {
+    let store = store(&s)?;
+    let req: CreateRequest = json_body(&s, body).await?;
+    let metric: Metric = match &req.metric {
+        None => Metric::Cosine,
+        Some(m) => m
+            .parse()
+            .map_err(|e: starling_storage::VectorError| ApiError::bad_request(e.to_string()))?,
+    };
+    let spec = CollectionSpec {
+        dim: req.dim,
+        metric,
+    };
+    let existed = store.get(&req.name).is_ok();
+    let name = req.name.clone();
+    let st = store.clone();
+    let c = blocking(move || Ok(st.create(&name, spec)?)).await?;
+    let status = if existed {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, Json(describe(&req.name, c.spec(), c.len()))).into_response())
+}
+
+pub(super) async fn drop_collection(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let store = store(&s)?;
+    let n = name.clone();
+    if blocking(move || Ok(store.drop_collection(&n)?)).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found(format!(
+            "collection `{name}` does not exist"
+        )))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PointIn {
+    key: String,
+    vector: Vec<f32>,
+    #[serde(default)]
+    metadata: Map<String, JsonValue>,
+}
+
+pub(super) async fn upsert(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    body: axum::body::Body,
+) -> Result<Json<JsonValue>, ApiError> {
+    let store = store(&s)?;
+    let points: Vec<PointIn> = json_body(&s, body).await?;
+    let n = points.len();
+    blocking(move || {
+        let c = store.get(&name)?;
+        let metadata: Vec<Vec<u8>> = points
+            .iter()
+            .map(|p| {
+                JsonValue::Object(p.metadata.clone())
+                    .to_string()
+                    .into_bytes()
+            })
+            .collect();
+        let items: Vec<(&str, &[f32], &[u8])> = points
+            .iter()
+            .zip(&metadata)
+            .map(|(p, m)| (p.key.as_str(), p.vector.as_slice(), m.as_slice()))
+            .collect();
+        c.upsert_batch(&items)?;
+        Ok(())
+    })
+    .await?;
+    Ok(Json(json!({ "upserted": n })))
+}
+
+pub(super) async fn delete_point(
+    State(s): State<AppState>,
+    Path((name, key)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let store = store(&s)?;
+    let k = key.clone();
+    if blocking(move || Ok(store.get(&name)?.delete(&k)?)).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found(format!("no point with key `{key}`")))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SearchRequest {
+    #[serde(default)]
+    vector: Option<Vec<f32>>,
+    #[serde(default)]
+    text: Option<String>,
+    #[serde(default)]
+    k: Option<usize>,
+    #[serde(default)]
+    filter: Map<String, JsonValue>,
+}
+
+pub(super) async fn search(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    body: axum::body::Body,
+) -> Result<Json<JsonValue>, ApiError> {
+    let store = store(&s)?;
+    let req: SearchRequest = json_body(&s, body).await?;
+    let k = req.k.unwrap_or(10);
+    if k == 0 || k > starling_storage::MAX_K {
+        return Err(ApiError::bad_request(format!(
+            "k must be between 1 and {}, found {k}",
+            starling_storage::MAX_K
+        )));
+    }
+    if req.vector.is_some() == req.text.is_some() {
+        return Err(ApiError::bad_request(
+            "give exactly one of `vector` and `text`",
+        ));
+    }
+    let hits = blocking(move || {
+        let c = store.get(&name)?;
+        let query = match (req.vector, req.text) {
+            (Some(v), _) => v,
+            (None, text) => HashingEmbedder::new(c.spec().dim)
+                .map_err(|e| EngineError::Internal(e.to_string()))?
+                .embed(text.as_deref().unwrap_or_default()),
+        };
+        let filter = req.filter;
+        let keep = |_: &str, meta: &[u8]| match serde_json::from_slice::<JsonValue>(meta) {
+            Ok(doc) => filter.iter().all(|(f, v)| doc.get(f) == Some(v)),
+            Err(_) => false,
+        };
+        let hits = if filter.is_empty() {
+            c.search(&query, k, None)?
+        } else {
+            c.search(&query, k, Some(&keep))?
+        };
+        Ok(hits)
+    })
+    .await?;
+    let hits: Vec<JsonValue> = hits
+        .into_iter()
+        .map(|h| {
+            json!({
+                "key": h.key,
+                "distance": h.distance,
+                "metadata": serde_json::from_slice::<JsonValue>(&h.metadata).unwrap_or(JsonValue::Null),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "hits": hits })))
+}
