@@ -201,3 +201,71 @@ fn an_unwritable_data_directory_refuses_the_start() {
     let err = engine_on(Some(&file.join("data"))).err().expect("refused");
     assert!(err.contains("not writable"), "{err}");
 }
+
+/// Damages the log's files in several ways; every restart either refuses with a clear error
+/// or replays every published event — never fewer without saying so.
+#[test]
+fn a_damaged_log_is_refused_or_complete_never_silently_short() {
+    for (i, damage) in ["flip", "truncate", "zero"].iter().enumerate() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let e = engine_on(Some(dir.path())).unwrap();
+            e.install_text(&window_def("win")).unwrap();
+            feed(&e, 30);
+        }
+        // The largest file of the log holds the entries.
+        let mut files: Vec<(u64, std::path::PathBuf)> = walk(&dir.path().join("log"))
+            .into_iter()
+            .map(|p| (std::fs::metadata(&p).unwrap().len(), p))
+            .collect();
+        files.sort();
+        let (len, path) = files.pop().unwrap();
+        let mut bytes = std::fs::read(&path).unwrap();
+        match *damage {
+            "flip" => {
+                for k in 0..64 {
+                    let at = (len as usize / 3 + k * 97) % bytes.len();
+                    bytes[at] ^= 0x5a;
+                }
+            }
+            "truncate" => bytes.truncate(bytes.len() * 2 / 3),
+            _ => {
+                let start = bytes.len() / 4;
+                let end = (start + 4096).min(bytes.len());
+                bytes[start..end].fill(0);
+            }
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        match engine_on(Some(dir.path())) {
+            Ok(e) => {
+                let r = e.recovery().unwrap();
+                assert_eq!(
+                    r.events,
+                    30 * 40,
+                    "case {i} ({damage}): started with {} of {} events and no error",
+                    r.events,
+                    30 * 40
+                );
+            }
+            Err(err) => {
+                assert!(
+                    err.contains("lost entries") || err.contains("corrupt") || err.contains("recovery"),
+                    "case {i} ({damage}): unclear error: {err}"
+                );
+            }
+        }
+    }
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let p = entry.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}

@@ -157,6 +157,21 @@ pub enum StorageError {
     /// ...); the boxed [`VectorError`](crate::VectorError) says which.
     #[error(transparent)]
     Vector(Box<crate::VectorError>),
+
+    /// The log holds fewer entries than were recorded as flushed: its files were damaged or
+    /// replaced (the backend recovered to an earlier point without saying so). Refused rather
+    /// than run on a silently shorter history.
+    #[error("the event log lost entries that were on disk: topic {topic:?} shard {shard} ends at offset {have}, but {durable} entries had been flushed; restore the log from a backup, or move it away to start empty")]
+    Lost {
+        /// Topic of the shard.
+        topic: String,
+        /// The shard.
+        shard: u32,
+        /// Where the shard ends now.
+        have: u64,
+        /// Where it ended at the last recorded flush.
+        durable: u64,
+    },
 }
 
 /// Paths joined for an error message.
