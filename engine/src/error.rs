@@ -46,6 +46,9 @@ pub enum EngineError {
     /// The definition writes or reads KV views or series, and this engine has no storage.
     #[error("dataflow `{0}` uses KV views or series, but this node runs without storage (durability `none`)")]
     NoStorage(String),
+    /// A request that does not make sense (bad limit, bad range, ...); the message says why.
+    #[error("{0}")]
+    BadRequest(String),
     /// A fault inside the engine (a bug, not the caller's input).
     #[error("internal error: {0}")]
     Internal(String),

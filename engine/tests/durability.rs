@@ -249,7 +249,9 @@ fn a_damaged_log_is_refused_or_complete_never_silently_short() {
             }
             Err(err) => {
                 assert!(
-                    err.contains("lost entries") || err.contains("corrupt") || err.contains("recovery"),
+                    err.contains("lost entries")
+                        || err.contains("corrupt")
+                        || err.contains("recovery"),
                     "case {i} ({damage}): unclear error: {err}"
                 );
             }

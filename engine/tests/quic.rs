@@ -648,3 +648,149 @@ async fn publish_throughput() {
     client.close().await;
     server.shutdown().await;
 }
+
+/// KV views, series and vector search over QUIC give what the stores hold, and refuse bad
+/// requests with codes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn views_series_and_vectors_over_quic() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = starling_engine::durable::Store::open(
+        &dir.path().join("data"),
+        starling_engine::durable::StoreOptions {
+            shards: 4,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let e = Arc::new(
+        Engine::start(starling_engine::EngineConfig {
+            workers: 2,
+            store: Some(Arc::new(store)),
+            clock_interval: Duration::from_millis(20),
+            ..Default::default()
+        })
+        .unwrap(),
+    );
+    e.install_text(&format!(
+        "name: v\n{CLICKS_TOPIC}inputs: [{{id: c, topic: clicks, watermark: {{idle_timeout: 30ms}}}}]\nnodes:\n  - {{id: w, op: window, input: c, kind: tumbling, size: 10s}}\n  - {{id: a, op: aggregate, input: w, aggregates: [{{name: n, fn: count}}]}}\n  - {{id: s, op: series, input: a, name: per_user}}\n  - {{id: p, op: kv_put, input: c, view: last}}\noutputs: [{{name: o, from: s}}]\n"
+    ))
+    .unwrap();
+    let server = start(&e, dir.path());
+    let client = connect(&server).await;
+    client
+        .publish("clicks", &[click("ann", 1_000, 5), click("bob", 12_000, 7)])
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let ann = loop {
+        if let Some(v) = client.kv_get("last", "ann").await.unwrap() {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "view never written");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let ann: serde_json::Value = serde_json::from_str(&ann).unwrap();
+    assert_eq!(ann["amount"], 5);
+    assert_eq!(client.kv_get("last", "nobody").await.unwrap(), None);
+    let (items, next) = client.kv_scan("last", "", None, 1).await.unwrap();
+    assert_eq!(items[0].0, "ann");
+    let (items, _) = client
+        .kv_scan("last", "", next.as_deref(), 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        items.iter().map(|i| i.0.as_str()).collect::<Vec<_>>(),
+        ["bob"]
+    );
+    let points = loop {
+        let p = client
+            .series_range("per_user", "ann", 0, u64::MAX, 10)
+            .await
+            .unwrap();
+        if !p.is_empty() {
+            break p;
+        }
+        assert!(Instant::now() < deadline, "series never written");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // ann's window [0, 10 s) closed when the idle stream's watermark passed it.
+    assert_eq!(points[0].0, 0);
+
+    let vectors = e.store().unwrap().vectors().unwrap();
+    let c = vectors
+        .create(
+            "docs",
+            starling_engine::durable::CollectionSpec {
+                dim: 2,
+                metric: starling_engine::durable::Metric::L2,
+            },
+        )
+        .unwrap();
+    c.upsert("a", &[0.0, 0.0], br#"{"lang":"en"}"#).unwrap();
+    c.upsert("b", &[3.0, 4.0], br#"{"lang":"fr"}"#).unwrap();
+    let hits = client
+        .vector_search("docs", &[3.0, 4.0], 2, "")
+        .await
+        .unwrap();
+    assert_eq!(hits[0].0, "b");
+    assert!((hits[1].1 - 5.0).abs() < 1e-4, "{hits:?}");
+    let hits = client
+        .vector_search("docs", &[3.0, 4.0], 1, r#"{"lang":"en"}"#)
+        .await
+        .unwrap();
+    assert_eq!(hits[0].0, "a");
+
+    for (result, code) in [
+        (
+            client
+                .vector_search("nope", &[1.0, 1.0], 1, "")
+                .await
+                .map(|_| ()),
+            "not_found",
+        ),
+        (
+            client
+                .vector_search("docs", &[1.0], 1, "")
+                .await
+                .map(|_| ()),
+            "bad_request",
+        ),
+        (
+            client
+                .vector_search("docs", &[1.0, 1.0], 0, "")
+                .await
+                .map(|_| ()),
+            "bad_request",
+        ),
+        (
+            client
+                .vector_search("docs", &[1.0, 1.0], 1, "[")
+                .await
+                .map(|_| ()),
+            "bad_request",
+        ),
+        (
+            client.kv_scan("last", "", None, 0).await.map(|_| ()),
+            "bad_request",
+        ),
+        (
+            client.kv_get("bad\u{7}view", "k").await.map(|_| ()),
+            "bad_request",
+        ),
+        (
+            client
+                .series_range("per_user", "bob", 10, 5, 1)
+                .await
+                .map(|_| ()),
+            "bad_request",
+        ),
+    ] {
+        match result {
+            Err(ClientError::Server { code: c, message }) => {
+                assert_eq!(c, code, "{message}");
+                assert!(!message.is_empty());
+            }
+            other => panic!("expected {code}, got {other:?}"),
+        }
+    }
+}

@@ -477,7 +477,11 @@ impl SledLog {
         check_durable_marks(dir, &topics)?;
         tracing::info!(dir = %dir.display(), topics = topics.len(), durability = ?options.durability, "event log opened");
         let topics = Arc::new(RwLock::new(topics));
-        let recorder = Some(Recorder::start(db.clone(), dir.to_path_buf(), Arc::clone(&topics))?);
+        let recorder = Some(Recorder::start(
+            db.clone(),
+            dir.to_path_buf(),
+            Arc::clone(&topics),
+        )?);
         let flusher = match options.durability {
             Durability::Sync => None,
             Durability::Batch { interval_ms } => {
@@ -1271,7 +1275,12 @@ mod tests {
         // A clean close recorded the ends: shorter now is a loss, refused.
         assert!(matches!(
             SledLog::open(dir.path(), sync_options()),
-            Err(StorageError::Lost { shard: 1, have: 3, durable: 5, .. })
+            Err(StorageError::Lost {
+                shard: 1,
+                have: 3,
+                durable: 5,
+                ..
+            })
         ));
         // After a crash the marks can predate the failed write: then the tail is cut.
         std::fs::remove_file(dir.path().join(MARKS_FILE)).unwrap();

@@ -210,6 +210,81 @@ impl QuicClient {
         }
     }
 
+    /// The live value (JSON text) of `key` in a KV view; `None` when absent or expired.
+    pub async fn kv_get(&self, view: &str, key: &str) -> Result<Option<String>, ClientError> {
+        let req = Request::KvGet {
+            view: view.into(),
+            key: key.into(),
+        };
+        match self.request(&req).await? {
+            Response::KvValue(v) => Ok(v),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// A page of a KV view: `(key, JSON value)` pairs and the cursor for the next page.
+    pub async fn kv_scan(
+        &self,
+        view: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<(Vec<(String, String)>, Option<String>), ClientError> {
+        let req = Request::KvScan {
+            view: view.into(),
+            prefix: prefix.into(),
+            after: after.map(Into::into),
+            limit,
+        };
+        match self.request(&req).await? {
+            Response::KvPage { items, next } => Ok((items, next)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Points `(window start, JSON value)` of a series key in `[from, to)`.
+    pub async fn series_range(
+        &self,
+        series: &str,
+        key: &str,
+        from: u64,
+        to: u64,
+        limit: u32,
+    ) -> Result<Vec<(u64, String)>, ClientError> {
+        let req = Request::SeriesRange {
+            series: series.into(),
+            key: key.into(),
+            from,
+            to,
+            limit,
+        };
+        match self.request(&req).await? {
+            Response::Points(p) => Ok(p),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// The `k` nearest points `(key, distance, JSON metadata)`; `filter_json` is a JSON
+    /// object of required metadata fields, or empty.
+    pub async fn vector_search(
+        &self,
+        collection: &str,
+        vector: &[f32],
+        k: u32,
+        filter_json: &str,
+    ) -> Result<Vec<(String, f32, String)>, ClientError> {
+        let req = Request::VectorSearch {
+            collection: collection.into(),
+            vector: vector.to_vec(),
+            k,
+            filter_json: filter_json.into(),
+        };
+        match self.request(&req).await? {
+            Response::Hits(h) => Ok(h),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// Every topic with its counters.
     pub async fn topics(&self) -> Result<Vec<WireTopic>, ClientError> {
         match self.request(&Request::ListTopics).await? {
@@ -325,6 +400,10 @@ fn unexpected(r: &Response) -> ClientError {
         Response::Submitted { .. } => "Submitted",
         Response::Topics(_) => "Topics",
         Response::Dataflows(_) => "Dataflows",
+        Response::KvValue(_) => "KvValue",
+        Response::KvPage { .. } => "KvPage",
+        Response::Points(_) => "Points",
+        Response::Hits(_) => "Hits",
     };
     ClientError::Protocol(format!("unexpected {name} response"))
 }

@@ -16,6 +16,7 @@
 //!   late only because its topic had been idle may be on time in the replay.
 
 pub mod catalog;
+pub mod queries;
 pub mod record;
 
 use std::path::Path;

@@ -87,6 +87,7 @@ impl From<EngineError> for ApiError {
                 ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", message)
                     .with_details(json!({ "limit_events": limit }))
             }
+            EngineError::BadRequest(_) => ApiError::bad_request(message),
             EngineError::Plan(_) | EngineError::NoStorage(_) => {
                 ApiError::new(StatusCode::BAD_REQUEST, "bad_definition", message)
             }

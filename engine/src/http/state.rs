@@ -11,29 +11,10 @@ use super::AppState;
 use crate::durable::Store;
 use crate::EngineError;
 
-/// Most entries or points one request returns.
-const MAX_LIMIT: usize = 10_000;
-
-fn store(s: &AppState) -> Result<std::sync::Arc<Store>, ApiError> {
+pub(super) fn store(s: &AppState) -> Result<std::sync::Arc<Store>, ApiError> {
     s.engine.store().cloned().ok_or_else(|| {
         ApiError::not_found("this node keeps no views or series (it runs with durability `none`)")
     })
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-fn limit(asked: Option<usize>) -> Result<usize, ApiError> {
-    let limit = asked.unwrap_or(100);
-    if limit == 0 || limit > MAX_LIMIT {
-        return Err(ApiError::bad_request(format!(
-            "limit must be between 1 and {MAX_LIMIT}, found {limit}"
-        )));
-    }
-    Ok(limit)
 }
 
 /// A stored value back as JSON (a value that is not JSON is returned as a string, so a
@@ -58,13 +39,7 @@ pub(super) async fn kv_get(
 ) -> Result<Json<JsonValue>, ApiError> {
     let store = store(&s)?;
     let (v, k) = (view.clone(), key.clone());
-    let found = blocking(move || {
-        let kv = store
-            .kv()
-            .ok_or_else(|| EngineError::Internal("no KV store".into()))?;
-        Ok(kv.get(&v, k.as_bytes(), now_ms())?)
-    })
-    .await?;
+    let found = blocking(move || store.kv_get(&v, &k)).await?;
     match found {
         Some(bytes) => Ok(Json(
             json!({ "view": view, "key": key, "value": value_json(&bytes) }),
@@ -90,21 +65,10 @@ pub(super) async fn kv_scan(
     Query(q): Query<ScanQuery>,
 ) -> Result<Json<JsonValue>, ApiError> {
     let store = store(&s)?;
-    let limit = limit(q.limit)?;
     let v = view.clone();
-    let page = blocking(move || {
-        let kv = store
-            .kv()
-            .ok_or_else(|| EngineError::Internal("no KV store".into()))?;
-        Ok(kv.scan(
-            &v,
-            q.prefix.as_bytes(),
-            q.after.as_deref().map(str::as_bytes),
-            limit,
-            now_ms(),
-        )?)
-    })
-    .await?;
+    let page =
+        blocking(move || store.kv_scan(&v, &q.prefix, q.after.as_deref(), q.limit.unwrap_or(100)))
+            .await?;
     let items: Vec<JsonValue> = page
         .items
         .iter()
@@ -132,20 +96,15 @@ pub(super) async fn series_range(
     Query(q): Query<RangeQuery>,
 ) -> Result<Json<JsonValue>, ApiError> {
     let store = store(&s)?;
-    let limit = limit(q.limit)?;
-    let to = q.to.unwrap_or(u64::MAX);
-    if to < q.from {
-        return Err(ApiError::bad_request(format!(
-            "`to` ({to}) is before `from` ({})",
-            q.from
-        )));
-    }
-    let (n, k, from) = (name.clone(), key.clone(), q.from);
+    let (n, k) = (name.clone(), key.clone());
     let points = blocking(move || {
-        let series = store
-            .series()
-            .ok_or_else(|| EngineError::Internal("no series store".into()))?;
-        Ok(series.range(&n, k.as_bytes(), from, to, limit)?)
+        store.series_range(
+            &n,
+            &k,
+            q.from,
+            q.to.unwrap_or(u64::MAX),
+            q.limit.unwrap_or(100),
+        )
     })
     .await?;
     let points: Vec<JsonValue> = points

@@ -8,15 +8,15 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Map, Value as JsonValue};
-use starling_operators::embed::{Embedder, HashingEmbedder};
 use starling_storage::{CollectionSpec, Metric, VectorStore};
 
 use super::error::{ApiError, Path};
 use super::topics::read_body;
 use super::AppState;
+use crate::durable::queries::VectorQuery;
 use crate::EngineError;
 
-fn store(s: &AppState) -> Result<std::sync::Arc<VectorStore>, ApiError> {
+fn vectors(s: &AppState) -> Result<std::sync::Arc<VectorStore>, ApiError> {
     s.engine
         .store()
         .and_then(|st| st.vectors().cloned())
@@ -50,7 +50,7 @@ fn describe(name: &str, spec: CollectionSpec, len: usize) -> JsonValue {
 }
 
 pub(super) async fn list(State(s): State<AppState>) -> Result<Json<JsonValue>, ApiError> {
-    let store = store(&s)?;
+    let store = vectors(&s)?;
     Ok(Json(JsonValue::Array(
         store
             .list()
@@ -73,7 +73,7 @@ pub(super) async fn create(
     State(s): State<AppState>,
     body: axum::body::Body,
 ) -> Result<Response, ApiError> {
-    let store = store(&s)?;
+    let store = vectors(&s)?;
     let req: CreateRequest = json_body(&s, body).await?;
     let metric: Metric = match &req.metric {
         None => Metric::Cosine,
@@ -101,7 +101,7 @@ pub(super) async fn drop_collection(
     State(s): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let store = store(&s)?;
+    let store = vectors(&s)?;
     let n = name.clone();
     if blocking(move || Ok(store.drop_collection(&n)?)).await? {
         Ok(StatusCode::NO_CONTENT)
@@ -126,7 +126,7 @@ pub(super) async fn upsert(
     Path(name): Path<String>,
     body: axum::body::Body,
 ) -> Result<Json<JsonValue>, ApiError> {
-    let store = store(&s)?;
+    let store = vectors(&s)?;
     let points: Vec<PointIn> = json_body(&s, body).await?;
     let n = points.len();
     blocking(move || {
@@ -155,7 +155,7 @@ pub(super) async fn delete_point(
     State(s): State<AppState>,
     Path((name, key)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let store = store(&s)?;
+    let store = vectors(&s)?;
     let k = key.clone();
     if blocking(move || Ok(store.get(&name)?.delete(&k)?)).await? {
         Ok(StatusCode::NO_CONTENT)
@@ -182,41 +182,21 @@ pub(super) async fn search(
     Path(name): Path<String>,
     body: axum::body::Body,
 ) -> Result<Json<JsonValue>, ApiError> {
-    let store = store(&s)?;
+    vectors(&s)?;
+    let store = super::state::store(&s)?;
     let req: SearchRequest = json_body(&s, body).await?;
+    let query = match (req.vector, req.text) {
+        (Some(v), None) => VectorQuery::Vector(v),
+        (None, Some(t)) => VectorQuery::Text(t),
+        _ => {
+            return Err(ApiError::bad_request(
+                "give exactly one of `vector` and `text`",
+            ))
+        }
+    };
     let k = req.k.unwrap_or(10);
-    if k == 0 || k > starling_storage::MAX_K {
-        return Err(ApiError::bad_request(format!(
-            "k must be between 1 and {}, found {k}",
-            starling_storage::MAX_K
-        )));
-    }
-    if req.vector.is_some() == req.text.is_some() {
-        return Err(ApiError::bad_request(
-            "give exactly one of `vector` and `text`",
-        ));
-    }
-    let hits = blocking(move || {
-        let c = store.get(&name)?;
-        let query = match (req.vector, req.text) {
-            (Some(v), _) => v,
-            (None, text) => HashingEmbedder::new(c.spec().dim)
-                .map_err(|e| EngineError::Internal(e.to_string()))?
-                .embed(text.as_deref().unwrap_or_default()),
-        };
-        let filter = req.filter;
-        let keep = |_: &str, meta: &[u8]| match serde_json::from_slice::<JsonValue>(meta) {
-            Ok(doc) => filter.iter().all(|(f, v)| doc.get(f) == Some(v)),
-            Err(_) => false,
-        };
-        let hits = if filter.is_empty() {
-            c.search(&query, k, None)?
-        } else {
-            c.search(&query, k, Some(&keep))?
-        };
-        Ok(hits)
-    })
-    .await?;
+    let filter = req.filter;
+    let hits = blocking(move || store.vector_search(&name, query, k, &filter)).await?;
     let hits: Vec<JsonValue> = hits
         .into_iter()
         .map(|h| {

@@ -405,6 +405,95 @@ fn handle(engine: &Engine, frame: &[u8]) -> (&'static str, Outcome) {
             };
             return ("subscribe_topic", outcome);
         }
+        ArchivedRequest::KvGet { view, key } => (
+            "kv_get",
+            store_of(engine).and_then(|s| {
+                Ok(Response::KvValue(
+                    s.kv_get(view.as_str(), key.as_str())?
+                        .map(|b| String::from_utf8_lossy(&b).into_owned()),
+                ))
+            }),
+        ),
+        ArchivedRequest::KvScan {
+            view,
+            prefix,
+            after,
+            limit,
+        } => (
+            "kv_scan",
+            store_of(engine).and_then(|s| {
+                let page = s.kv_scan(
+                    view.as_str(),
+                    prefix.as_str(),
+                    after.as_ref().map(|a| a.as_str()),
+                    limit.to_native() as usize,
+                )?;
+                let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+                Ok(Response::KvPage {
+                    items: page.items.iter().map(|(k, v)| (text(k), text(v))).collect(),
+                    next: page.next.as_deref().map(text),
+                })
+            }),
+        ),
+        ArchivedRequest::SeriesRange {
+            series,
+            key,
+            from,
+            to,
+            limit,
+        } => (
+            "series_range",
+            store_of(engine).and_then(|s| {
+                let points = s.series_range(
+                    series.as_str(),
+                    key.as_str(),
+                    from.to_native(),
+                    to.to_native(),
+                    limit.to_native() as usize,
+                )?;
+                Ok(Response::Points(
+                    points
+                        .into_iter()
+                        .map(|(t, v)| (t, String::from_utf8_lossy(&v).into_owned()))
+                        .collect(),
+                ))
+            }),
+        ),
+        ArchivedRequest::VectorSearch {
+            collection,
+            vector,
+            k,
+            filter_json,
+        } => (
+            "vector_search",
+            store_of(engine).and_then(|s| {
+                let filter: serde_json::Map<String, serde_json::Value> = if filter_json.is_empty() {
+                    serde_json::Map::new()
+                } else {
+                    serde_json::from_str(filter_json.as_str()).map_err(|e| {
+                        EngineError::BadRequest(format!("filter must be a JSON object: {e}"))
+                    })?
+                };
+                let q = vector.iter().map(|x| x.to_native()).collect();
+                let hits = s.vector_search(
+                    collection.as_str(),
+                    crate::durable::queries::VectorQuery::Vector(q),
+                    k.to_native() as usize,
+                    &filter,
+                )?;
+                Ok(Response::Hits(
+                    hits.into_iter()
+                        .map(|h| {
+                            (
+                                h.key,
+                                h.distance,
+                                String::from_utf8_lossy(&h.metadata).into_owned(),
+                            )
+                        })
+                        .collect(),
+                ))
+            }),
+        ),
         ArchivedRequest::ListTopics => ("list_topics", Ok(Response::Topics(list_topics(engine)))),
         ArchivedRequest::ListDataflows => (
             "list_dataflows",
@@ -415,6 +504,13 @@ fn handle(engine: &Engine, frame: &[u8]) -> (&'static str, Outcome) {
         op,
         Outcome::Reply(result.unwrap_or_else(|e| engine_error(&e))),
     )
+}
+
+/// The node's store, or the refusal a node without one gives.
+fn store_of(engine: &Engine) -> Result<std::sync::Arc<crate::durable::Store>, EngineError> {
+    engine.store().cloned().ok_or_else(|| {
+        EngineError::NoStorage("this node runs without storage (durability `none`)".into())
+    })
 }
 
 /// Maps an engine refusal to its stable code.
@@ -428,6 +524,18 @@ pub fn engine_error(e: &EngineError) -> Response {
         EngineError::ShuttingDown => codes::UNAVAILABLE,
         EngineError::Busy => codes::BUSY,
         EngineError::Storage(starling_storage::StorageError::TooLarge { .. }) => codes::TOO_LARGE,
+        EngineError::Storage(starling_storage::StorageError::InvalidInput { .. }) => {
+            codes::BAD_REQUEST
+        }
+        EngineError::Storage(starling_storage::StorageError::Vector(v)) => {
+            use starling_storage::VectorError as V;
+            match **v {
+                V::UnknownCollection { .. } | V::Dropped { .. } => codes::NOT_FOUND,
+                V::SpecConflict { .. } => codes::CONFLICT,
+                V::Corrupt { .. } | V::Io { .. } | V::Index { .. } => codes::STORAGE_UNAVAILABLE,
+                _ => codes::BAD_REQUEST,
+            }
+        }
         EngineError::Storage(_) | EngineError::Catalog(_) => codes::STORAGE_UNAVAILABLE,
         EngineError::Startup(_) | EngineError::Internal(_) | EngineError::Recovery(_) => {
             codes::INTERNAL
@@ -436,7 +544,8 @@ pub fn engine_error(e: &EngineError) -> Response {
         | EngineError::BadEventShape { .. }
         | EngineError::WriteOnlyTopic(_)
         | EngineError::Plan(_)
-        | EngineError::NoStorage(_) => codes::BAD_REQUEST,
+        | EngineError::NoStorage(_)
+        | EngineError::BadRequest(_) => codes::BAD_REQUEST,
     };
     Response::error(code, e.to_string())
 }

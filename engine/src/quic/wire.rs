@@ -177,6 +177,48 @@ pub enum Request {
         /// The topic's name.
         topic: String,
     },
+    /// The live value of a key in a KV view. Answered with `KvValue`.
+    KvGet {
+        /// The view.
+        view: String,
+        /// The key (a string key as is, others as JSON text).
+        key: String,
+    },
+    /// A page of a KV view. Answered with `KvPage`.
+    KvScan {
+        /// The view.
+        view: String,
+        /// Only keys starting with this.
+        prefix: String,
+        /// Start after this key (the previous page's `next`).
+        after: Option<String>,
+        /// Page size, 1 to 10 000.
+        limit: u32,
+    },
+    /// Points of a time series. Answered with `Points`.
+    SeriesRange {
+        /// The series.
+        series: String,
+        /// The key.
+        key: String,
+        /// Window starts from (inclusive), ms.
+        from: u64,
+        /// Window starts to (exclusive), ms.
+        to: u64,
+        /// At most this many, 1 to 10 000.
+        limit: u32,
+    },
+    /// Nearest points of a vector collection. Answered with `Hits`.
+    VectorSearch {
+        /// The collection.
+        collection: String,
+        /// The query vector (the collection's dimension).
+        vector: Vec<f32>,
+        /// How many, 1 to 1000.
+        k: u32,
+        /// Only points whose metadata has these fields, as a JSON object (empty: all).
+        filter_json: String,
+    },
     /// Answered with `Topics`.
     ListTopics,
     /// Answered with `Dataflows`.
@@ -211,6 +253,19 @@ pub enum Response {
     Topics(Vec<WireTopic>),
     /// Every installed dataflow.
     Dataflows(Vec<WireDataflow>),
+    /// A KV value as JSON text, or `None` when absent or expired.
+    KvValue(Option<String>),
+    /// A page of `(key, JSON value)`; `next` is the cursor when more may follow.
+    KvPage {
+        /// Entries in key order.
+        items: Vec<(String, String)>,
+        /// Pass as `after` for the next page.
+        next: Option<String>,
+    },
+    /// Series points as `(time, JSON value)`.
+    Points(Vec<(u64, String)>),
+    /// Vector hits as `(key, distance, JSON metadata)`, nearest first.
+    Hits(Vec<(String, f32, String)>),
 }
 
 impl Response {
