@@ -29,6 +29,17 @@ enum Cmd {
         #[arg(long, default_value_t = 2)]
         workers: usize,
     },
+    /// `kv_lookup` enrichment rate against a plain `map` of the same stream (same run).
+    KvLookup {
+        #[arg(long, default_value_t = 2_000_000)]
+        events: u64,
+        #[arg(long, default_value_t = 100_000)]
+        keys: u64,
+        #[arg(long, default_value_t = 1_000)]
+        batch: usize,
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+    },
     /// The cost of the event log: the same QUIC publish load into nodes started with each
     /// `--durability` mode in turn (same invocation), with ratios to the first `none` run.
     Durability {
@@ -124,6 +135,26 @@ fn main() -> Result<()> {
             println!(
                 "quic-publish at {half} events/s (half): {:.0} events/s achieved; publish->ack p50 {} us, p99 {} us, max {} us",
                 r.events_per_sec(), r.p50_us, r.p99_us, r.max_us
+            );
+            Ok(())
+        }
+        Cmd::KvLookup {
+            events,
+            keys,
+            batch,
+            workers,
+        } => {
+            let r = starling_bench::lookup::run(&starling_bench::lookup::LookupBench {
+                events,
+                keys,
+                batch,
+                workers,
+            })?;
+            println!(
+                "kv-lookup: {:.0} events/s enriched from a {keys}-key view; plain map {:.0} events/s; lookup/map = {:.2} ({events} events, {workers} workers, batches of {batch})",
+                r.lookup_per_sec,
+                r.map_per_sec,
+                r.lookup_per_sec / r.map_per_sec
             );
             Ok(())
         }

@@ -25,8 +25,8 @@ use std::sync::Arc;
 pub use catalog::{Catalog, CatalogError};
 pub use starling_operators::render::state::Stores;
 pub use starling_storage::{
-    CollectionSpec, Durability, EventLog, KvStore, Metric, Retention, SeriesStore, SledLog,
-    StorageError, VectorStore,
+    CollectionSpec, Durability, EventLog, KvStore, KvWrite, Metric, Retention, SeriesStore,
+    SledLog, StorageError, VectorStore,
 };
 
 use starling_storage::LogOptions;
