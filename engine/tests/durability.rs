@@ -32,6 +32,7 @@ fn engine_on(dir: Option<&Path>) -> Result<Engine, String> {
         workers: 2,
         clock_interval: Duration::from_millis(20),
         store,
+        checkpoint_interval: None,
         ..EngineConfig::default()
     })
     .map_err(|e| e.to_string())
@@ -270,4 +271,78 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+fn session_def(name: &str) -> String {
+    format!(
+        "name: {name}\n{CLICKS_TOPIC}\ninputs:\n  - id: c\n    topic: clicks\n    watermark: {{max_delay: 20s, idle_timeout: 0s}}\nnodes:\n  - {{id: w, op: window, input: c, kind: session, gap: 3s}}\n  - id: agg\n    op: aggregate\n    input: w\n    aggregates:\n      - {{name: n, fn: count}}\n      - {{name: s, fn: sum, expr: amount}}\n      - {{name: top, fn: top_k, expr: amount, k: 2}}\n      - {{name: hi, fn: max, expr: amount}}\n      - {{name: d, fn: count_distinct, expr: amount}}\noutputs:\n  - {{name: out, from: agg}}\n"
+    )
+}
+
+/// Results of windows ending at or after 40 s, for any window kind (row field 2 is the end).
+fn late_windows(updates: &[(String, isize)]) -> BTreeMap<String, isize> {
+    open_windows(updates)
+}
+
+#[test]
+fn a_checkpoint_bounds_the_replay_and_the_results_stay_exact() {
+    for (kind, def) in [
+        ("tumbling", window_def("win")),
+        ("session", session_def("win")),
+    ] {
+        let reference = engine_on(None).unwrap();
+        reference.install_text(&def).unwrap();
+        let sub = reference.subscribe("win", "out").unwrap();
+        feed(&reference, 30);
+        settle(&reference, "win", "clicks", 100_000);
+        let expected = late_windows(&drain(&sub));
+        assert!(!expected.is_empty(), "{kind}");
+
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let first = engine_on(Some(dir.path())).unwrap();
+            first.install_text(&def).unwrap();
+            let batches = batches();
+            for b in &batches[..20] {
+                first.publish_json("clicks", b).unwrap();
+            }
+            let info = first.checkpoint("win").unwrap();
+            assert!(info.time > 0 && info.bytes > 0, "{kind}: {info:?}");
+            for b in &batches[20..] {
+                first.publish_json("clicks", b).unwrap();
+            }
+        }
+        let second = engine_on(Some(dir.path())).unwrap();
+        let report = second.recovery().unwrap();
+        assert_eq!(report.checkpoints, 1, "{kind}");
+        assert!(
+            report.events >= 10 * 40 && report.events < 30 * 40,
+            "{kind}: the replay read {} events; a checkpoint after 20 of 30 batches bounds it",
+            report.events
+        );
+        let sub = second.subscribe("win", "out").unwrap();
+        settle(&second, "win", "clicks", 100_000);
+        assert_eq!(late_windows(&drain(&sub)), expected, "{kind}");
+        // Retired state stays retired after a restore.
+        assert!(common::eventually(Duration::from_secs(10), || {
+            second.dataflow("win").unwrap().window_state == 0
+        }));
+    }
+}
+
+#[test]
+fn what_cannot_be_checkpointed_says_why_and_replays_in_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let counts = format!("name: totals\n{CLICKS_TOPIC}inputs: [{{id: c, topic: clicks}}]\nnodes:\n  - id: agg\n    op: aggregate\n    input: c\n    aggregates: [{{name: n, fn: count}}]\noutputs: [{{name: out, from: agg}}]\n");
+    {
+        let e = engine_on(Some(dir.path())).unwrap();
+        e.install_text(&counts).unwrap();
+        feed(&e, 3);
+        let err = e.checkpoint("totals").unwrap_err().to_string();
+        assert!(err.contains("unwindowed aggregate"), "{err}");
+        assert!(e.checkpoint("nope").is_err());
+    }
+    let e = engine_on(Some(dir.path())).unwrap();
+    let r = e.recovery().unwrap();
+    assert_eq!((r.checkpoints, r.events), (0, 3 * 40));
 }

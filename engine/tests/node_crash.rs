@@ -1,7 +1,8 @@
 //! The crash test of ARCHITECTURE §6 on a real node process: under a steady publish load the
 //! node is SIGKILLed at random moments, ten times; after each restart every acknowledged
-//! event is in the log, and at the end the dataflow's results equal what the log holds (the
-//! run with no kill over the same events).
+//! event is in the log, and at the end the dataflows' results equal what the log holds (the
+//! run with no kill over the same events): an unwindowed count (whole-log replay) and a
+//! windowed count into a time series, checkpointed every 300 ms (restore + partial replay).
 
 mod node_common;
 
@@ -29,8 +30,56 @@ nodes:
 outputs: [{name: out, from: agg}]
 "#;
 
+const WINDOWS: &str = r#"name: windows
+inputs: [{id: c, topic: clicks, watermark: {max_delay: 0s, idle_timeout: 200ms}}]
+nodes:
+  - {id: w, op: window, input: c, kind: tumbling, size: 100ms}
+  - id: a
+    op: aggregate
+    input: w
+    aggregates: [{name: n, fn: count}, {name: s, fn: sum, expr: amount}]
+  - {id: h, op: series, input: a, name: per_user}
+outputs: [{name: out, from: a}]
+"#;
+
 fn start(dir: tempfile::TempDir) -> NodeProc {
-    NodeProc::start_in(dir, &["--durability", "sync", "--shards", "16"])
+    NodeProc::start_in(
+        dir,
+        &[
+            "--durability",
+            "sync",
+            "--shards",
+            "16",
+            "--checkpoint-interval-ms",
+            "300",
+        ],
+    )
+}
+
+/// Count and sum per user over every window the series holds below `to`.
+async fn series_totals(node: &NodeProc, to: u64) -> BTreeMap<String, (u64, u64)> {
+    let http = reqwest::Client::new();
+    let mut out = BTreeMap::new();
+    for u in 0..USERS {
+        let user = format!("u{u}");
+        let r: Json = http
+            .get(node.url(&format!(
+                "/v1/series/per_user/{user}?from=0&to={to}&limit=10000"
+            )))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let (mut n, mut s) = (0, 0);
+        for p in r["points"].as_array().unwrap() {
+            n += p["value"]["n"].as_u64().unwrap();
+            s += p["value"]["s"].as_u64().unwrap();
+        }
+        out.insert(user, (n, s));
+    }
+    out
 }
 
 /// Every event id in the topic's log (all shards), with duplicates counted.
@@ -79,6 +128,7 @@ async fn sigkill_under_load_loses_no_acknowledged_event() {
     let client = HttpClient::new(&node.base());
     client.create_topic(&clicks_topic("clicks")).await.unwrap();
     client.submit(COUNTS).await.unwrap();
+    client.submit(WINDOWS).await.unwrap();
 
     let acked: Arc<Mutex<BTreeSet<u64>>> = Arc::default();
     let mut next_id = 1u64;
@@ -181,6 +231,59 @@ async fn sigkill_under_load_loses_no_acknowledged_event() {
         assert!(user.starts_with('u'));
         e.0 += 1;
         e.1 += sentinel;
+    }
+    // The windowed count, restored from checkpoints and the log after them, put every
+    // logged event in exactly one window of the series.
+    let logged_totals: BTreeMap<String, (u64, u64)> = expected
+        .iter()
+        .map(|(u, (n, s))| (u.clone(), (n - 1, s - sentinel)))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = series_totals(&node, sentinel).await;
+        if got == logged_totals {
+            break;
+        }
+        if Instant::now() >= deadline {
+            // Which windows differ, for the failure message.
+            let r: Json = reqwest::Client::new()
+                .get(node.url(&format!(
+                    "/v1/series/per_user/u0?from=0&to={sentinel}&limit=10000"
+                )))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let mut have: BTreeMap<u64, u64> = BTreeMap::new();
+            for p in r["points"].as_array().unwrap() {
+                have.insert(
+                    p["time"].as_u64().unwrap(),
+                    p["value"]["n"].as_u64().unwrap(),
+                );
+            }
+            let mut want: BTreeMap<u64, u64> = BTreeMap::new();
+            for (id, (user, _)) in &log {
+                if user == "u0" {
+                    *want.entry(id / 100 * 100).or_default() += 1;
+                }
+            }
+            let diff: Vec<_> = want
+                .iter()
+                .filter(|(t, n)| have.get(t) != Some(n))
+                .map(|(t, n)| (*t, *n, have.get(t).copied()))
+                .collect();
+            let _ = std::fs::write(
+                std::env::temp_dir().join("starling-crash-node.log"),
+                node.log(),
+            );
+            panic!(
+                "the series never matched the log\n got: {got:?}\nwant: {logged_totals:?}\nu0 windows (start, want, have): {diff:?}\nnode log:\n{}",
+                node.log().lines().filter(|l| (l.contains("checkpoint saved") && !l.contains("time=1099511627777")) || l.contains("recover") || l.contains("starting from") || l.contains("WARN") || l.contains("ERROR")).collect::<Vec<_>>().join("\n").chars().rev().take(20000).collect::<String>().chars().rev().collect::<String>()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let mut stream = resp.bytes_stream();
     let mut buf = Vec::new();

@@ -10,6 +10,7 @@ pub mod duration;
 pub mod embed;
 pub mod event;
 pub mod expr;
+pub mod flat;
 pub mod json;
 pub mod plan;
 pub mod render;

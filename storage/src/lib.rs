@@ -30,9 +30,11 @@
 //! shard holds more than `max_bytes_per_shard` payload bytes. It may remove every entry, but
 //! `next_offset` is kept in the shard record, so offsets are never reused, also after a reopen.
 //!
-//! ## Not yet here
-//!
-//! Operator checkpoints, KV trees and vector collections come with later issues.
+//! A log that ends before the flushed ends it recorded (`durable.marks`, written after each
+//! flush at most every 200 ms) is refused on open with [`StorageError::Lost`]: sled recovers
+//! a damaged file by silently going back to an earlier point, and that must not pass for a
+//! shorter history. Appends are refused with [`StorageError::DiskFull`] below a free-space
+//! reserve, and a flush that fails or hangs stops the log ([`StorageError::Failed`]).
 //!
 //! # KV views, time series, checkpoints
 //!

@@ -79,12 +79,16 @@ struct NodeArgs {
     /// [default: 67108864; 0 disables the check].
     #[arg(long, env = "STARLING_MIN_FREE_BYTES")]
     min_free_bytes: Option<u64>,
+    /// Milliseconds between checkpoints of window state; a restart replays the log written
+    /// after the last one [default: 60000].
+    #[arg(long, env = "STARLING_CHECKPOINT_INTERVAL_MS")]
+    checkpoint_interval_ms: Option<u64>,
 }
 
 #[derive(Subcommand)]
 enum Cmd {
     /// Run a node: the engine with its HTTP front door.
-    Node(NodeArgs),
+    Node(Box<NodeArgs>),
     /// Submit a dataflow definition (YAML or JSON) to a node.
     Submit {
         file: PathBuf,
@@ -171,7 +175,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 
 fn run(cmd: Cmd) -> Result<()> {
     match cmd {
-        Cmd::Node(args) => runtime()?.block_on(node(args)),
+        Cmd::Node(args) => runtime()?.block_on(node(*args)),
         Cmd::Submit { file, remote } => {
             let out =
                 runtime()?.block_on(cli::remote::submit(&HttpClient::new(&remote.node), &file))?;
@@ -258,6 +262,7 @@ async fn node(args: NodeArgs) -> Result<()> {
         retention_ms: args.retention_ms,
         retention_bytes: args.retention_bytes,
         min_free_bytes: args.min_free_bytes,
+        checkpoint_interval_ms: args.checkpoint_interval_ms,
     };
     let config = NodeConfig::build(file, overrides)?;
     let node = Node::start(&config).await?;

@@ -25,8 +25,8 @@ use std::sync::Arc;
 pub use catalog::{Catalog, CatalogError};
 pub use starling_operators::render::state::Stores;
 pub use starling_storage::{
-    CollectionSpec, Durability, EventLog, KvStore, KvWrite, Metric, Retention, SeriesStore,
-    SledLog, StorageError, VectorStore,
+    CheckpointStore, CollectionSpec, Durability, EventLog, KvStore, KvWrite, Metric, Retention,
+    SeriesStore, SledLog, StorageError, VectorStore,
 };
 
 use starling_storage::LogOptions;
@@ -63,6 +63,8 @@ pub struct Store {
     pub(crate) shards: u32,
     /// KV views and time series written by dataflows and read by agents.
     pub(crate) stores: Stores,
+    /// Operator-state checkpoints, one series per dataflow.
+    pub(crate) checkpoints: CheckpointStore,
 }
 
 impl std::fmt::Debug for Store {
@@ -118,6 +120,7 @@ impl Store {
             catalog,
             shards: options.shards,
             stores,
+            checkpoints: CheckpointStore::open(&dir.join("checkpoints"))?,
         })
     }
 

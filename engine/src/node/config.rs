@@ -23,6 +23,8 @@ pub struct NodeConfig {
     /// How published events are stored; `None` keeps them in memory only (nothing survives
     /// a restart; for benchmarks that measure the cost of the log).
     pub store: Option<StoreOptions>,
+    /// How often window state is checkpointed.
+    pub checkpoint_interval_ms: u64,
 }
 
 impl Default for NodeConfig {
@@ -35,6 +37,7 @@ impl Default for NodeConfig {
             limits: Limits::default(),
             subscriber_queue: 1024,
             store: Some(StoreOptions::default()),
+            checkpoint_interval_ms: 60_000,
         }
     }
 }
@@ -64,6 +67,8 @@ pub struct FileConfig {
     /// Refuse publishes while the data directory's file system has less free space than this
     /// (default 64 MiB; 0 disables the check).
     pub min_free_bytes: Option<u64>,
+    /// Milliseconds between checkpoints of window state (default 60000).
+    pub checkpoint_interval_ms: Option<u64>,
 }
 
 /// Why the settings are unusable.
@@ -142,6 +147,12 @@ impl NodeConfig {
                 "subscriber_queue",
             )?,
             store,
+            checkpoint_interval_ms: pick(
+                overrides.checkpoint_interval_ms.map(|v| v as usize),
+                file.checkpoint_interval_ms.map(|v| v as usize),
+                d.checkpoint_interval_ms as usize,
+                "checkpoint_interval_ms",
+            )? as u64,
         })
     }
 }

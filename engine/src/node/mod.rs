@@ -76,6 +76,7 @@ impl Node {
             workers: config.workers,
             subscriber_queue: config.subscriber_queue,
             store,
+            checkpoint_interval: Some(Duration::from_millis(config.checkpoint_interval_ms)),
             ..EngineConfig::default()
         };
         let engine = Arc::new(

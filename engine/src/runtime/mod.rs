@@ -10,6 +10,7 @@
 //! event arrived. Each worker derives each dataflow input's watermark from that and the
 //! input's policy (see [`worker`]), so all workers agree without talking to each other.
 
+mod checkpoint;
 mod recovery;
 mod subscribers;
 mod worker;
@@ -53,6 +54,8 @@ pub struct EngineConfig {
     /// everything in memory (tests, benchmarks of the engine alone). With a store, `start`
     /// replays it before returning.
     pub store: Option<Arc<Store>>,
+    /// How often window state is checkpointed (with a store); `None` never.
+    pub checkpoint_interval: Option<Duration>,
 }
 
 impl Default for EngineConfig {
@@ -64,6 +67,7 @@ impl Default for EngineConfig {
             clock_interval: Duration::from_millis(100),
             max_queued_batches: 8,
             store: None,
+            checkpoint_interval: Some(Duration::from_secs(60)),
         }
     }
 }
@@ -160,6 +164,7 @@ pub struct Engine {
     recovery: Mutex<Option<RecoveryReport>>,
 }
 
+pub use checkpoint::CheckpointInfo;
 pub use recovery::RecoveryReport;
 
 impl Engine {
@@ -235,6 +240,20 @@ impl Engine {
         if let Some(store) = engine.inner.config.store.clone() {
             let report = recovery::recover(&engine, &store)?;
             *engine.recovery.lock().unwrap_or_else(|p| p.into_inner()) = Some(report);
+            if let Some(every) = engine.inner.config.checkpoint_interval {
+                let weak = Arc::downgrade(&engine.inner);
+                std::thread::Builder::new()
+                    .name("starling-checkpoint".into())
+                    .spawn(move || loop {
+                        std::thread::sleep(every);
+                        let Some(inner) = weak.upgrade() else { break };
+                        if inner.shutting_down.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        checkpoint::run_all(&inner);
+                    })
+                    .map_err(|e| EngineError::Startup(e.to_string()))?;
+            }
         }
         Ok(engine)
     }
@@ -380,6 +399,8 @@ impl Engine {
         if self.inner.shutting_down.load(Ordering::Relaxed) {
             return Err(EngineError::ShuttingDown);
         }
+        // Every logged record before this position reached the workers before this batch.
+        let pos = next_seq.saturating_add(1);
         if let (Some(store), Some(entries)) = (&self.inner.config.store, entries.as_mut()) {
             for (_, payload) in entries.iter_mut() {
                 record::stamp(payload, *next_seq);
@@ -395,7 +416,7 @@ impl Engine {
                     // runs never differs from what a replay would see; the caller learns the
                     // outcome is unknown.
                     *next_seq += 1;
-                    self.inner.push(&t, events)?;
+                    self.inner.push(&t, events, pos)?;
                     return Err(e.into());
                 }
                 Err(e) => return Err(e.into()),
@@ -403,7 +424,7 @@ impl Engine {
             *next_seq += 1;
         }
         // Cannot be refused now: shutdown sets its flag under the ingest lock we hold.
-        self.inner.push(&t, events)?;
+        self.inner.push(&t, events, pos)?;
         drop(next_seq);
         Ok(n)
     }
@@ -489,6 +510,7 @@ impl Engine {
         if self.inner.shutting_down.load(Ordering::Relaxed) {
             return Err(EngineError::ShuttingDown);
         }
+        let pos = next_seq.saturating_add(1);
         if let Some(store) = &self.inner.config.store {
             let mut entry = record::encode_watermark(time).map_err(EngineError::Internal)?;
             record::stamp(&mut entry, *next_seq);
@@ -498,6 +520,7 @@ impl Engine {
         self.inner.broadcast(|| Command::Watermark {
             topic: t.spec.name.clone().into(),
             time,
+            pos,
         });
         Ok(())
     }
@@ -511,7 +534,7 @@ impl Engine {
     /// Checks a definition, creates the topics it declares, and runs it on every worker.
     pub fn install(&self, def: &Definition) -> Result<DataflowInfo, EngineError> {
         let mut next_seq = self.inner.lock_ingest();
-        let info = self.install_at(def, Some(*next_seq))?;
+        let info = self.install_at(def, Some(*next_seq), None)?;
         *next_seq += 1;
         Ok(info)
     }
@@ -519,7 +542,12 @@ impl Engine {
     /// Installs under the ingest lock (held by the caller). `seq` is where the install sits
     /// in the log's order; it is recorded in the catalog (`None` during replay, where the
     /// catalog already has it).
-    fn install_at(&self, def: &Definition, seq: Option<u64>) -> Result<DataflowInfo, EngineError> {
+    fn install_at(
+        &self,
+        def: &Definition,
+        seq: Option<u64>,
+        restore: Option<Arc<checkpoint::Restore>>,
+    ) -> Result<DataflowInfo, EngineError> {
         let mut dataflows = self.inner.lock_dataflows();
         if dataflows.contains_key(&def.name) {
             return Err(EngineError::DataflowExists(def.name.clone()));
@@ -576,6 +604,8 @@ impl Engine {
                 store.catalog.add_topic(t)?;
             }
             store.catalog.add_dataflow(seq, def)?;
+            // A new definition under an old name must not start from the old one's state.
+            store.checkpoints.remove(&def.name)?;
         }
         let info = describe(&installed);
         let cmd = worker::InstallCommand {
@@ -586,6 +616,7 @@ impl Engine {
             watermarks: Arc::clone(&installed.watermarks),
             late_events: Arc::clone(&installed.late_events),
             stores,
+            restore,
         };
         dataflows.insert(def.name.clone(), installed);
         // Broadcast before releasing the lock: a concurrent drop of the same name then
@@ -606,6 +637,7 @@ impl Engine {
         }
         if let Some(store) = &self.inner.config.store {
             store.catalog.remove_dataflow(name)?;
+            store.checkpoints.remove(name)?;
         }
         let removed = dataflows
             .remove(name)
@@ -930,7 +962,10 @@ impl Inner {
     pub(crate) fn publish_internal(&self, topic: &str, events: Vec<Event>) {
         match self.topic(topic) {
             Ok(t) => {
-                if let Err(e) = self.push(&t, events.into_iter().map(|e| (e, 0, 1)).collect()) {
+                // Not logged: no log position (dataflows reading it replay with their source).
+                let pos = u64::MAX;
+                if let Err(e) = self.push(&t, events.into_iter().map(|e| (e, 0, 1)).collect(), pos)
+                {
                     tracing::debug!(error = %e, topic, "dataflow output not published");
                 }
             }
@@ -941,7 +976,7 @@ impl Inner {
     /// Sends a batch to one worker and the topic's new clock to every worker.
     /// Sends a batch (as updates whose time the receiving worker sets to its watermark) to
     /// one worker and the topic's new clock to every worker.
-    fn push(&self, t: &Topic, events: Vec<Update>) -> Result<(), EngineError> {
+    fn push(&self, t: &Topic, events: Vec<Update>, pos: u64) -> Result<(), EngineError> {
         if events.is_empty() {
             return Ok(());
         }
@@ -984,12 +1019,14 @@ impl Inner {
                     topic: Arc::clone(&topic),
                     events: events.take().unwrap_or_default(),
                     max_seen,
+                    pos,
                 }
             } else if raised {
                 Command::Clock {
                     topic: Arc::clone(&topic),
                     max_seen,
                     idle_ms: 0,
+                    pos,
                 }
             } else {
                 // The topic's clock did not move: the other workers have nothing to learn.
@@ -1028,6 +1065,10 @@ impl Inner {
             return;
         }
         let topics: Vec<Arc<Topic>> = self.read_topics().values().cloned().collect();
+        // Under the ingest lock, so the position is exact: every record below it was handed
+        // over before these clocks.
+        let ingest = self.lock_ingest();
+        let pos = *ingest;
         for t in topics {
             let (max_seen, idle) = {
                 let c = t.clock.lock().unwrap_or_else(|p| p.into_inner());
@@ -1039,9 +1080,11 @@ impl Inner {
                     topic: Arc::clone(&name),
                     max_seen,
                     idle_ms: idle.as_millis() as u64,
+                    pos,
                 });
             }
         }
+        drop(ingest);
     }
 }
 

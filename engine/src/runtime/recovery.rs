@@ -1,7 +1,7 @@
 //! Start-up replay of the store (see [`crate::durable`] for the design).
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -33,6 +33,8 @@ pub struct RecoveryReport {
     pub millis: u64,
     /// The next sequence number after recovery.
     pub next_seq: u64,
+    /// Dataflows started from a checkpoint (the others replayed their whole log).
+    pub checkpoints: usize,
 }
 
 /// One shard's unread entries.
@@ -87,10 +89,44 @@ pub(super) fn recover(engine: &Engine, store: &Store) -> Result<RecoveryReport, 
     }
     let mut pending: Vec<CatalogDataflow> = state.dataflows;
     pending.sort_by_key(|d| Reverse(d.seq));
+    // Checkpoints: each dataflow that has one starts from its state and reads each shard of
+    // its inputs from the checkpoint's offset on; a shard is read from the smallest offset
+    // any dataflow reading the topic needs (a dataflow without a checkpoint needs all).
+    let workers = inner.config.workers;
+    let mut restores: HashMap<String, Arc<super::checkpoint::Restore>> = HashMap::new();
+    let mut starts: HashMap<(String, u32), u64> = HashMap::new();
+    let mut full: HashSet<String> = HashSet::new();
+    let mut read: HashSet<String> = HashSet::new();
+    for d in &pending {
+        let restore = super::checkpoint::load(store, &d.definition.name, workers)?;
+        for i in &d.definition.inputs {
+            read.insert(i.topic.clone());
+            match &restore {
+                Some(r) => {
+                    for (shard, off) in r.starts.get(&i.topic).into_iter().flatten() {
+                        let e = starts.entry((i.topic.clone(), *shard)).or_insert(*off);
+                        *e = (*e).min(*off);
+                    }
+                }
+                None => {
+                    full.insert(i.topic.clone());
+                }
+            }
+        }
+        if let Some(r) = restore {
+            report.checkpoints += 1;
+            tracing::info!(dataflow = %d.definition.name, time = r.time, "starting from a checkpoint");
+            restores.insert(d.definition.name.clone(), Arc::new(r));
+        }
+    }
 
     let log = store.log.as_ref();
     let mut cursors = Vec::new();
     for topic in log.topics()? {
+        if !read.contains(&topic) {
+            // No dataflow reads it: nothing to rebuild.
+            continue;
+        }
         if inner.topic(&topic).is_err() {
             tracing::warn!(topic = %topic, "the log has a topic the catalog does not know; it is not replayed");
             continue;
@@ -100,7 +136,16 @@ pub(super) fn recover(engine: &Engine, store: &Store) -> Result<RecoveryReport, 
             cursors.push(Cursor {
                 topic: Arc::clone(&name),
                 shard,
-                next: log.first_offset(&topic, shard)?,
+                next: if full.contains(&topic) {
+                    log.first_offset(&topic, shard)?
+                } else {
+                    // A shard created after the checkpoints is read whole.
+                    starts
+                        .get(&(topic.clone(), shard))
+                        .copied()
+                        .unwrap_or(0)
+                        .max(log.first_offset(&topic, shard)?)
+                },
                 buffered: VecDeque::new(),
             });
         }
@@ -121,7 +166,7 @@ pub(super) fn recover(engine: &Engine, store: &Store) -> Result<RecoveryReport, 
     while let Some(Reverse((seq, i))) = heads.pop() {
         while pending.last().is_some_and(|d| d.seq < seq) {
             if let Some(d) = pending.pop() {
-                reinstall(engine, &d)?;
+                reinstall(engine, &d, restores.remove(&d.definition.name))?;
                 report.dataflows += 1;
             }
         }
@@ -152,6 +197,7 @@ pub(super) fn recover(engine: &Engine, store: &Store) -> Result<RecoveryReport, 
                     inner.broadcast(|| Command::Watermark {
                         topic: Arc::clone(&name),
                         time,
+                        pos: seq + 1,
                     });
                 }
                 None => {}
@@ -161,7 +207,7 @@ pub(super) fn recover(engine: &Engine, store: &Store) -> Result<RecoveryReport, 
         if !events.is_empty() {
             report.events += events.len() as u64;
             inner.wait_for_room();
-            inner.push(&topic, events)?;
+            inner.push(&topic, events, seq + 1)?;
         }
         last_seq = Some(seq);
         for j in group {
@@ -171,10 +217,30 @@ pub(super) fn recover(engine: &Engine, store: &Store) -> Result<RecoveryReport, 
             }
         }
     }
+    // The next sequence number follows the newest entry of every shard, also of shards the
+    // replay did not read (topics no dataflow reads, prefixes covered by checkpoints).
     let mut max_seq = last_seq;
+    for topic in log.topics()? {
+        for shard in log.shards(&topic)? {
+            let (first, next) = (
+                log.first_offset(&topic, shard)?,
+                log.next_offset(&topic, shard)?,
+            );
+            if next > first {
+                if let Some((offset, bytes)) = log.read(&topic, shard, next - 1, 1)?.pop() {
+                    let (seq, _) = record::decode(&bytes).map_err(|reason| {
+                        EngineError::Recovery(format!(
+                            "topic `{topic}` shard {shard} offset {offset}: {reason}"
+                        ))
+                    })?;
+                    max_seq = max_seq.max(Some(seq));
+                }
+            }
+        }
+    }
     while let Some(d) = pending.pop() {
         max_seq = max_seq.max(Some(d.seq));
-        reinstall(engine, &d)?;
+        reinstall(engine, &d, restores.remove(&d.definition.name))?;
         report.dataflows += 1;
     }
     *next_seq = max_seq.map_or(0, |s| s + 1);
@@ -191,13 +257,19 @@ pub(super) fn recover(engine: &Engine, store: &Store) -> Result<RecoveryReport, 
     Ok(report)
 }
 
-fn reinstall(engine: &Engine, d: &CatalogDataflow) -> Result<(), EngineError> {
-    engine.install_at(&d.definition, None).map_err(|e| {
-        EngineError::Recovery(format!(
-            "reinstalling dataflow `{}` from the catalog: {e}",
-            d.definition.name
-        ))
-    })?;
+fn reinstall(
+    engine: &Engine,
+    d: &CatalogDataflow,
+    restore: Option<Arc<super::checkpoint::Restore>>,
+) -> Result<(), EngineError> {
+    engine
+        .install_at(&d.definition, None, restore)
+        .map_err(|e| {
+            EngineError::Recovery(format!(
+                "reinstalling dataflow `{}` from the catalog: {e}",
+                d.definition.name
+            ))
+        })?;
     Ok(())
 }
 

@@ -7,7 +7,7 @@
 //! late topic and counted, never into results); otherwise it enters at the watermark, which
 //! is the input's timely time. Every worker receives every clock update, so all agree.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -20,6 +20,7 @@ use timely::dataflow::{InputHandle, ProbeHandle};
 use timely::worker::Worker;
 
 use starling_operators::plan::{Plan, WatermarkPolicy};
+use starling_operators::render::snapshot::Checkpoints;
 use starling_operators::render::{render, DataflowStats, Effects, RenderContext, Time, Update};
 use starling_operators::{Event, Value};
 
@@ -35,17 +36,32 @@ pub(crate) enum Command {
         topic: Arc<str>,
         events: Vec<Update>,
         max_seen: u64,
+        /// Log position: every record with a smaller sequence number came before this
+        /// command (`u64::MAX` for events that are not logged).
+        pos: u64,
     },
     /// The topic's newest event time and how long it has been idle.
     Clock {
         topic: Arc<str>,
         max_seen: u64,
         idle_ms: u64,
+        pos: u64,
     },
     /// Raise the watermark of every input on the topic to `time`.
     Watermark {
         topic: Arc<str>,
         time: u64,
+        pos: u64,
+    },
+    /// Snapshot the dataflow's window state at its inputs' current watermark.
+    Checkpoint {
+        dataflow: String,
+        collector: Arc<super::checkpoint::Collector>,
+    },
+    /// End the dataflow's checkpoint: release its inputs as of log position `pos`.
+    Release {
+        dataflow: String,
+        pos: u64,
     },
     Shutdown,
 }
@@ -60,6 +76,8 @@ pub(crate) struct InstallCommand {
     pub watermarks: Arc<Vec<Vec<AtomicU64>>>,
     pub late_events: Arc<AtomicU64>,
     pub stores: starling_operators::render::state::Stores,
+    /// State and positions to start from (a restart with a checkpoint).
+    pub restore: Option<Arc<super::checkpoint::Restore>>,
 }
 
 struct LocalInput {
@@ -68,13 +86,32 @@ struct LocalInput {
     policy: WatermarkPolicy,
     handle: InputHandle<Time, CapacityContainerBuilder<Vec<Update>>>,
     watermark: Time,
+    /// Recent raises: (watermark, first log position that entered at it), oldest first.
+    raises: VecDeque<(Time, u64)>,
+    /// Log records below this position are already in the restored state: skipped.
+    skip_below: u64,
+    /// While a checkpoint holds the input: the highest watermark asked for meanwhile.
+    held: Option<Time>,
 }
+
+/// Raises remembered per input, enough to find where any recent watermark began.
+const RAISES_KEPT: usize = 4096;
 
 struct Running {
     index: usize,
     inputs: Vec<LocalInput>,
     probe: ProbeHandle<Time>,
     cmd: InstallCommand,
+    checkpoints: Rc<Checkpoints>,
+    /// The checkpoint under way: its collector and what was fixed when it began.
+    job: Option<Job>,
+}
+
+struct Job {
+    collector: Arc<super::checkpoint::Collector>,
+    time: Time,
+    watermarks: Vec<Time>,
+    positions: Vec<u64>,
 }
 
 /// The effects of a dataflow on this worker: topics and subscribers live in the engine.
@@ -135,8 +172,9 @@ pub(crate) fn run(worker: &mut Worker, rx: Receiver<Command>, inner: Weak<Inner>
                     topic,
                     events,
                     max_seen,
+                    pos,
                 } => {
-                    ingest(&mut running, &topic, events, max_seen, me, &inner);
+                    ingest(&mut running, &topic, events, max_seen, pos, me, &inner);
                     if let Some(i) = inner.upgrade() {
                         i.queued[me].fetch_sub(1, Ordering::AcqRel);
                     }
@@ -145,16 +183,22 @@ pub(crate) fn run(worker: &mut Worker, rx: Receiver<Command>, inner: Weak<Inner>
                     topic,
                     max_seen,
                     idle_ms,
-                } => advance(&mut running, &topic, me, |p, _| {
+                    pos,
+                } => advance(&mut running, &topic, me, pos, |p, _| {
                     if p.idle_timeout > 0 && idle_ms >= p.idle_timeout {
                         max_seen.saturating_add(1)
                     } else {
                         max_seen.saturating_sub(p.max_delay)
                     }
                 }),
-                Command::Watermark { topic, time } => {
-                    advance(&mut running, &topic, me, |_, _| time)
+                Command::Watermark { topic, time, pos } => {
+                    advance(&mut running, &topic, me, pos, |_, _| time)
                 }
+                Command::Checkpoint {
+                    dataflow,
+                    collector,
+                } => begin_checkpoint(&mut running, &dataflow, collector, me),
+                Command::Release { dataflow, pos } => release(&mut running, &dataflow, pos, me),
             }
         }
         if stop || inner.strong_count() == 0 {
@@ -168,11 +212,12 @@ pub(crate) fn run(worker: &mut Worker, rx: Receiver<Command>, inner: Weak<Inner>
             let total = cpu.as_duration().as_nanos() as u64;
             i.busy[me].store(total, Ordering::Relaxed);
         }
-        for r in running.values() {
+        for r in running.values_mut() {
             let f = r
                 .probe
                 .with_frontier(|f| f.first().copied().unwrap_or(Time::MAX));
             r.cmd.frontiers[me].store(f, Ordering::Release);
+            finish_checkpoint(r, me);
         }
         if let Some(i) = inner.upgrade() {
             i.set_live(me, worker.installed_dataflows().len());
@@ -186,6 +231,11 @@ pub(crate) fn run(worker: &mut Worker, rx: Receiver<Command>, inner: Weak<Inner>
 
 fn install(worker: &mut Worker, cmd: InstallCommand, inner: &Weak<Inner>) -> Running {
     let index = worker.next_dataflow_index();
+    let me = worker.index();
+    let checkpoints = match &cmd.restore {
+        Some(r) => Checkpoints::restoring(r.parts_of(me)),
+        None => Rc::new(Checkpoints::default()),
+    };
     let ctx = RenderContext {
         effects: Rc::new(WorkerEffects {
             inner: inner.clone(),
@@ -193,6 +243,7 @@ fn install(worker: &mut Worker, cmd: InstallCommand, inner: &Weak<Inner>) -> Run
         }),
         stats: Arc::clone(&cmd.stats),
         stores: cmd.stores.clone(),
+        checkpoints: Rc::clone(&checkpoints),
     };
     let plan = Arc::clone(&cmd.plan);
     let (handles, probe) = worker.dataflow_named::<Time, _, _>(&plan.name, |scope| {
@@ -206,7 +257,7 @@ fn install(worker: &mut Worker, cmd: InstallCommand, inner: &Weak<Inner>) -> Run
         let probe = render(&plan, scope, streams, &ctx);
         (handles, probe)
     });
-    let inputs = plan
+    let mut inputs: Vec<LocalInput> = plan
         .inputs
         .iter()
         .zip(handles)
@@ -216,13 +267,33 @@ fn install(worker: &mut Worker, cmd: InstallCommand, inner: &Weak<Inner>) -> Run
             policy: i.watermark,
             handle,
             watermark: 0,
+            raises: VecDeque::new(),
+            skip_below: 0,
+            held: None,
         })
         .collect();
+    if let Some(r) = &cmd.restore {
+        // Start where the checkpoint was taken: its watermarks, and the log after it.
+        for (index, input) in inputs.iter_mut().enumerate() {
+            let (wm, from) = r.input(index);
+            input.skip_below = from;
+            input.raises.push_back((wm, from));
+            if wm > 0 {
+                input.watermark = wm;
+                input.handle.advance_to(wm);
+                if let Some(w) = cmd.watermarks.get(me).and_then(|w| w.get(index)) {
+                    w.store(wm, Ordering::Relaxed);
+                }
+            }
+        }
+    }
     Running {
         index,
         inputs,
         probe,
         cmd,
+        checkpoints,
+        job: None,
     }
 }
 
@@ -232,6 +303,7 @@ fn ingest(
     topic: &str,
     events: Vec<Update>,
     max_seen: u64,
+    pos: u64,
     me: usize,
     inner: &Weak<Inner>,
 ) {
@@ -249,6 +321,10 @@ fn ingest(
                 continue;
             }
             seen += 1;
+            if pos <= input.skip_below {
+                // Already in the state this dataflow was restored with.
+                continue;
+            }
             let mut updates = if seen == consumers {
                 events.take().unwrap_or_default()
             } else {
@@ -281,7 +357,7 @@ fn ingest(
                 late_out.push((cmd.plan.late_topic.clone(), late));
             }
             let target = max_seen.saturating_sub(input.policy.max_delay);
-            raise(input, target, cmd, me, index);
+            raise(input, target, pos, cmd, me, index);
             input.handle.flush();
         }
     }
@@ -311,10 +387,26 @@ fn late_record(input: &str, e: &Event, watermark: u64) -> Event {
     }
 }
 
-fn raise(input: &mut LocalInput, target: u64, cmd: &InstallCommand, me: usize, index: usize) {
+fn raise(
+    input: &mut LocalInput,
+    target: u64,
+    pos: u64,
+    cmd: &InstallCommand,
+    me: usize,
+    index: usize,
+) {
+    if let Some(held) = input.held.as_mut() {
+        // A checkpoint holds the input: remember the raise for when it is released.
+        *held = (*held).max(target);
+        return;
+    }
     if target > input.watermark {
         input.watermark = target;
         input.handle.advance_to(target);
+        input.raises.push_back((target, pos));
+        if input.raises.len() > RAISES_KEPT {
+            input.raises.pop_front();
+        }
         if let Some(w) = cmd.watermarks.get(me).and_then(|w| w.get(index)) {
             w.store(target, Ordering::Relaxed);
         }
@@ -326,15 +418,112 @@ fn advance(
     running: &mut HashMap<String, Running>,
     topic: &str,
     me: usize,
+    pos: u64,
     target: impl Fn(&WatermarkPolicy, u64) -> u64,
 ) {
     for r in running.values_mut() {
         let Running { inputs, cmd, .. } = r;
         for (index, input) in inputs.iter_mut().enumerate() {
-            if input.topic == topic {
+            if input.topic == topic && pos > input.skip_below {
                 let t = target(&input.policy, input.watermark);
-                raise(input, t, cmd, me, index);
+                raise(input, t, pos, cmd, me, index);
             }
+        }
+    }
+}
+
+/// Holds the dataflow's inputs at their watermarks and asks its window operators for their
+/// state at the smallest of them. Inputs whose watermarks differ cannot be aligned: the
+/// checkpoint is declined (the next one may find them equal).
+fn begin_checkpoint(
+    running: &mut HashMap<String, Running>,
+    dataflow: &str,
+    collector: Arc<super::checkpoint::Collector>,
+    me: usize,
+) {
+    let Some(r) = running.get_mut(dataflow) else {
+        collector.fail(me, format!("dataflow `{dataflow}` is not running"));
+        return;
+    };
+    if r.job.is_some() || r.checkpoints.pending() {
+        collector.fail(me, "a checkpoint is already under way".into());
+        return;
+    }
+    let watermarks: Vec<Time> = r.inputs.iter().map(|i| i.watermark).collect();
+    let time = watermarks.iter().copied().min().unwrap_or(0);
+    if watermarks.iter().any(|w| *w != time) {
+        collector.fail(
+            me,
+            format!(
+                "the inputs' watermarks differ ({watermarks:?}); a checkpoint needs them aligned"
+            ),
+        );
+        return;
+    }
+    let mut positions = Vec::with_capacity(r.inputs.len());
+    for input in &r.inputs {
+        // The first record that entered at the current watermark: everything before it is
+        // in the state, everything from it on is replayed.
+        let pos = input
+            .raises
+            .iter()
+            .find(|(wm, _)| *wm >= time)
+            .map_or(input.skip_below, |(_, p)| *p);
+        positions.push(pos);
+    }
+    if positions.contains(&u64::MAX) {
+        collector.fail(me, "an input reads events that are not logged".into());
+        return;
+    }
+    for input in r.inputs.iter_mut() {
+        input.held = Some(input.watermark);
+    }
+    r.checkpoints.request(time);
+    r.job = Some(Job {
+        collector,
+        time,
+        watermarks,
+        positions,
+    });
+}
+
+/// Hands the finished checkpoint to its collector. The inputs stay held until the engine's
+/// `Release`, which reaches every worker at the same point of the command order.
+fn finish_checkpoint(r: &mut Running, me: usize) {
+    let Some(job) = r.job.take() else { return };
+    // Every sink (KV views, series, vectors, outputs) must also have taken what came before
+    // the checkpoint's time, or results the state calls emitted would be written nowhere.
+    if r.probe.less_than(&job.time) {
+        r.job = Some(job);
+        return;
+    }
+    let Some(req) = r.checkpoints.take_finished() else {
+        r.job = Some(job);
+        return;
+    };
+    if req.errors.is_empty() {
+        job.collector
+            .add(me, job.time, job.watermarks, job.positions, req.parts);
+    } else {
+        job.collector.fail(me, req.errors.join("; "));
+    }
+}
+
+/// Ends a checkpoint: raises the held inputs to what was asked meanwhile, as of log
+/// position `pos` (the same on every worker). A checkpoint still under way is abandoned.
+fn release(running: &mut HashMap<String, Running>, dataflow: &str, pos: u64, me: usize) {
+    let Some(r) = running.get_mut(dataflow) else {
+        return;
+    };
+    if let Some(job) = r.job.take() {
+        r.checkpoints.cancel();
+        job.collector
+            .fail(me, "abandoned before it finished".into());
+    }
+    let Running { inputs, cmd, .. } = r;
+    for (index, input) in inputs.iter_mut().enumerate() {
+        if let Some(target) = input.held.take() {
+            raise(input, target, pos, cmd, me, index);
         }
     }
 }

@@ -29,7 +29,12 @@ impl NodeProc {
     /// Like [`NodeProc::start`], on an existing directory (`<dir>/data` is the data dir), so a
     /// node can be restarted on what a previous one left.
     pub fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> NodeProc {
-        let log = std::fs::File::create(dir.path().join("node.log")).expect("log file");
+        // Appended to, so the log of a restarted node follows its predecessor's.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.path().join("node.log"))
+            .expect("log file");
         let mut child = Command::new(BIN)
             .args([
                 "node",

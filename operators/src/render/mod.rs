@@ -16,6 +16,7 @@ pub mod aggregate;
 pub mod distinct;
 pub mod join;
 pub mod sink;
+pub mod snapshot;
 pub mod state;
 pub mod stateless;
 pub mod vectors;
@@ -77,6 +78,8 @@ pub struct RenderContext {
     pub stats: Arc<DataflowStats>,
     /// The node's KV views and series; plans that use them are only installed with them.
     pub stores: state::Stores,
+    /// Where window operators restore their state from and write their checkpoints to.
+    pub checkpoints: Rc<snapshot::Checkpoints>,
 }
 
 /// Renders `plan` in `scope`, reading `inputs` (one stream per plan input, in order).
@@ -131,6 +134,7 @@ pub fn render<'s>(
                 },
                 Arc::clone(&ctx.stats),
                 Rc::clone(&dead),
+                Rc::clone(&ctx.checkpoints),
             ),
             NodeKind::Aggregate { input, aggs } => aggregate::aggregate(
                 streams[*input].clone(),

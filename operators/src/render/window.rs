@@ -33,6 +33,7 @@ use timely::dataflow::operators::Capability;
 
 use super::accumulate::{new_group, results_into, Acc};
 use super::sink::DeadLetters;
+use super::snapshot::{self, AccSnap, Checkpoints, GroupSnap, PaneSnap, SessionSnap, WindowSnap};
 use super::{DataflowStats, Diff, Time, Update, Updates};
 use crate::definition::EmitMode;
 use crate::event::Event;
@@ -58,6 +59,10 @@ struct Pane {
     groups: HashMap<Value, Vec<Acc>>,
     emitted: bool,
     cap: Option<Capability<Time>>,
+    /// The frontier reached end + lateness: nothing can change it any more and it no longer
+    /// counts as state. It is kept until the frontier is past that point, so that a
+    /// checkpoint taken exactly there still holds the result it has just emitted.
+    closed: bool,
 }
 
 impl Pane {
@@ -88,6 +93,8 @@ struct Session {
     end: Time,
     accs: Vec<Acc>,
     emitted: bool,
+    /// As [`Pane::closed`]: final, uncounted, kept one step for checkpoints.
+    closed: bool,
 }
 
 fn result_event(key: &Value, start: Time, end: Time, accs: &[Acc]) -> Event {
@@ -109,15 +116,14 @@ pub fn window_aggregate<'s>(
     cfg: WindowConfig,
     stats: Arc<DataflowStats>,
     dead: Rc<DeadLetters>,
+    ckpt: Rc<Checkpoints>,
 ) -> Updates<'s> {
     let name = format!("Window {}", cfg.name);
     let s = in_time_order(s, &name);
     match cfg.window {
-        WindowSpec::Session { gap } => sessions(s, cfg, gap, stats, dead, Pipeline, &name),
-        WindowSpec::Tumbling { size } => panes(s, cfg, size, size, stats, dead, Pipeline, &name),
-        WindowSpec::Sliding { size, slide } => {
-            panes(s, cfg, size, slide, stats, dead, Pipeline, &name)
-        }
+        WindowSpec::Session { gap } => sessions(s, cfg, gap, stats, dead, ckpt, &name),
+        WindowSpec::Tumbling { size } => panes(s, cfg, size, size, stats, dead, ckpt, &name),
+        WindowSpec::Sliding { size, slide } => panes(s, cfg, size, slide, stats, dead, ckpt, &name),
     }
 }
 
@@ -217,11 +223,24 @@ fn panes<'s>(
     slide: u64,
     stats: Arc<DataflowStats>,
     dead: Rc<DeadLetters>,
-    pact: Pipeline,
+    ckpt: Rc<Checkpoints>,
     name: &str,
 ) -> Updates<'s> {
-    s.unary_frontier::<Out, _, _, _>(pact, name, move |_, _| {
+    let scope = s.scope();
+    s.unary_frontier::<Out, _, _, _>(Pipeline, name, move |initial, info| {
+        ckpt.register(scope.activator_for(info.address.clone()));
         let mut panes: BTreeMap<Time, Pane> = BTreeMap::new();
+        if let Some(bytes) = ckpt.take_restore(&cfg.name) {
+            match restore_panes(&bytes, &initial) {
+                Ok(restored) => {
+                    let n: usize = restored.values().map(|p| p.groups.len()).sum();
+                    stats.add_window_state(n as i64);
+                    panes = restored;
+                }
+                Err(e) => tracing::error!(node = %cfg.name, error = %e, "window state could not be restored"),
+            }
+        }
+        drop(initial);
         let mut vals: Vec<Value> = Vec::with_capacity(cfg.aggs.len());
         let lateness = cfg.lateness;
         let updates = cfg.emit == EmitMode::Updates;
@@ -244,6 +263,7 @@ fn panes<'s>(
                                     groups: HashMap::default(),
                                     emitted: updates || end <= now,
                                     cap: (!updates && end > now).then(|| cap.delayed(&end)),
+                                    closed: false,
                                 });
                                 if !pane.emitted && end <= now {
                                     // Emit before correcting, whatever the schedule was.
@@ -283,9 +303,45 @@ fn panes<'s>(
                     output.session(&pcap).give_iterator(results);
                 }
             }
+            // Before retirement: a window that ends at the checkpoint's time emits at that
+            // time, which is still on its way to the sinks; the checkpoint keeps it.
+            ckpt.offer(&cfg.name, frontier.frontier().as_ref(), |time| {
+                WindowSnap::Panes(
+                    panes
+                        .iter()
+                        .map(|(&end, p)| PaneSnap {
+                            start: p.start,
+                            end,
+                            // A result emitted at the checkpoint's own time is still on its
+                            // way downstream (sinks take it once the frontier passes): it
+                            // belongs to what comes after, so the restore emits it again.
+                            emitted: p.emitted && (updates || end < time),
+                            groups: p
+                                .groups
+                                .iter()
+                                .map(|(k, accs)| GroupSnap {
+                                    key: crate::flat::row_to_wire(std::slice::from_ref(k)),
+                                    accs: accs.iter().map(AccSnap::of).collect(),
+                                })
+                                .collect(),
+                        })
+                        .collect(),
+                )
+            });
+            // Final once the frontier reaches end + lateness; dropped once it is *past* it: a
+            // window that ends exactly at the frontier has just emitted, and a checkpoint
+            // taken there must still hold it.
+            for (&end, pane) in panes.iter_mut() {
+                if end.saturating_add(lateness) > f {
+                    break;
+                }
+                if !pane.closed {
+                    pane.closed = true;
+                    stats.add_window_state(-(pane.groups.len() as i64));
+                }
+            }
             while let Some(entry) = panes.first_entry() {
-                if entry.key().saturating_add(lateness) <= f {
-                    stats.add_window_state(-(entry.get().groups.len() as i64));
+                if entry.key().saturating_add(lateness) < f {
                     entry.remove();
                 } else {
                     break;
@@ -302,14 +358,33 @@ fn sessions<'s>(
     gap: u64,
     stats: Arc<DataflowStats>,
     dead: Rc<DeadLetters>,
-    pact: Pipeline,
+    ckpt: Rc<Checkpoints>,
     name: &str,
 ) -> Updates<'s> {
-    s.unary_frontier::<Out, _, _, _>(pact, name, move |_, _| {
+    let scope = s.scope();
+    s.unary_frontier::<Out, _, _, _>(Pipeline, name, move |initial, info| {
+        ckpt.register(scope.activator_for(info.address.clone()));
         let mut by_key: HashMap<Value, Vec<Session>> = HashMap::default();
         // (end, key) of every session not yet retired, to find what the frontier closes.
         let mut index: BTreeSet<(Time, Value)> = BTreeSet::new();
         let mut caps: BTreeMap<Time, Capability<Time>> = BTreeMap::new();
+        if let Some(bytes) = ckpt.take_restore(&cfg.name) {
+            match restore_sessions(&bytes) {
+                Ok(list) => {
+                    for (key, s) in list {
+                        if !s.emitted {
+                            caps.entry(s.end)
+                                .or_insert_with(|| initial.delayed(&s.end));
+                        }
+                        index.insert((s.end, key.clone()));
+                        stats.add_window_state(1);
+                        by_key.entry(key).or_default().push(s);
+                    }
+                }
+                Err(e) => tracing::error!(node = %cfg.name, error = %e, "session state could not be restored"),
+            }
+        }
+        drop(initial);
         let mut vals: Vec<Value> = Vec::with_capacity(cfg.aggs.len());
         let lateness = cfg.lateness;
         let updates = cfg.emit == EmitMode::Updates;
@@ -334,12 +409,14 @@ fn sessions<'s>(
                             end: hi,
                             accs: new_group(&cfg.aggs, cfg.append_only),
                             emitted: false,
+                            closed: false,
                         };
                         let mut retract = Vec::new();
                         let mut i = 0;
                         while i < list.len() {
                             let s = &list[i];
-                            if s.start < hi && lo < s.end {
+                            // A closed session is final: as if it were already gone.
+                            if !s.closed && s.start < hi && lo < s.end {
                                 let s = list.swap_remove(i);
                                 index.remove(&(s.end, e.key.clone()));
                                 stats.add_window_state(-1);
@@ -408,23 +485,103 @@ fn sessions<'s>(
                 }
                 caps.retain(|end, _| *end > f);
             }
-            // Retire sessions past end + lateness.
-            while let Some((end, key)) = index.first().cloned() {
-                if end.saturating_add(lateness) > f {
-                    break;
-                }
-                index.pop_first();
+            ckpt.offer(&cfg.name, frontier.frontier().as_ref(), |time| {
+                WindowSnap::Sessions(
+                    by_key
+                        .iter()
+                        .flat_map(|(k, list)| {
+                            list.iter().map(move |s| SessionSnap {
+                                key: crate::flat::row_to_wire(std::slice::from_ref(k)),
+                                start: s.start,
+                                end: s.end,
+                                emitted: s.emitted && (updates || s.end < time),
+                                accs: s.accs.iter().map(AccSnap::of).collect(),
+                            })
+                        })
+                        .collect(),
+                )
+            });
+            // Sessions are final once the frontier reaches end + lateness (they stop counting
+            // as state) and dropped once it is past it (see `Pane::closed`).
+            let due: Vec<(Time, Value)> = index
+                .iter()
+                .take_while(|(end, _)| end.saturating_add(lateness) <= f)
+                .cloned()
+                .collect();
+            for (end, key) in due {
+                let past = end.saturating_add(lateness) < f;
                 if let Some(list) = by_key.get_mut(&key) {
-                    list.retain(|s| s.end != end);
-                    if list.is_empty() {
-                        by_key.remove(&key);
+                    for s in list.iter_mut().filter(|s| s.end == end && !s.closed) {
+                        s.closed = true;
+                        stats.add_window_state(-1);
+                    }
+                    if past {
+                        list.retain(|s| s.end != end);
+                        if list.is_empty() {
+                            by_key.remove(&key);
+                        }
                     }
                 }
-                stats.add_window_state(-1);
+                if past {
+                    index.remove(&(end, key));
+                }
             }
             dead.flush();
         }
     })
+}
+
+/// Panes back from a snapshot, with a capability at the end of each pane not yet emitted.
+fn restore_panes(bytes: &[u8], initial: &Capability<Time>) -> Result<BTreeMap<Time, Pane>, String> {
+    let WindowSnap::Panes(list) = snapshot::decode(bytes)? else {
+        return Err("the checkpoint holds sessions, the operator has panes".into());
+    };
+    let mut panes = BTreeMap::new();
+    for p in list {
+        let mut groups = HashMap::default();
+        for g in &p.groups {
+            let (k, accs) = snapshot::restore_group(g)?;
+            groups.insert(k, accs);
+        }
+        panes.insert(
+            p.end,
+            Pane {
+                start: p.start,
+                groups,
+                emitted: p.emitted,
+                cap: (!p.emitted).then(|| initial.delayed(&p.end)),
+                closed: false,
+            },
+        );
+    }
+    Ok(panes)
+}
+
+/// Sessions back from a snapshot.
+fn restore_sessions(bytes: &[u8]) -> Result<Vec<(Value, Session)>, String> {
+    let WindowSnap::Sessions(list) = snapshot::decode(bytes)? else {
+        return Err("the checkpoint holds panes, the operator has sessions".into());
+    };
+    list.iter()
+        .map(|s| {
+            let key = crate::flat::value_from_wire(&s.key)?;
+            let accs = s
+                .accs
+                .iter()
+                .map(AccSnap::restore)
+                .collect::<Result<_, _>>()?;
+            Ok((
+                key,
+                Session {
+                    start: s.start,
+                    end: s.end,
+                    accs,
+                    emitted: s.emitted,
+                    closed: false,
+                },
+            ))
+        })
+        .collect()
 }
 
 #[cfg(test)]
