@@ -84,42 +84,10 @@ async fn series_totals(node: &NodeProc, to: u64) -> BTreeMap<String, (u64, u64)>
 
 /// Every event id in the topic's log (all shards), with duplicates counted.
 async fn logged(node: &NodeProc) -> BTreeMap<u64, (String, usize)> {
-    let http = reqwest::Client::new();
-    let shards: Json = http
-        .get(node.url("/v1/topics/clicks/log"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let mut out: BTreeMap<u64, (String, usize)> = BTreeMap::new();
-    for s in shards["shards"].as_array().unwrap() {
-        let shard = s["shard"].as_u64().unwrap();
-        let mut from = s["first_offset"].as_u64().unwrap();
-        let next = s["next_offset"].as_u64().unwrap();
-        while from < next {
-            let page: Json = http
-                .get(node.url(&format!(
-                    "/v1/topics/clicks/log?shard={shard}&from={from}&limit=1000"
-                )))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            for entry in page["entries"].as_array().unwrap() {
-                from = entry["offset"].as_u64().unwrap() + 1;
-                for e in entry["events"].as_array().unwrap() {
-                    let id = e["row"]["amount"].as_u64().unwrap();
-                    let user = e["row"]["user"].as_str().unwrap().to_string();
-                    out.entry(id).or_insert((user, 0)).1 += 1;
-                }
-            }
-        }
+    match node_common::read_log(node, "clicks").await {
+        Ok(log) => log,
+        Err(e) => panic!("log read failed: {e}"),
     }
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

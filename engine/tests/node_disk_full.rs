@@ -40,45 +40,10 @@ async fn logged_ids(node: &NodeProc) -> BTreeSet<u64> {
 
 /// Every event id in the log, or the error answer of the first read that failed.
 async fn try_logged_ids(node: &NodeProc) -> Result<BTreeSet<u64>, Json> {
-    let http = reqwest::Client::new();
-    let shards: Json = http
-        .get(node.url("/v1/topics/clicks/log"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let mut ids = BTreeSet::new();
-    let Some(list) = shards["shards"].as_array() else {
-        return Err(shards);
-    };
-    for s in list {
-        let shard = s["shard"].as_u64().unwrap();
-        let mut from = s["first_offset"].as_u64().unwrap();
-        while from < s["next_offset"].as_u64().unwrap() {
-            let page: Json = http
-                .get(node.url(&format!(
-                    "/v1/topics/clicks/log?shard={shard}&from={from}&limit=1000"
-                )))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            let Some(entries) = page["entries"].as_array() else {
-                return Err(page);
-            };
-            for entry in entries {
-                from = entry["offset"].as_u64().unwrap() + 1;
-                for e in entry["events"].as_array().unwrap() {
-                    ids.insert(e["row"]["amount"].as_u64().unwrap());
-                }
-            }
-        }
-    }
-    Ok(ids)
+    Ok(node_common::read_log(node, "clicks")
+        .await?
+        .into_keys()
+        .collect())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -304,3 +304,55 @@ pub fn metric_declared(text: &str, name: &str) -> bool {
     text.lines()
         .any(|l| l.starts_with(&format!("# TYPE {name} ")))
 }
+
+/// Every event in a topic's log, for topics shaped like `clicks`: the `amount` field (a unique
+/// id by the durability tests) → (the `user` field, how many times it is logged). Reads
+/// every shard page by page over `GET /v1/topics/{topic}/log`; the first error answer is
+/// returned as it came.
+pub async fn read_log(
+    node: &NodeProc,
+    topic: &str,
+) -> Result<std::collections::BTreeMap<u64, (String, usize)>, Json> {
+    let http = reqwest::Client::new();
+    let get = |path: String| {
+        let http = http.clone();
+        let url = node.url(&path);
+        async move {
+            http.get(url)
+                .send()
+                .await
+                .expect("log read sent")
+                .json::<Json>()
+                .await
+                .expect("log read answered JSON")
+        }
+    };
+    let shards = get(format!("/v1/topics/{topic}/log")).await;
+    let Some(list) = shards["shards"].as_array() else {
+        return Err(shards);
+    };
+    let mut out: std::collections::BTreeMap<u64, (String, usize)> = Default::default();
+    for s in list {
+        let shard = s["shard"].as_u64().unwrap_or_default();
+        let mut from = s["first_offset"].as_u64().unwrap_or_default();
+        let next = s["next_offset"].as_u64().unwrap_or_default();
+        while from < next {
+            let page = get(format!(
+                "/v1/topics/{topic}/log?shard={shard}&from={from}&limit=1000"
+            ))
+            .await;
+            let Some(entries) = page["entries"].as_array() else {
+                return Err(page);
+            };
+            for entry in entries {
+                from = entry["offset"].as_u64().unwrap_or(u64::MAX - 1) + 1;
+                for e in entry["events"].as_array().into_iter().flatten() {
+                    let id = e["row"]["amount"].as_u64().unwrap_or_default();
+                    let user = e["row"]["user"].as_str().unwrap_or_default().to_string();
+                    out.entry(id).or_insert((user, 0)).1 += 1;
+                }
+            }
+        }
+    }
+    Ok(out)
+}
