@@ -41,8 +41,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use crate::sled_dir::{
-    be_u32, be_u64, check_len, check_name, decode_tree_name, open_db, rlock, tree_name, wlock,
-    MAX_NAME_BYTES,
+    be_u32, be_u64, check_len, check_name, open_db, rlock, wlock, NamedTrees, MAX_NAME_BYTES,
 };
 use crate::StorageError;
 
@@ -105,7 +104,7 @@ pub struct KvStore {
 struct Inner {
     db: sled::Db,
     dir: PathBuf,
-    views: RwLock<HashMap<String, sled::Tree>>,
+    views: NamedTrees,
     /// Shared by writers, exclusive for `expire` and `drop_view` (see the module docs).
     gate: RwLock<()>,
 }
@@ -221,22 +220,13 @@ impl KvStore {
     /// process (or another open handle in this one) holds it; the message says so.
     pub fn open(dir: &Path) -> Result<KvStore, StorageError> {
         let db = open_db(dir, "KV store")?;
-        let mut views = HashMap::new();
-        for name in db.tree_names() {
-            let Some(view) = decode_tree_name(TREE_PREFIX, &name) else {
-                continue;
-            };
-            let tree = db
-                .open_tree(&name)
-                .map_err(|e| StorageError::backend(format!("opening KV view {view:?}"), e))?;
-            views.insert(view, tree);
-        }
-        tracing::info!(dir = %dir.display(), views = views.len(), "KV store opened");
+        let views = NamedTrees::open(&db, TREE_PREFIX, "KV view")?;
+        tracing::info!(dir = %dir.display(), views = views.all().len(), "KV store opened");
         Ok(KvStore {
             inner: Arc::new(Inner {
                 db,
                 dir: dir.to_path_buf(),
-                views: RwLock::new(views),
+                views,
                 gate: RwLock::new(()),
             }),
         })
@@ -365,10 +355,7 @@ impl KvStore {
     /// many. Reads only the due part of each view's expiry index (ordered by expiry time), in
     /// atomic chunks; stale index entries left by racing writers are dropped on the way.
     pub fn expire(&self, now_ms: u64) -> Result<u64, StorageError> {
-        let views: Vec<(String, sled::Tree)> = rlock(&self.inner.views)
-            .iter()
-            .map(|(n, t)| (n.clone(), t.clone()))
-            .collect();
+        let views: Vec<(String, sled::Tree)> = self.inner.views.all();
         let mut removed = 0u64;
         for (view, tree) in views {
             loop {
@@ -417,10 +404,7 @@ impl KvStore {
     /// Every view with its number of stored entries (expired entries that `expire` has not
     /// removed yet included), sorted by name. Counts by scanning, so it costs O(entries).
     pub fn views(&self) -> Result<Vec<(String, u64)>, StorageError> {
-        let views: Vec<(String, sled::Tree)> = rlock(&self.inner.views)
-            .iter()
-            .map(|(n, t)| (n.clone(), t.clone()))
-            .collect();
+        let views: Vec<(String, sled::Tree)> = self.inner.views.all();
         let mut out = Vec::with_capacity(views.len());
         for (view, tree) in views {
             let mut n = 0u64;
@@ -438,47 +422,20 @@ impl KvStore {
     pub fn drop_view(&self, view: &str) -> Result<bool, StorageError> {
         check_name("view name", view, MAX_NAME_BYTES)?;
         let _gate = wlock(&self.inner.gate);
-        let known = wlock(&self.inner.views).remove(view).is_some();
-        let dropped = self
-            .inner
-            .db
-            .drop_tree(tree_name(TREE_PREFIX, view))
-            .map_err(|e| StorageError::backend(format!("dropping KV view {view:?}"), e))?;
-        if known || dropped {
-            tracing::info!(view, "KV view dropped");
-        }
-        Ok(known || dropped)
+        self.inner.views.drop_tree(view)
     }
 
     /// Writes everything buffered to disk.
     pub fn flush(&self) -> Result<(), StorageError> {
-        self.inner
-            .db
-            .flush()
-            .map(|_| ())
-            .map_err(|e| StorageError::backend("flushing the KV store", e))
+        self.inner.views.flush()
     }
 
     fn view(&self, view: &str) -> Option<sled::Tree> {
-        rlock(&self.inner.views).get(view).cloned()
+        self.inner.views.get(view)
     }
 
     fn view_or_create(&self, view: &str) -> Result<sled::Tree, StorageError> {
-        if let Some(t) = self.view(view) {
-            return Ok(t);
-        }
-        let mut views = wlock(&self.inner.views);
-        if let Some(t) = views.get(view) {
-            return Ok(t.clone());
-        }
-        let tree = self
-            .inner
-            .db
-            .open_tree(tree_name(TREE_PREFIX, view))
-            .map_err(|e| StorageError::backend(format!("creating KV view {view:?}"), e))?;
-        views.insert(view.to_string(), tree.clone());
-        tracing::debug!(view, "KV view created");
-        Ok(tree)
+        self.inner.views.get_or_create(view)
     }
 
     /// Checks and applies `ops` as one batch; returns how many deletes found a stored entry.

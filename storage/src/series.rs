@@ -17,14 +17,12 @@
 //! Durability is as for [`crate::KvStore`]: sled flushes every 500 ms, [`SeriesStore::flush`]
 //! and dropping the last handle write everything, a crash loses whole recent batches only.
 
-use std::collections::HashMap;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use crate::sled_dir::{
-    be_u32, be_u64, check_len, check_name, decode_tree_name, open_db, rlock, tree_name, wlock,
-    MAX_NAME_BYTES,
+    be_u32, be_u64, check_len, check_name, open_db, rlock, wlock, NamedTrees, MAX_NAME_BYTES,
 };
 use crate::StorageError;
 
@@ -77,7 +75,7 @@ pub struct SeriesStore {
 struct Inner {
     db: sled::Db,
     dir: PathBuf,
-    series: RwLock<HashMap<String, sled::Tree>>,
+    series: NamedTrees,
     /// Shared by writers, exclusive for `drop_series`, so that no write lands in a tree that
     /// is being dropped.
     gate: RwLock<()>,
@@ -165,22 +163,13 @@ impl SeriesStore {
     /// process (or another open handle in this one) holds it; the message says so.
     pub fn open(dir: &Path) -> Result<SeriesStore, StorageError> {
         let db = open_db(dir, "series store")?;
-        let mut series = HashMap::new();
-        for name in db.tree_names() {
-            let Some(s) = decode_tree_name(TREE_PREFIX, &name) else {
-                continue;
-            };
-            let tree = db
-                .open_tree(&name)
-                .map_err(|e| StorageError::backend(format!("opening series {s:?}"), e))?;
-            series.insert(s, tree);
-        }
-        tracing::info!(dir = %dir.display(), series = series.len(), "series store opened");
+        let series = NamedTrees::open(&db, TREE_PREFIX, "series")?;
+        tracing::info!(dir = %dir.display(), series = series.all().len(), "series store opened");
         Ok(SeriesStore {
             inner: Arc::new(Inner {
                 db,
                 dir: dir.to_path_buf(),
-                series: RwLock::new(series),
+                series,
                 gate: RwLock::new(()),
             }),
         })
@@ -321,7 +310,13 @@ impl SeriesStore {
 
     /// The names of all series, sorted.
     pub fn series(&self) -> Result<Vec<String>, StorageError> {
-        let mut names: Vec<String> = rlock(&self.inner.series).keys().cloned().collect();
+        let mut names: Vec<String> = self
+            .inner
+            .series
+            .all()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
         names.sort();
         Ok(names)
     }
@@ -330,50 +325,22 @@ impl SeriesStore {
     pub fn drop_series(&self, series: &str) -> Result<bool, StorageError> {
         check_name("series name", series, MAX_NAME_BYTES)?;
         let _gate = wlock(&self.inner.gate);
-        let known = wlock(&self.inner.series).remove(series).is_some();
-        let dropped = self
-            .inner
-            .db
-            .drop_tree(tree_name(TREE_PREFIX, series))
-            .map_err(|e| StorageError::backend(format!("dropping series {series:?}"), e))?;
-        if known || dropped {
-            tracing::info!(series, "series dropped");
-        }
-        Ok(known || dropped)
+        self.inner.series.drop_tree(series)
     }
 
     /// Writes everything buffered to disk.
     pub fn flush(&self) -> Result<(), StorageError> {
-        self.inner
-            .db
-            .flush()
-            .map(|_| ())
-            .map_err(|e| StorageError::backend("flushing the series store", e))
+        self.inner.series.flush()
     }
 
     fn tree(&self, series: &str) -> Option<sled::Tree> {
-        rlock(&self.inner.series).get(series).cloned()
+        self.inner.series.get(series)
     }
 
     fn tree_or_create(&self, series: &str) -> Result<sled::Tree, StorageError> {
-        if let Some(t) = self.tree(series) {
-            return Ok(t);
-        }
-        let mut all = wlock(&self.inner.series);
-        if let Some(t) = all.get(series) {
-            return Ok(t.clone());
-        }
-        let tree = self
-            .inner
-            .db
-            .open_tree(tree_name(TREE_PREFIX, series))
-            .map_err(|e| StorageError::backend(format!("creating series {series:?}"), e))?;
-        all.insert(series.to_string(), tree.clone());
-        tracing::debug!(series, "series created");
-        Ok(tree)
+        self.inner.series.get_or_create(series)
     }
 
-    /// Checks and applies `(key, time, Some(value) | None = delete)` as one batch.
     fn write(&self, series: &str, ops: &[PointOp<'_>]) -> Result<(), StorageError> {
         check_name("series name", series, MAX_NAME_BYTES)?;
         let mut total = 0usize;

@@ -140,6 +140,98 @@ pub(crate) fn be_u32(b: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?))
 }
 
+/// The named trees of one kind (KV views, series) in a store's sled db: loaded on open,
+/// created on first write, dropped by name. Both stores keep exactly this registry.
+pub(crate) struct NamedTrees {
+    db: sled::Db,
+    prefix: &'static [u8],
+    /// "KV view" or "series", for messages.
+    kind: &'static str,
+    trees: RwLock<std::collections::HashMap<String, sled::Tree>>,
+}
+
+impl NamedTrees {
+    /// Loads every tree of this kind already in `db`.
+    pub(crate) fn open(
+        db: &sled::Db,
+        prefix: &'static [u8],
+        kind: &'static str,
+    ) -> Result<NamedTrees, StorageError> {
+        let mut trees = std::collections::HashMap::new();
+        for raw in db.tree_names() {
+            let Some(name) = decode_tree_name(prefix, &raw) else {
+                continue;
+            };
+            let tree = db
+                .open_tree(&raw)
+                .map_err(|e| StorageError::backend(format!("opening {kind} {name:?}"), e))?;
+            trees.insert(name, tree);
+        }
+        Ok(NamedTrees {
+            db: db.clone(),
+            prefix,
+            kind,
+            trees: RwLock::new(trees),
+        })
+    }
+
+    /// The tree of `name`, if it exists.
+    pub(crate) fn get(&self, name: &str) -> Option<sled::Tree> {
+        rlock(&self.trees).get(name).cloned()
+    }
+
+    /// The tree of `name`, created if needed.
+    pub(crate) fn get_or_create(&self, name: &str) -> Result<sled::Tree, StorageError> {
+        if let Some(t) = self.get(name) {
+            return Ok(t);
+        }
+        let mut trees = wlock(&self.trees);
+        if let Some(t) = trees.get(name) {
+            return Ok(t.clone());
+        }
+        let kind = self.kind;
+        let tree = self
+            .db
+            .open_tree(tree_name(self.prefix, name))
+            .map_err(|e| StorageError::backend(format!("creating {kind} {name:?}"), e))?;
+        trees.insert(name.to_string(), tree.clone());
+        tracing::debug!(kind, name, "created");
+        Ok(tree)
+    }
+
+    /// Every tree with its name.
+    pub(crate) fn all(&self) -> Vec<(String, sled::Tree)> {
+        rlock(&self.trees)
+            .iter()
+            .map(|(n, t)| (n.clone(), t.clone()))
+            .collect()
+    }
+
+    /// Removes `name` and everything in it; whether it existed. The caller holds its store's
+    /// write gate, so no write lands in a tree being dropped.
+    pub(crate) fn drop_tree(&self, name: &str) -> Result<bool, StorageError> {
+        let kind = self.kind;
+        let known = wlock(&self.trees).remove(name).is_some();
+        let dropped = self
+            .db
+            .drop_tree(tree_name(self.prefix, name))
+            .map_err(|e| StorageError::backend(format!("dropping {kind} {name:?}"), e))?;
+        if known || dropped {
+            tracing::info!(kind, name, "dropped");
+        }
+        Ok(known || dropped)
+    }
+
+    /// Writes everything buffered in the store's db to disk.
+    pub(crate) fn flush(&self) -> Result<(), StorageError> {
+        let kind = self.kind;
+        self.db
+            .flush()
+            .map(|_| ())
+            .map_err(|e| StorageError::backend(format!("flushing the {kind} store"), e))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

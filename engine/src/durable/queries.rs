@@ -3,6 +3,8 @@
 
 use serde_json::{Map, Value as Json};
 use starling_operators::embed::{Embedder, HashingEmbedder};
+use starling_operators::render::state::now_ms;
+use starling_operators::render::vectors::metadata_matches;
 use starling_storage::{Hit, KvPage, StorageError};
 
 use super::Store;
@@ -17,12 +19,6 @@ pub enum VectorQuery {
     Vector(Vec<f32>),
     /// A text, embedded with the built-in embedder at the collection's dimension.
     Text(String),
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Checks a page size: 1 to [`MAX_PAGE`].
@@ -108,10 +104,9 @@ impl Store {
                 .map_err(|e| EngineError::BadRequest(e.to_string()))?
                 .embed(&text),
         };
-        let keep = |_: &str, meta: &[u8]| match serde_json::from_slice::<Json>(meta) {
-            Ok(doc) => filter.iter().all(|(f, v)| doc.get(f) == Some(v)),
-            Err(_) => false,
-        };
+        let filter: Vec<(String, Json)> =
+            filter.iter().map(|(f, v)| (f.clone(), v.clone())).collect();
+        let keep = |_: &str, meta: &[u8]| metadata_matches(&filter, meta);
         let hits: Result<Vec<Hit>, StorageError> = if filter.is_empty() {
             c.search(&q, k, None)
         } else {

@@ -8,7 +8,7 @@ use serde_json::{json, Value as JsonValue};
 use starling_operators::json::{row_to_json, value_to_json};
 
 use super::error::{ApiError, Path, Query};
-use super::AppState;
+use super::{blocking, store, AppState};
 use crate::durable::record::{self, Entry};
 use crate::EngineError;
 
@@ -32,9 +32,7 @@ pub(super) async fn read(
     Query(q): Query<LogQuery>,
 ) -> Result<Json<JsonValue>, ApiError> {
     let spec = s.engine.topic_spec(&topic)?;
-    let store = s.engine.store().cloned().ok_or_else(|| {
-        ApiError::not_found("this node keeps no event log (it runs with durability `none`)")
-    })?;
+    let store = store(&s)?;
     let limit = q.limit.unwrap_or(100);
     if limit == 0 || limit > MAX_LIMIT {
         return Err(ApiError::bad_request(format!(
@@ -50,7 +48,7 @@ pub(super) async fn read(
         }
     }
     let from = q.from;
-    tokio::task::spawn_blocking(move || {
+    blocking(move || {
         let log = store.log();
         let Some(shard) = q.shard else {
             let mut shards = Vec::new();
@@ -97,5 +95,4 @@ pub(super) async fn read(
         })))
     })
     .await
-    .map_err(|e| ApiError::from(EngineError::Internal(e.to_string())))?
 }

@@ -138,3 +138,23 @@ async fn record(State(s): State<AppState>, req: Request, next: Next) -> Response
         .observe(started.elapsed().as_secs_f64());
     resp
 }
+
+/// The node's store, or the `404` a node without one (durability `none`) answers for the
+/// routes that read it (log, views, series, vectors).
+fn store(s: &AppState) -> Result<Arc<crate::durable::Store>, ApiError> {
+    s.engine.store().cloned().ok_or_else(|| {
+        ApiError::not_found(
+            "this node keeps no log, views, series or vectors (it runs with durability `none`)",
+        )
+    })
+}
+
+/// Runs storage work off the async threads and maps its refusal to the API's answer.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, crate::EngineError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::from(crate::EngineError::Internal(e.to_string())))?
+        .map_err(ApiError::from)
+}

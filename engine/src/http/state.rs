@@ -7,30 +7,13 @@ use serde::Deserialize;
 use serde_json::{json, Value as JsonValue};
 
 use super::error::{ApiError, Path, Query};
-use super::AppState;
-use crate::durable::Store;
-use crate::EngineError;
-
-pub(super) fn store(s: &AppState) -> Result<std::sync::Arc<Store>, ApiError> {
-    s.engine.store().cloned().ok_or_else(|| {
-        ApiError::not_found("this node keeps no views or series (it runs with durability `none`)")
-    })
-}
+use super::{blocking, store, AppState};
 
 /// A stored value back as JSON (a value that is not JSON is returned as a string, so a
 /// damaged or foreign entry is visible rather than hidden).
 fn value_json(bytes: &[u8]) -> JsonValue {
     serde_json::from_slice(bytes)
         .unwrap_or_else(|_| JsonValue::String(String::from_utf8_lossy(bytes).into_owned()))
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, EngineError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError::from(EngineError::Internal(e.to_string())))?
-        .map_err(ApiError::from)
 }
 
 pub(super) async fn kv_get(

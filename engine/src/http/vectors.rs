@@ -12,19 +12,14 @@ use starling_storage::{CollectionSpec, Metric, VectorStore};
 
 use super::error::{ApiError, Path};
 use super::topics::read_body;
-use super::AppState;
+use super::{blocking, store, AppState};
 use crate::durable::queries::VectorQuery;
-use crate::EngineError;
 
 fn vectors(s: &AppState) -> Result<std::sync::Arc<VectorStore>, ApiError> {
-    s.engine
-        .store()
-        .and_then(|st| st.vectors().cloned())
-        .ok_or_else(|| {
-            ApiError::not_found(
-                "this node keeps no vector collections (it runs with durability `none`)",
-            )
-        })
+    store(s)?
+        .vectors()
+        .cloned()
+        .ok_or_else(|| ApiError::not_found("this node keeps no vector collections"))
 }
 
 async fn json_body<T: serde::de::DeserializeOwned>(
@@ -34,15 +29,6 @@ async fn json_body<T: serde::de::DeserializeOwned>(
     let bytes = read_body(body, s.limits.max_body_bytes).await?;
     serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::bad_request(format!("invalid request: {e}")))
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, EngineError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError::from(EngineError::Internal(e.to_string())))?
-        .map_err(ApiError::from)
 }
 
 fn describe(name: &str, spec: CollectionSpec, len: usize) -> JsonValue {
@@ -182,8 +168,7 @@ pub(super) async fn search(
     Path(name): Path<String>,
     body: axum::body::Body,
 ) -> Result<Json<JsonValue>, ApiError> {
-    vectors(&s)?;
-    let store = super::state::store(&s)?;
+    let store = store(&s)?;
     let req: SearchRequest = json_body(&s, body).await?;
     let query = match (req.vector, req.text) {
         (Some(v), None) => VectorQuery::Vector(v),

@@ -197,9 +197,7 @@ fn spawn_retention(engine: &Arc<Engine>) -> Option<JoinHandle<()>> {
                 Ok(Ok(())) => {}
             }
             let log = Arc::clone(&log);
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64);
+            let now = starling_operators::render::state::now_ms();
             match tokio::task::spawn_blocking(move || log.apply_retention(now)).await {
                 Ok(Ok(r)) if r.entries_removed > 0 => {
                     tracing::info!(

@@ -46,7 +46,8 @@ pub fn key_bytes(v: &Value) -> Vec<u8> {
     }
 }
 
-pub(super) fn now_ms() -> u64 {
+/// Wall-clock milliseconds since the Unix epoch: what TTLs and expiry are measured in.
+pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)

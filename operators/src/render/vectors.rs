@@ -152,7 +152,7 @@ pub fn vector_search<'s>(
                                 continue;
                             }
                         };
-                        let keep = |_: &str, meta: &[u8]| matches_filter(&filter, meta);
+                        let keep = |_: &str, meta: &[u8]| metadata_matches(&filter, meta);
                         let hits = if filter.is_empty() {
                             c.search(&q, k, None)
                         } else {
@@ -196,8 +196,9 @@ pub fn vector_search<'s>(
     })
 }
 
-/// Whether a stored row has every `(field, value)` of the filter.
-fn matches_filter(filter: &[(String, Json)], metadata: &[u8]) -> bool {
+/// Whether a stored row (JSON metadata) has every `(field, value)` of the filter; the one
+/// filter rule of `vector_search` and of the search front doors.
+pub fn metadata_matches(filter: &[(String, Json)], metadata: &[u8]) -> bool {
     match serde_json::from_slice::<Json>(metadata) {
         Ok(doc) => filter.iter().all(|(f, v)| doc.get(f) == Some(v)),
         Err(_) => false,
