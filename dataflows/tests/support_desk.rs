@@ -23,6 +23,19 @@ fn every_shipped_definition_installs() {
         e.install_text(text)
             .unwrap_or_else(|err| panic!("{file}: {err}"));
     }
+    for q in starling_dataflows::nexmark::QUERIES {
+        let e = engine(1);
+        let info = e
+            .install_text(q.definition)
+            .unwrap_or_else(|err| panic!("nexmark {}: {err}", q.name));
+        assert_eq!(info.name, q.dataflow());
+        for topic in q.topics {
+            e.topic(topic)
+                .unwrap_or_else(|err| panic!("nexmark {}: {err}", q.name));
+        }
+        e.output_schema(&q.dataflow(), "out")
+            .unwrap_or_else(|err| panic!("nexmark {}: {err}", q.name));
+    }
 }
 
 fn msg(user: &str, ts: u64, channel: &str, text: &str) -> serde_json::Value {

@@ -706,6 +706,12 @@ impl Builder {
                 let (kind, append_only) = match windowed {
                     Some((w, _)) => {
                         let emit = a.emit.unwrap_or(EmitMode::Final);
+                        // Final results with no allowed lateness are emitted once and never
+                        // corrected (an event behind a closed window is late and goes to the
+                        // late topic), so downstream they are an insert-only stream: interval
+                        // joins may consume them (Nexmark q5, q7, q8 join window results).
+                        let insert_only =
+                            emit == EmitMode::Final && up.lateness == 0 && up.append_only;
                         (
                             NodeKind::WindowAggregate {
                                 input,
@@ -713,7 +719,7 @@ impl Builder {
                                 aggs,
                                 emit,
                             },
-                            false,
+                            insert_only,
                         )
                     }
                     None => {
