@@ -34,9 +34,21 @@ pub mod nexmark {
     /// Every shipped query, in benchmark order. q6 is left out (as in Flink's benchmark);
     /// `tumble` is not a Nexmark query but the simplest windowed count, run by the peers.
     pub const QUERIES: &[Query] = &[
-        Query { name: "q0", definition: include_str!("../nexmark/q0.yaml"), topics: BID },
-        Query { name: "q1", definition: include_str!("../nexmark/q1.yaml"), topics: BID },
-        Query { name: "q2", definition: include_str!("../nexmark/q2.yaml"), topics: BID },
+        Query {
+            name: "q0",
+            definition: include_str!("../nexmark/q0.yaml"),
+            topics: BID,
+        },
+        Query {
+            name: "q1",
+            definition: include_str!("../nexmark/q1.yaml"),
+            topics: BID,
+        },
+        Query {
+            name: "q2",
+            definition: include_str!("../nexmark/q2.yaml"),
+            topics: BID,
+        },
         Query {
             name: "q3",
             definition: include_str!("../nexmark/q3.yaml"),
@@ -47,14 +59,26 @@ pub mod nexmark {
             definition: include_str!("../nexmark/q4.yaml"),
             topics: &["auction", "bid"],
         },
-        Query { name: "q5", definition: include_str!("../nexmark/q5.yaml"), topics: BID },
-        Query { name: "q7", definition: include_str!("../nexmark/q7.yaml"), topics: BID },
+        Query {
+            name: "q5",
+            definition: include_str!("../nexmark/q5.yaml"),
+            topics: BID,
+        },
+        Query {
+            name: "q7",
+            definition: include_str!("../nexmark/q7.yaml"),
+            topics: BID,
+        },
         Query {
             name: "q8",
             definition: include_str!("../nexmark/q8.yaml"),
             topics: &["person", "auction"],
         },
-        Query { name: "q11", definition: include_str!("../nexmark/q11.yaml"), topics: BID },
+        Query {
+            name: "q11",
+            definition: include_str!("../nexmark/q11.yaml"),
+            topics: BID,
+        },
         Query {
             name: "tumble",
             definition: include_str!("../nexmark/tumble.yaml"),
