@@ -1,8 +1,109 @@
-//! `starling-loadtest`: will drive a running node or cluster over QUIC or HTTP and check
-//! that nothing acknowledged was lost. It needs the node's front doors, which do not exist
-//! yet, so for now it says so and exits with an error.
+//! `starling-loadtest`: drives a running node over HTTP or QUIC at a fixed or maximum rate,
+//! then checks through a count dataflow that every acknowledged event was counted exactly
+//! once, and prints throughput and latency percentiles (text, and JSON with `--json`).
+//!
+//! `main` only wires: arguments ([`args`]), node setup ([`setup`]), the load ([`drive`]),
+//! the check ([`check`]) and the report ([`report`]). See loadtest/README.md.
 
-fn main() -> std::process::ExitCode {
-    eprintln!("starling-loadtest: needs a running node with network front doors, which Starling does not have yet");
-    std::process::ExitCode::from(1)
+mod args;
+mod check;
+mod drive;
+mod report;
+mod setup;
+mod workload;
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use starling_engine::client::http::HttpClient;
+
+use args::{Args, Config, Query};
+
+/// How a run ended, as the exit status says it.
+enum Outcome {
+    /// Completed; the check passed or was skipped.
+    Passed,
+    /// The check found lost, duplicated or unexpected events.
+    CheckFailed,
+    /// Publishing stopped before the schedule ended (the report says why).
+    Incomplete,
+}
+
+fn main() -> ExitCode {
+    // clap prints its own usage errors and exits with 2.
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = Config::from_args(args).and_then(|cfg| {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?
+            .block_on(run(cfg))
+    });
+    match result {
+        Ok(Outcome::Passed) => ExitCode::SUCCESS,
+        Ok(Outcome::CheckFailed) => ExitCode::from(1),
+        Ok(Outcome::Incomplete) => ExitCode::from(2),
+        Err(e) => {
+            eprintln!("starling-loadtest: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(cfg: Config) -> Result<Outcome> {
+    let node = HttpClient::new(&cfg.node);
+    let names = setup::Names::new(cfg.topic.as_deref());
+    setup::prepare(&node, &names, &cfg).await?;
+    let keys = Arc::new(workload::KeyNames::new(cfg.keys));
+    let driven = drive::drive(&cfg, &names.topic, Arc::clone(&keys)).await;
+    let verdict = match (&driven, cfg.query) {
+        (Ok(d), Query::Count) => Some(
+            check::run(
+                &node,
+                &names,
+                &keys,
+                d,
+                cfg.lateness.as_millis() as u64,
+                cfg.jitter_ms,
+                cfg.settle_timeout,
+            )
+            .await,
+        ),
+        _ => None,
+    };
+    if cfg.query == Query::Count && !cfg.keep {
+        setup::cleanup(&node, &names).await;
+    }
+    let driven = driven?;
+    let verdict = verdict.transpose()?;
+    let text = report::to_text(&cfg, &names, &driven, verdict.as_ref());
+    let json = report::to_json(&cfg, &names, &driven, verdict.as_ref());
+    match &cfg.json {
+        Some(path) if path.as_os_str() == "-" => {
+            eprint!("{text}");
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{json}").context("cannot write the JSON report")?;
+        }
+        Some(path) => {
+            print!("{text}");
+            std::fs::write(path, format!("{json:#}\n"))
+                .with_context(|| format!("cannot write the JSON report to {}", path.display()))?;
+        }
+        None => print!("{text}"),
+    }
+    Ok(match verdict {
+        Some(v) if !v.ok() => Outcome::CheckFailed,
+        _ if driven.stopped_early.is_some() => Outcome::Incomplete,
+        _ => Outcome::Passed,
+    })
 }
