@@ -390,3 +390,63 @@ fn state_retires_for_every_window_kind() {
         }
     }
 }
+
+/// A rollup: 10 s counts summed into minutes. The 10 s window that ends where the minute
+/// ends comes out at the minute's end (stamped end − 1); the minute must still take it
+/// (it was silently dropped before). Watermarks stop exactly on window ends on the way.
+#[test]
+fn chained_windows_roll_up_exactly() {
+    let def = format!(
+        r#"
+name: rollup
+{CLICKS_TOPIC}
+inputs:
+  - {{id: c, topic: clicks, watermark: {{idle_timeout: 0s}}}}
+nodes:
+  - {{id: w10, op: window, input: c, kind: tumbling, size: 10s}}
+  - {{id: per10, op: aggregate, input: w10, aggregates: [{{name: n, fn: count}}]}}
+  - {{id: w60, op: window, input: per10, kind: tumbling, size: 1m}}
+  - id: per_minute
+    op: aggregate
+    input: w60
+    aggregates: [{{name: total, fn: sum, expr: n}}, {{name: windows, fn: count}}, {{name: biggest, fn: max, expr: n}}]
+outputs:
+  - {{name: out, from: per_minute}}
+"#
+    );
+    for workers in [1, 3] {
+        for stops in [vec![], vec![60_000u64]] {
+            let e = engine(workers);
+            e.install_text(&def).unwrap();
+            let sub = e.subscribe("rollup", "out").unwrap();
+            let mut events = Vec::new();
+            for (user, ts) in [
+                ("ann", 1_000),
+                ("ann", 15_000),
+                ("ann", 55_000),
+                ("ann", 59_999),
+                ("bob", 50_000),
+                ("ann", 61_000),
+                ("bob", 119_000),
+            ] {
+                events.push(click(user, ts, 1));
+            }
+            e.publish_json("clicks", &events[..5]).unwrap();
+            for &t in &stops {
+                settle(&e, "rollup", "clicks", t);
+            }
+            e.publish_json("clicks", &events[5..]).unwrap();
+            settle(&e, "rollup", "clicks", 1_000_000);
+            assert_eq!(
+                rows(&sub),
+                [
+                    r#"["ann",0,60000,4,3,2]"#,
+                    r#"["ann",60000,120000,1,1,1]"#,
+                    r#"["bob",0,60000,1,1,1]"#,
+                    r#"["bob",60000,120000,1,1,1]"#,
+                ],
+                "workers={workers} stops={stops:?}"
+            );
+        }
+    }
+}

@@ -257,15 +257,20 @@ fn panes<'s>(
                         }
                         for start in window_starts(e.time, size, slide) {
                             let end = start.saturating_add(size);
-                            if end.saturating_add(lateness) > now {
+                            // `>=`: a window result of an upstream window that ends at this
+                            // pane's end arrives exactly at `end` (stamped `end − 1`); every
+                            // record of that time is here now (`in_time_order`), so the pane
+                            // can still take it and emit once this stamp is done. A source
+                            // event never gets here at `end + lateness == now`: it would be late.
+                            if end.saturating_add(lateness) >= now {
                                 let pane = panes.entry(end).or_insert_with(|| Pane {
                                     start,
                                     groups: HashMap::default(),
-                                    emitted: updates || end <= now,
-                                    cap: (!updates && end > now).then(|| cap.delayed(&end)),
+                                    emitted: updates || end < now,
+                                    cap: (!updates && end >= now).then(|| cap.delayed(&end)),
                                     closed: false,
                                 });
-                                if !pane.emitted && end <= now {
+                                if !pane.emitted && end < now {
                                     // Emit before correcting, whatever the schedule was.
                                     if let Some((pcap, results)) = pane.take_final(end) {
                                         output.session(&pcap).give_iterator(results);
