@@ -214,7 +214,8 @@ pub async fn drive(cfg: &Config, topic: &str, names: Arc<KeyNames>) -> Result<Dr
     }
     for c in &conns {
         if let Conn::Quic(q) = c {
-            q.close().await;
+            // Bounded: a node that went away never confirms the close.
+            let _ = tokio::time::timeout(Duration::from_secs(2), q.close()).await;
         }
     }
     if let Some(e) = fatal {
@@ -361,14 +362,14 @@ async fn publisher(
             }
             Err(Failure::Busy(why) | Failure::Refused(why)) => {
                 let events = batch.sent_keys.len() as u64;
-                tracing::warn!(error = %why, events, "batch refused");
+                log_failure(failures_in_a_row, "batch refused", &why, events);
                 lane.refused += events;
                 failures_in_a_row += 1;
                 note_failure(&stopped, &why, failures_in_a_row, &schedule);
             }
             Err(Failure::Unknown(why)) => {
                 let events = batch.sent_keys.len() as u64;
-                tracing::warn!(error = %why, events, "batch outcome unknown");
+                log_failure(failures_in_a_row, "batch outcome unknown", &why, events);
                 lane.unknown += events;
                 for k in &batch.sent_keys {
                     tally.unknown[*k as usize].fetch_add(1, Ordering::Relaxed);
@@ -382,6 +383,16 @@ async fn publisher(
         }
     }
     Ok(lane)
+}
+
+/// Logs the first failure of a series as a warning and the rest at debug level: the
+/// report has the totals, and a dead node would otherwise fill the terminal.
+fn log_failure(before_in_a_row: u32, what: &str, why: &str, events: u64) {
+    if before_in_a_row == 0 {
+        tracing::warn!(error = %why, events, "{what}");
+    } else {
+        tracing::debug!(error = %why, events, "{what}");
+    }
 }
 
 /// Remembers a publisher giving up (and stops the others: the node is most likely gone).

@@ -52,9 +52,12 @@ fn main() -> ExitCode {
     match result {
         Ok(Outcome::Passed) => ExitCode::SUCCESS,
         Ok(Outcome::CheckFailed) => ExitCode::from(1),
-        Ok(Outcome::Incomplete) => ExitCode::from(2),
+        Ok(Outcome::Incomplete) => {
+            eprintln!("starling-loadtest: error: publishing stopped before the run's end");
+            ExitCode::from(2)
+        }
         Err(e) => {
-            eprintln!("starling-loadtest: error: {e:#}");
+            eprintln!("starling-loadtest: error: {}", describe(&e));
             ExitCode::from(2)
         }
     }
@@ -85,9 +88,13 @@ async fn run(cfg: Config) -> Result<Outcome> {
         setup::cleanup(&node, &names).await;
     }
     let driven = driven?;
-    let verdict = verdict.transpose()?;
-    let text = report::to_text(&cfg, &names, &driven, verdict.as_ref());
-    let json = report::to_json(&cfg, &names, &driven, verdict.as_ref());
+    let (check, check_error) = match verdict {
+        None => (report::CheckOutcome::Skipped, None),
+        Some(Ok(v)) => (report::CheckOutcome::Done(v), None),
+        Some(Err(e)) => (report::CheckOutcome::Error(describe(&e)), Some(e)),
+    };
+    let text = report::to_text(&cfg, &names, &driven, &check);
+    let json = report::to_json(&cfg, &names, &driven, &check);
     match &cfg.json {
         Some(path) if path.as_os_str() == "-" => {
             eprint!("{text}");
@@ -101,9 +108,43 @@ async fn run(cfg: Config) -> Result<Outcome> {
         }
         None => print!("{text}"),
     }
-    Ok(match verdict {
-        Some(v) if !v.ok() => Outcome::CheckFailed,
+    if let Some(e) = check_error {
+        return Err(e.context("the exactly-once check could not be made"));
+    }
+    Ok(match check {
+        report::CheckOutcome::Done(v) if !v.ok() => Outcome::CheckFailed,
         _ if driven.stopped_early.is_some() => Outcome::Incomplete,
         _ => Outcome::Passed,
     })
+}
+
+/// An error and its causes on one line, leaving out a cause whose text the line already
+/// holds (the client's errors repeat their source in their own message).
+fn describe(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line += ": ";
+        }
+        line += &text;
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn causes_already_said_are_not_repeated() {
+        let e = anyhow::anyhow!("cannot reach x: refused")
+            .context("cannot reach x: refused")
+            .context("could not advance");
+        assert_eq!(
+            super::describe(&e),
+            "could not advance: cannot reach x: refused"
+        );
+    }
 }

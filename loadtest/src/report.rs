@@ -5,6 +5,16 @@ use serde_json::{json, Value as Json};
 
 use crate::args::{Config, Query, Stop};
 use crate::check::Verdict;
+
+/// How the check ended.
+pub enum CheckOutcome {
+    /// `--query none`.
+    Skipped,
+    /// The comparison ran.
+    Done(Verdict),
+    /// The check could not be made (the node stopped answering); the message says why.
+    Error(String),
+}
 use crate::drive::DriveResult;
 use crate::setup::Names;
 
@@ -50,15 +60,16 @@ pub fn events_per_sec(d: &DriveResult) -> f64 {
 }
 
 /// The JSON object `--json` writes.
-pub fn to_json(cfg: &Config, names: &Names, d: &DriveResult, verdict: Option<&Verdict>) -> Json {
+pub fn to_json(cfg: &Config, names: &Names, d: &DriveResult, check: &CheckOutcome) -> Json {
     let p = Percentiles::of(&d.latency_us);
     let (duration_s, events) = match cfg.stop {
         Stop::After(t) => (Some(t.as_secs_f64()), None),
         Stop::Events(n) => (None, Some(n)),
     };
-    let check = match verdict {
-        None => json!({"status": "skipped"}),
-        Some(v) => json!({
+    let check = match check {
+        CheckOutcome::Skipped => json!({"status": "skipped"}),
+        CheckOutcome::Error(why) => json!({"status": "error", "message": why}),
+        CheckOutcome::Done(v) => json!({
             "status": if v.ok() { "ok" } else { "failed" },
             "acknowledged": v.acknowledged,
             "counted": v.counted,
@@ -115,7 +126,7 @@ pub fn to_json(cfg: &Config, names: &Names, d: &DriveResult, verdict: Option<&Ve
 }
 
 /// The text report.
-pub fn to_text(cfg: &Config, names: &Names, d: &DriveResult, verdict: Option<&Verdict>) -> String {
+pub fn to_text(cfg: &Config, names: &Names, d: &DriveResult, check: &CheckOutcome) -> String {
     let p = Percentiles::of(&d.latency_us);
     let run = match cfg.stop {
         Stop::After(t) => format!("for {t:?}"),
@@ -167,9 +178,10 @@ pub fn to_text(cfg: &Config, names: &Names, d: &DriveResult, verdict: Option<&Ve
     if let Some(why) = &d.stopped_early {
         out += &format!("publishing stopped early: {why}\n");
     }
-    match verdict {
-        None => out += "check: skipped (--query none)\n",
-        Some(v) if v.ok() => {
+    match check {
+        CheckOutcome::Skipped => out += "check: skipped (--query none)\n",
+        CheckOutcome::Error(why) => out += &format!("check: could not be made: {why}\n"),
+        CheckOutcome::Done(v) if v.ok() => {
             out += &format!(
                 "check OK: {} acknowledged, {} counted exactly once",
                 v.acknowledged, v.acknowledged
@@ -182,7 +194,7 @@ pub fn to_text(cfg: &Config, names: &Names, d: &DriveResult, verdict: Option<&Ve
             }
             out += "\n";
         }
-        Some(v) => {
+        CheckOutcome::Done(v) => {
             out += &format!(
                 "check FAILED: {} acknowledged, {} counted: {} missing, {} duplicated, {} \
                  unexpected\n",

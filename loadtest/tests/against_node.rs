@@ -4,7 +4,9 @@
 
 mod common;
 
-use common::{loadtest, Node, Run};
+use std::time::{Duration, Instant};
+
+use common::{finish, loadtest, spawn_loadtest, Node, Run};
 use serde_json::Value as Json;
 
 fn report(run: &Run) -> Json {
@@ -238,6 +240,53 @@ fn a_quic_port_nobody_answers_is_a_clear_error() {
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(run.stderr.contains(&closed), "{}", run.stderr);
     assert!(run.stderr.contains("--quic"), "{}", run.stderr);
+    assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+}
+
+#[test]
+fn a_node_that_dies_mid_run_stops_the_run_with_an_error_and_a_report() {
+    let mut node = Node::start();
+    let child = spawn_loadtest(&[
+        "--node",
+        &node.http,
+        "--duration",
+        "60s",
+        "--rate",
+        "2000",
+        "--connections",
+        "2",
+        "--request-timeout",
+        "3s",
+    ]);
+    std::thread::sleep(Duration::from_millis(1500));
+    node.kill();
+    let killed = Instant::now();
+    let run = finish(child);
+    assert!(
+        killed.elapsed() < Duration::from_secs(30),
+        "the run went on for {:?} after the node died",
+        killed.elapsed()
+    );
+    assert_eq!(
+        run.code, 2,
+        "stdout:\n{}\nstderr:\n{}",
+        run.stdout, run.stderr
+    );
+    assert!(
+        run.stdout.contains("publishing stopped early"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("check: could not be made"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stderr.contains("exactly-once check could not be made"),
+        "{}",
+        run.stderr
+    );
     assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
 }
 

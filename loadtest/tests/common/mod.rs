@@ -118,6 +118,12 @@ impl Node {
         }
     }
 
+    /// Kills the node (SIGKILL) and waits for it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// The node's log (stderr).
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("node.log")).unwrap_or_default()
@@ -140,12 +146,24 @@ pub struct Run {
 
 /// Runs the load tester with `args`.
 pub fn loadtest(args: &[&str]) -> Run {
-    let out = Command::new(LOADTEST)
+    finish(spawn_loadtest(args))
+}
+
+/// Starts the load tester with `args`, its output captured.
+pub fn spawn_loadtest(args: &[&str]) -> Child {
+    Command::new(LOADTEST)
         .args(args)
         .env_remove("STARLING_NODE")
         .stdin(Stdio::null())
-        .output()
-        .expect("starling-loadtest runs");
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starling-loadtest runs")
+}
+
+/// Waits for a load tester started with [`spawn_loadtest`].
+pub fn finish(child: Child) -> Run {
+    let out = child.wait_with_output().expect("starling-loadtest output");
     Run {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
