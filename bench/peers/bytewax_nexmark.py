@@ -49,7 +49,6 @@ EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 TUMBLE = timedelta(seconds=10)
 HOP = timedelta(seconds=2)
 TUMBLE_MS = 10_000
-HOP_MS = 2_000
 
 STATS = {"events": 0, "late": 0}  # per process (one worker per process)
 ROWS = []  # result rows that reached this process's sink
@@ -287,8 +286,8 @@ def main():
     events = sum(d["events"] for d in done)
     late = sum(d["late"] for d in done)
     if late:
-        print(f"bytewax_nexmark: WARNING: {late} bids were late for their "
-              f"window(s) and dropped; raise --wait-ms", file=sys.stderr)
+        print(f"bytewax_nexmark: WARNING: {late} (bid, window) pairs were late "
+              f"and dropped; raise --wait-ms", file=sys.stderr)
     print(json.dumps({
         "engine": "bytewax",
         "query": args.query,

@@ -76,7 +76,7 @@ def last_json(*fields):
 def table(path):
     runs = load(path)
     starling = {r["query"]: r for r in runs if r["engine"] == "starling"}
-    head = f"{'engine':<10} {'query':<7} {'events':>10} {'seconds':>8} {'events/s':>12} {'starling/peer':>14}  result"
+    head = f"{'engine':<10} {'query':<7} {'events':>10} {'seconds':>8} {'events/s':>12} {'starling/peer':>14} {'load':>5}  result"
     print(head)
     print("-" * len(head))
     best = {}
@@ -95,13 +95,14 @@ def table(path):
         if s and events != s.get("events"):
             r["check"] = f"{r.get('check', '')} (events differ from starling's {s.get('events')})"
         print(f"{r['engine']:<10} {r['query']:<7} {events:>10} {r.get('seconds', 0):>8.2f} "
-              f"{eps:>12,.0f} {ratio:>14}  {r.get('check', '')}")
+              f"{eps:>12,.0f} {ratio:>14} {r.get('load', ''):>5}  {r.get('check', '')}")
     print()
     for q, (eps, engine) in best.items():
         s = starling[q]["events_per_sec"]
         verdict = "meets" if s >= 3 * eps else "BELOW"
         print(f"{q}: starling {s:,.0f} events/s = {s / eps:.1f}x the best peer "
               f"({engine}, {eps:,.0f} events/s); target >= 3x: {verdict}")
+    print("(load: the machine's 1-minute load average when the run started; it has 2 cores)")
     return 0
 
 

@@ -8,7 +8,9 @@
 #            are 46 of every 50). Generated once per size and seed, kept.
 #   QUERIES  comma-separated: tumble, q5, q7 (default: all three)
 #
-# Environment: SEED (default 1), PEERS (default "pathway bytewax"),
+# Environment: SEED (default 1), OUT_OF_ORDER_GROUP (events permuted in
+# groups of this many, default 10000: up to 1 s out of order at the
+# generator's 10,000 events/s of event time), PEERS (default "pathway bytewax"),
 # PEERS_VENV (default target/peers-venv), PEERS_WORK (data, results and logs;
 # default target/peers), RUN_TIMEOUT (seconds per engine run, default 900),
 # STARLING_BENCH (a starling-bench binary to use instead of building one).
@@ -24,6 +26,7 @@ root="$(cd "$here/../.." && pwd)"
 events="${1:-1000000}"
 queries="${2:-tumble,q5,q7}"
 seed="${SEED:-1}"
+disorder="${OUT_OF_ORDER_GROUP:-10000}"
 peers="${PEERS:-pathway bytewax}"
 venv="${PEERS_VENV:-$root/target/peers-venv}"
 work="${PEERS_WORK:-$root/target/peers}"
@@ -45,11 +48,12 @@ fi
 "$bench" nexmark --help 2>/dev/null | grep -q -- '--input' \
   || die "$bench has no 'nexmark --input' (Starling's side of this benchmark)"
 
-data="$work/data/events-$events-seed-$seed"
+data="$work/data/events-$events-seed-$seed-ooo-$disorder"
 if [ ! -e "$data/.complete" ]; then
   say "generating $events Nexmark events (seed $seed) into $data"
   rm -rf "$data" && mkdir -p "$data"
-  "$bench" nexmark-generate --events "$events" --seed "$seed" --out "$data/all" >&2 \
+  "$bench" nexmark-generate --events "$events" --seed "$seed" \
+    --out-of-order-group "$disorder" --out "$data/all" >&2 \
     || die "starling-bench nexmark-generate failed"
   [ -s "$data/all/bid.ndjson" ] || die "the generator wrote no $data/all/bid.ndjson"
   touch "$data/.complete"
@@ -70,8 +74,9 @@ failed=0
 # (with a "check" field) unless it failed.
 run() {
   local engine="$1" q="$2"; shift 2
-  local base="$out/$engine.$q" check="(reference)"
-  say "$engine $q"
+  local base="$out/$engine.$q" check="(reference)" load
+  load="$(cut -d' ' -f1 /proc/loadavg 2>/dev/null || echo '?')"  # shared machine: note the load
+  say "$engine $q (load average $load)"
   rm -f "$base.ndjson"
   if ! timeout "$timeout" "$@" >"$base.stdout" 2>"$base.stderr"; then
     echo "!! $engine $q FAILED (exit $?); last lines of $base.stderr:" >&2
@@ -91,7 +96,7 @@ run() {
       check="ok: $(cat "$base.check")"
     fi
   fi
-  "$py" "$here/compare.py" last-json "check=$check" <"$base.stdout" >>"$results" \
+  "$py" "$here/compare.py" last-json "check=$check" "load=$load" <"$base.stdout" >>"$results" \
     || { echo "!! $engine $q printed no JSON result line" >&2; failed=1; }
 }
 
@@ -111,7 +116,7 @@ for q in ${queries//,/ }; do
 done
 
 echo
-echo "Nexmark bids from $events events (seed $seed), $input/bid.ndjson; 2 workers each"
+echo "Nexmark bids from $events events (seed $seed, out-of-order group $disorder), $input/bid.ndjson; 2 workers each"
 "$py" "$here/compare.py" table "$results"
 if [ "$failed" != 0 ]; then
   echo
