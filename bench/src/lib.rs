@@ -2,5 +2,6 @@
 //! (`starling-bench`) runs at full size and a test runs at a small size, so none can rot.
 
 pub mod lookup;
+pub mod nexmark;
 pub mod publish;
 pub mod window;
