@@ -3,5 +3,7 @@
 
 pub mod lookup;
 pub mod nexmark;
+pub mod node_run;
 pub mod publish;
+pub mod queries;
 pub mod window;

@@ -71,6 +71,9 @@ enum Cmd {
         #[arg(long, default_value_t = 2)]
         workers: usize,
     },
+    /// Nexmark queries in-process on generated events (or on NDJSON files): events/s over
+    /// all events, with each query's ratio to q0 (pass-through) of the same invocation.
+    Nexmark(NexmarkArgs),
     /// Generate Nexmark events into DIR/{person,auction,bid}.ndjson (for replay and for
     /// the peer engines), deterministic from the seed.
     NexmarkGenerate {
@@ -107,6 +110,195 @@ enum Cmd {
         #[arg(long, default_value_t = 100_000)]
         rate: u64,
     },
+}
+
+/// Arguments of `starling-bench nexmark`.
+#[derive(clap::Args)]
+struct NexmarkArgs {
+    /// Queries to run, in order: names from dataflows/nexmark (q0 … q11, tumble) or `all`.
+    #[arg(long, value_delimiter = ',', default_value = "q0,q5,q7,q8")]
+    query: Vec<String>,
+    /// Events to generate (all topics).
+    #[arg(long, default_value_t = 10_000_000)]
+    events: u64,
+    /// Engine worker threads.
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+    /// Events per published batch.
+    #[arg(long, default_value_t = 10_000)]
+    batch: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Events per second of event time.
+    #[arg(long, default_value_t = 10_000)]
+    rate: u64,
+    /// Events permuted in groups of this many (1 = in order).
+    #[arg(long, default_value_t = 1)]
+    out_of_order_group: u64,
+    /// Read DIR/{person,auction,bid}.ndjson instead of generating; reading and decoding
+    /// are counted in the time (as the peer engines that read the same files do).
+    #[arg(long, value_name = "DIR")]
+    input: Option<std::path::PathBuf>,
+    /// Write the results (consolidated, sorted, one JSON array per line) to FILE; with
+    /// several queries, FILE gets each query's name appended (`FILE.q5`).
+    #[arg(long, value_name = "FILE")]
+    output: Option<std::path::PathBuf>,
+    /// Print one JSON object per query instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Where the query runs: `inproc` (the engine in this process, no front door), or a
+    /// `starling node` child process fed over `quic` or `http` (adds publish→ack latency).
+    #[arg(long, default_value = "inproc", value_parser = ["inproc", "quic", "http"])]
+    via: String,
+    /// Run this definition (a variant of the query, reading the Nexmark topics, results in
+    /// its output `out`) instead of the shipped one; in-process only.
+    #[arg(long, value_name = "FILE")]
+    definition: Option<std::path::PathBuf>,
+    /// With `--via quic|http`: publish operations in flight.
+    #[arg(long, default_value_t = 2)]
+    lanes: usize,
+}
+
+fn nexmark(a: NexmarkArgs) -> Result<()> {
+    use starling_bench::nexmark::{Generator, NexmarkConfig};
+    use starling_bench::queries::{self, RunOptions};
+    use starling_dataflows::nexmark::{names, query, QUERIES};
+    let wanted: Vec<&str> = if a.query.iter().any(|q| q == "all") {
+        names()
+    } else {
+        a.query.iter().map(String::as_str).collect()
+    };
+    let mut chosen = Vec::new();
+    for name in &wanted {
+        match query(name) {
+            Some(q) => chosen.push(q),
+            None => anyhow::bail!(
+                "unknown query `{name}`; known: {}, or all",
+                QUERIES
+                    .iter()
+                    .map(|q| q.name)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
+    }
+    if a.events == 0 {
+        anyhow::bail!("--events must be at least 1");
+    }
+    if a.workers == 0 || a.batch == 0 {
+        anyhow::bail!("--workers and --batch must be at least 1");
+    }
+    let cfg = NexmarkConfig {
+        seed: a.seed,
+        rate: a.rate,
+        out_of_order_group: a.out_of_order_group,
+        ..NexmarkConfig::default()
+    };
+    // Checked once up front, so a bad --rate fails before any work.
+    Generator::new(&cfg, a.events)?;
+    let mut baseline: Option<f64> = None;
+    for q in chosen {
+        let (batches, read) = match &a.input {
+            Some(dir) => queries::read_ndjson(dir, a.batch)?,
+            None => {
+                let gen = Generator::new(&cfg, a.events)?;
+                let b =
+                    queries::batches(gen.map(|e| (e.topic(), e.date_time(), e.to_row())), a.batch);
+                (b, std::time::Duration::ZERO)
+            }
+        };
+        if a.via != "inproc" {
+            use starling_bench::node_run::{self, Door};
+            let door = if a.via == "quic" {
+                Door::Quic
+            } else {
+                Door::Http
+            };
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            let mut r = rt.block_on(node_run::run(q, batches, door, a.lanes, a.workers))?;
+            r.elapsed += read;
+            if a.json {
+                println!("{}", node_run::report_json(q.name, door, a.workers, &r));
+            } else {
+                println!(
+                    "nexmark {:>6} via {}: {} events in {:.2}s = {:.0} events/s; publish->ack p50 {} us, p99 {} us, max {} us ({} workers, {} lanes)",
+                    q.name, a.via, r.events, r.elapsed.as_secs_f64(), r.events_per_sec(),
+                    r.ack_p50_us, r.ack_p99_us, r.ack_max_us, a.workers, a.lanes
+                );
+            }
+            continue;
+        }
+        let opts = RunOptions {
+            workers: a.workers,
+            collect: a.output.is_some(),
+            ..RunOptions::default()
+        };
+        let mut run = match &a.definition {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+                queries::run_text(&text, batches, &opts)?
+            }
+            None => queries::run(q, batches, &opts)?,
+        };
+        run.elapsed += read;
+        let eps = run.events_per_sec();
+        if q.name == "q0" && baseline.is_none() {
+            baseline = Some(eps);
+        }
+        if let (Some(path), Some(out)) = (&a.output, &run.output) {
+            let path = if wanted.len() > 1 {
+                let mut p = path.clone().into_os_string();
+                p.push(format!(".{}", q.name));
+                std::path::PathBuf::from(p)
+            } else {
+                path.clone()
+            };
+            let mut text = String::new();
+            for (row, n) in out {
+                for _ in 0..n.unsigned_abs() {
+                    text.push_str(row);
+                    text.push('\n');
+                }
+            }
+            std::fs::write(&path, text)
+                .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+        }
+        let ratio = baseline.map(|b| eps / b);
+        if a.json {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "engine": "starling",
+                    "query": q.name,
+                    "events": run.events,
+                    "seconds": run.elapsed.as_secs_f64(),
+                    "events_per_sec": eps,
+                    "result_updates": run.updates,
+                    "workers": a.workers,
+                    "workers_busy": run.busy,
+                    "ratio_to_q0": ratio,
+                })
+            );
+        } else {
+            println!(
+                "nexmark {:>6}: {} events in {:.2}s = {:.0} events/s{} ({} result updates, {} workers busy {:.0}%{})",
+                q.name,
+                run.events,
+                run.elapsed.as_secs_f64(),
+                eps,
+                ratio.map_or(String::new(), |r| format!(", {r:.2} x q0")),
+                run.updates,
+                a.workers,
+                run.busy * 100.0,
+                if a.input.is_some() { ", reading and decoding included" } else { "" },
+            );
+        }
+    }
+    Ok(())
 }
 
 /// `starling-bench nexmark-generate`: writes the NDJSON files and says what they hold.
@@ -153,6 +345,7 @@ fn main() -> Result<()> {
             out_of_order_group,
             out,
         } => nexmark_generate(events, seed, rate, out_of_order_group, &out),
+        Cmd::Nexmark(args) => nexmark(args),
         Cmd::QuicPublish {
             events,
             batch,
