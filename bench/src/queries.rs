@@ -232,18 +232,47 @@ pub fn read_ndjson(dir: &std::path::Path, batch: usize) -> Result<(Vec<TopicBatc
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
             Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
         };
-        let docs = text
+        // Parsed and decoded on every core, in chunks of lines, the order kept: one thread
+        // would make reading the file the whole cost of a run.
+        let lines: Vec<(usize, &str)> = text
             .lines()
             .enumerate()
             .filter(|(_, l)| !l.trim().is_empty())
-            .map(|(i, l)| {
-                serde_json::from_str::<Json>(l)
-                    .with_context(|| format!("{}:{}: not a JSON object", path.display(), i + 1))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let rows = decoder
-            .decode_json(topic, &docs)
-            .with_context(|| format!("{}: an event does not fit the topic", path.display()))?;
+            .collect();
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let chunk = lines.len().div_ceil(threads).max(1);
+        let decoded: Vec<Result<Vec<Row>>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = lines
+                .chunks(chunk)
+                .map(|part| {
+                    let (decoder, path) = (&decoder, &path);
+                    scope.spawn(move || -> Result<Vec<Row>> {
+                        let docs = part
+                            .iter()
+                            .map(|(i, l)| {
+                                serde_json::from_str::<Json>(l).with_context(|| {
+                                    format!("{}:{}: not a JSON object", path.display(), i + 1)
+                                })
+                            })
+                            .collect::<Result<Vec<_>>>()?;
+                        decoder.decode_json(topic, &docs).with_context(|| {
+                            format!("{}: an event does not fit the topic", path.display())
+                        })
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(anyhow!("a decoding thread panicked")))
+                })
+                .collect()
+        });
+        let mut rows = Vec::with_capacity(lines.len());
+        for part in decoded {
+            rows.extend(part?);
+        }
         let time_pos = defs
             .iter()
             .find(|t| t.name == topic)

@@ -439,3 +439,15 @@ fn bad_configs_are_refused_with_a_reason() {
         assert!(err.contains(word), "{err}");
     }
 }
+
+/// The generator's schema and the shipped queries' topic declarations are one schema: a
+/// field renamed in one place only would make every query refuse the generated events.
+#[test]
+fn topics_yaml_is_what_the_shipped_queries_declare() {
+    let text = format!("name: nexmark_schema\n{TOPICS_YAML}inputs:\n  - {{id: b, topic: bid}}\n");
+    let def: Definition = serde_yaml_ng::from_str(&text).expect("TOPICS_YAML parses");
+    let mut ours = def.topics;
+    ours.sort_by(|a, b| a.name.cmp(&b.name));
+    let theirs = starling_bench::queries::topics().expect("shipped queries declare the topics");
+    assert_eq!(ours, theirs);
+}
