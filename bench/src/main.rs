@@ -280,6 +280,7 @@ fn nexmark(a: NexmarkArgs) -> Result<()> {
                     "result_updates": run.updates,
                     "workers": a.workers,
                     "workers_busy": run.busy,
+                    "read_seconds": read.as_secs_f64(),
                     "ratio_to_q0": ratio,
                 })
             );
@@ -294,7 +295,11 @@ fn nexmark(a: NexmarkArgs) -> Result<()> {
                 run.updates,
                 a.workers,
                 run.busy * 100.0,
-                if a.input.is_some() { ", reading and decoding included" } else { "" },
+                if a.input.is_some() {
+                    format!(", of which reading and decoding {:.2}s", read.as_secs_f64())
+                } else {
+                    String::new()
+                },
             );
         }
     }
