@@ -393,7 +393,8 @@ fn state_retires_for_every_window_kind() {
 
 /// A rollup: 10 s counts summed into minutes. The 10 s window that ends where the minute
 /// ends comes out at the minute's end (stamped end − 1); the minute must still take it
-/// (it was silently dropped before). Watermarks stop exactly on window ends on the way.
+/// (it was silently dropped before), and the minute is final only once it has: no early
+/// result and correction. Watermarks stop exactly on window ends on the way.
 #[test]
 fn chained_windows_roll_up_exactly() {
     let def = format!(
@@ -437,8 +438,16 @@ outputs:
             }
             e.publish_json("clicks", &events[5..]).unwrap();
             settle(&e, "rollup", "clicks", 1_000_000);
+            // Final means once: no early result taken back when the last 10 s arrives.
+            let stream = timed(&sub);
+            let mut rows: Vec<&str> = stream.iter().map(|(_, r, _)| r.as_str()).collect();
+            rows.sort();
+            assert!(
+                stream.iter().all(|(_, _, d)| *d == 1),
+                "workers={workers} stops={stops:?}: {stream:?}"
+            );
             assert_eq!(
-                rows(&sub),
+                rows,
                 [
                     r#"["ann",0,60000,4,3,2]"#,
                     r#"["ann",60000,120000,1,1,1]"#,

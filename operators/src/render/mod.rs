@@ -131,6 +131,7 @@ pub fn render<'s>(
                     emit: *emit,
                     lateness: node.lateness,
                     append_only: plan.nodes[*input].append_only,
+                    from_sources: from_sources(plan, *input),
                 },
                 Arc::clone(&ctx.stats),
                 Rc::clone(&dead),
@@ -298,4 +299,19 @@ pub fn render<'s>(
         }
     }
     probe
+}
+
+/// Whether node `i` emits source events as they came (inputs, and maps, filters, re-keyings
+/// and unions of them). Those enter at the watermark and are never behind it, so none that
+/// arrives when the frontier is at a window's end can belong to that window. Results of
+/// aggregates and joins can: a window result is stamped `end − 1` and comes out at `end`.
+fn from_sources(plan: &Plan, i: usize) -> bool {
+    match &plan.nodes[i].kind {
+        NodeKind::Input { .. } => true,
+        NodeKind::Map { input, .. }
+        | NodeKind::Filter { input, .. }
+        | NodeKind::KeyBy { input, .. } => from_sources(plan, *input),
+        NodeKind::Union { inputs } => inputs.iter().all(|&j| from_sources(plan, j)),
+        _ => false,
+    }
 }

@@ -51,6 +51,10 @@ pub struct WindowConfig {
     pub lateness: u64,
     /// Whether the input only inserts (lets min/max keep a single value).
     pub append_only: bool,
+    /// Whether the input carries source events only (see `render::from_sources`). If not,
+    /// records can still arrive at a pane's end time itself (an upstream window result
+    /// ending there), so a pane is final only once the frontier is *past* its end.
+    pub from_sources: bool,
 }
 
 /// One open tumbling or sliding window.
@@ -303,7 +307,12 @@ fn panes<'s>(
                 }
             });
             let f = frontier.frontier().first().copied().unwrap_or(Time::MAX);
-            for (&end, pane) in panes.range_mut(..=f) {
+            let closing = if cfg.from_sources {
+                panes.range_mut(..=f)
+            } else {
+                panes.range_mut(..f)
+            };
+            for (&end, pane) in closing {
                 if let Some((pcap, results)) = pane.take_final(end) {
                     output.session(&pcap).give_iterator(results);
                 }
