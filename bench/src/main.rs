@@ -154,6 +154,10 @@ struct NexmarkArgs {
     /// its output `out`) instead of the shipped one; in-process only.
     #[arg(long, value_name = "FILE")]
     definition: Option<std::path::PathBuf>,
+    /// With `--via quic|http`: the node's `--durability` (`batch` by default; `none` takes
+    /// the event log out, to see what the front door alone costs).
+    #[arg(long, value_name = "MODE", value_parser = ["none", "batch", "sync"])]
+    durability: Option<String>,
     /// With `--via quic|http`: publish operations in flight.
     #[arg(long, default_value_t = 2)]
     lanes: usize,
@@ -218,14 +222,21 @@ fn nexmark(a: NexmarkArgs) -> Result<()> {
                 .worker_threads(2)
                 .enable_all()
                 .build()?;
-            let mut r = rt.block_on(node_run::run(q, batches, door, a.lanes, a.workers))?;
+            let mut r = rt.block_on(node_run::run(
+                q,
+                batches,
+                door,
+                a.lanes,
+                a.workers,
+                a.durability.as_deref(),
+            ))?;
             r.elapsed += read;
             if a.json {
                 println!("{}", node_run::report_json(q.name, door, a.workers, &r));
             } else {
                 println!(
-                    "nexmark {:>6} via {}: {} events in {:.2}s = {:.0} events/s; publish->ack p50 {} us, p99 {} us, max {} us ({} workers, {} lanes)",
-                    q.name, a.via, r.events, r.elapsed.as_secs_f64(), r.events_per_sec(),
+                    "nexmark {:>6} via {} (durability {}): {} events in {:.2}s = {:.0} events/s; publish->ack p50 {} us, p99 {} us, max {} us ({} workers, {} lanes)",
+                    q.name, a.via, a.durability.as_deref().unwrap_or("batch"), r.events, r.elapsed.as_secs_f64(), r.events_per_sec(),
                     r.ack_p50_us, r.ack_p99_us, r.ack_max_us, a.workers, a.lanes
                 );
             }

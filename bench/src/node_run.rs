@@ -92,8 +92,10 @@ pub async fn run(
     door: Door,
     lanes: usize,
     workers: usize,
+    durability: Option<&str>,
 ) -> Result<NodeRun> {
-    let node = NodeProcess::start(&crate::publish::starling_binary()?, workers)?;
+    let extra: Vec<&str> = durability.map_or(vec![], |d| vec!["--durability", d]);
+    let node = NodeProcess::start_with(&crate::publish::starling_binary()?, workers, &extra)?;
     let http = HttpClient::new(&node.http);
     for t in topics()? {
         http.create_topic(&serde_json::to_value(&t)?)
