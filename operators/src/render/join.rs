@@ -22,6 +22,7 @@ use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Capability;
 
+use super::window::{stash_by_time, TimeStash};
 use super::{Time, Update, Updates};
 use crate::event::{Event, Row};
 use crate::value::Value;
@@ -152,8 +153,7 @@ pub fn interval_join<'s>(
         Exchange::new(by_key),
         "Interval join",
         move |_, _| {
-            type Stash = BTreeMap<Time, (Capability<Time>, Vec<Vec<Update>>)>;
-            let mut stash: [Stash; 2] = [BTreeMap::new(), BTreeMap::new()];
+            let mut stash: [TimeStash; 2] = [TimeStash::new(), TimeStash::new()];
             let mut sides: [Side; 2] = [Side::default(), Side::default()];
             move |(in1, f1), (in2, f2), output| {
                 stash_by_time(in1, &mut stash[0]);
@@ -218,31 +218,6 @@ pub fn interval_join<'s>(
             }
         },
     )
-}
-
-/// Moves an input's updates into `stash`, grouped by their own time (a stamp only bounds
-/// its records from below), each time under a capability for it.
-fn stash_by_time<
-    P: timely::communication::Pull<timely::dataflow::channels::Message<Time, Vec<Update>>>,
->(
-    input: &mut timely::dataflow::operators::generic::InputHandleCore<Time, Vec<Update>, P>,
-    stash: &mut BTreeMap<Time, (Capability<Time>, Vec<Vec<Update>>)>,
-) {
-    input.for_each_stamp(|stamp, data| {
-        let Some(&least) = stamp.least() else { return };
-        for batch in data {
-            for u in batch.drain(..) {
-                let t = u.1.max(least);
-                let entry = stash
-                    .entry(t)
-                    .or_insert_with(|| (stamp.delayed(&t, 0), Vec::new()));
-                match entry.1.last_mut() {
-                    Some(v) => v.push(u),
-                    None => entry.1.push(vec![u]),
-                }
-            }
-        }
-    });
 }
 
 /// Renders a stream–table join. `right_is_table` says the right side already retracts

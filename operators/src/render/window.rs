@@ -28,7 +28,7 @@ use std::sync::Arc;
 
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
-use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::generic::{InputHandleCore, Operator};
 use timely::dataflow::operators::Capability;
 
 use super::accumulate::{new_group, results_into, Acc};
@@ -162,35 +162,9 @@ fn eval_aggs(cfg: &WindowConfig, e: &Event, vals: &mut Vec<Value>, dead: &DeadLe
 pub(crate) fn in_time_order<'s>(s: Updates<'s>, name: &str) -> Updates<'s> {
     let exchange = Exchange::new(|u: &Update| u.0.key.stable_hash());
     s.unary_frontier::<Out, _, _, _>(exchange, &format!("{name} (in time order)"), |_, _| {
-        let mut stash: BTreeMap<Time, (Capability<Time>, Vec<Vec<Update>>)> = BTreeMap::new();
+        let mut stash = TimeStash::new();
         move |(input, frontier), output| {
-            input.for_each_stamp(|stamp, data| {
-                let Some(&least) = stamp.least() else { return };
-                for batch in data {
-                    let first = batch.first().map(|u| u.1);
-                    let uniform = batch.iter().all(|u| Some(u.1) == first);
-                    if uniform {
-                        if let Some(t) = batch.first().map(|u| u.1.max(least)) {
-                            stash
-                                .entry(t)
-                                .or_insert_with(|| (stamp.delayed(&t, 0), Vec::new()))
-                                .1
-                                .push(std::mem::take(batch));
-                        }
-                    } else {
-                        for u in batch.drain(..) {
-                            let t = u.1.max(least);
-                            let entry = stash
-                                .entry(t)
-                                .or_insert_with(|| (stamp.delayed(&t, 0), Vec::new()));
-                            match entry.1.last_mut() {
-                                Some(v) => v.push(u),
-                                None => entry.1.push(vec![u]),
-                            }
-                        }
-                    }
-                }
-            });
+            stash_by_time(input, &mut stash);
             while let Some(entry) = stash.first_entry() {
                 if frontier.less_equal(entry.key()) {
                     break;
@@ -203,6 +177,46 @@ pub(crate) fn in_time_order<'s>(s: Updates<'s>, name: &str) -> Updates<'s> {
             }
         }
     })
+}
+
+/// Updates waiting for the frontier to pass their time: per time, a capability for it and
+/// the batches.
+pub(crate) type TimeStash = BTreeMap<Time, (Capability<Time>, Vec<Vec<Update>>)>;
+
+/// Moves an input's updates into `stash` by their own time (a stamp only bounds its records
+/// from below); a batch whose records share one time moves whole.
+pub(crate) fn stash_by_time<P>(
+    input: &mut InputHandleCore<Time, Vec<Update>, P>,
+    stash: &mut TimeStash,
+) where
+    P: timely::communication::Pull<timely::dataflow::channels::Message<Time, Vec<Update>>>,
+{
+    input.for_each_stamp(|stamp, data| {
+        let Some(&least) = stamp.least() else { return };
+        for batch in data {
+            let first = batch.first().map(|u| u.1);
+            if batch.iter().all(|u| Some(u.1) == first) {
+                if let Some(t) = first.map(|t| t.max(least)) {
+                    stash
+                        .entry(t)
+                        .or_insert_with(|| (stamp.delayed(&t, 0), Vec::new()))
+                        .1
+                        .push(std::mem::take(batch));
+                }
+            } else {
+                for u in batch.drain(..) {
+                    let t = u.1.max(least);
+                    let entry = stash
+                        .entry(t)
+                        .or_insert_with(|| (stamp.delayed(&t, 0), Vec::new()));
+                    match entry.1.last_mut() {
+                        Some(v) => v.push(u),
+                        None => entry.1.push(vec![u]),
+                    }
+                }
+            }
+        }
+    });
 }
 
 /// Starts of the windows `[start, start + size)` that contain `t`, newest first.
