@@ -137,3 +137,51 @@ fn mistakes_get_clear_errors_and_a_failing_exit() {
         assert!(!err.contains("panicked"), "{args:?}: {err}");
     }
 }
+
+/// Input files a user may hand over: broken JSON, events that do not fit the topic, a
+/// binary file, a very long line. Each is refused with the file and line, never a panic.
+#[test]
+fn bad_input_files_are_refused_with_the_place() {
+    let good = r#"{"auction":1000,"bidder":1001,"price":5,"channel":"c","url":"u","date_time":1700000000000,"extra":""}"#;
+    let long = format!("{{\"auction\": {}}}", "9".repeat(1 << 20));
+    let cases: Vec<(String, &str)> = vec![
+        (format!("{good}\n{{\"auction\": 1,\n"), "bid.ndjson:2"),
+        (
+            format!("{good}\n{}\n", good.replace("1000,", "\"x\",")),
+            "auction",
+        ),
+        (
+            format!(
+                "{good}\n{}\n",
+                good.replace("\"extra\":\"\"", "\"extra\":\"\",\"evil\":1")
+            ),
+            "evil",
+        ),
+        (format!("{good}\n[1,2,3]\n"), "object"),
+        ("\u{0}\u{1}\u{2}\u{ff}garbage".to_string(), "bid.ndjson:1"),
+        (long, "bid.ndjson:1"),
+    ];
+    for (text, needle) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("bid.ndjson"), &text).unwrap();
+        let (ok, _, err) = run(&[
+            "nexmark",
+            "--query",
+            "q0",
+            "--input",
+            dir.path().to_str().unwrap(),
+        ]);
+        assert!(!ok, "{needle}: should fail");
+        assert!(err.contains(needle), "{needle}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let (ok, _, err) = run(&[
+        "nexmark-generate",
+        "--events",
+        "10",
+        "--out",
+        file.path().join("sub").to_str().unwrap(),
+    ]);
+    assert!(!ok && !err.contains("panicked"), "{err}");
+}
