@@ -12,6 +12,7 @@ pub mod event;
 pub mod expr;
 pub mod flat;
 pub mod json;
+pub mod json_fast;
 pub mod plan;
 pub mod render;
 pub mod schema;
