@@ -187,6 +187,38 @@ fn parse_events(kind: &str, bytes: &[u8], max_event: usize) -> Result<Vec<JsonVa
     Ok(out)
 }
 
+/// The rows of an NDJSON body when every line is a clean event of the topic, decoded
+/// straight from the text (`json_fast`); `None` otherwise, and then [`parse_events`] and the
+/// engine's decoder find the first bad event and say what is wrong with it.
+fn clean_ndjson_rows(
+    engine: &crate::Engine,
+    topic: &str,
+    kind: &str,
+    bytes: &[u8],
+    max_event: usize,
+) -> Option<Vec<starling_operators::Row>> {
+    if kind == "application/json" {
+        return None;
+    }
+    let spec = engine.topic_spec(topic).ok()?;
+    let mut rows = Vec::new();
+    for line in bytes.split(|b| *b == b'\n') {
+        let line = line.trim_ascii();
+        if line.is_empty() {
+            continue;
+        }
+        if line.len() > max_event {
+            return None;
+        }
+        let text = std::str::from_utf8(line).ok()?;
+        rows.push(starling_operators::json_fast::try_row_from_json_str(
+            &spec.schema,
+            text,
+        )?);
+    }
+    Some(rows)
+}
+
 pub(super) async fn publish(
     State(s): State<AppState>,
     Path(topic): Path<String>,
@@ -206,8 +238,13 @@ pub(super) async fn publish(
     let max_event = s.limits.max_event_bytes;
     // Parsing and validation are CPU work: keep them off the async threads.
     let result = tokio::task::spawn_blocking(move || -> Result<usize, ApiError> {
-        let docs = parse_events(&kind, &bytes, max_event)?;
-        let rows = engine.decode_json(&topic, &docs)?;
+        let rows = match clean_ndjson_rows(&engine, &topic, &kind, &bytes, max_event) {
+            Some(rows) => rows,
+            None => {
+                let docs = parse_events(&kind, &bytes, max_event)?;
+                engine.decode_json(&topic, &docs)?
+            }
+        };
         Ok(engine.try_publish_rows(&topic, rows)?)
     })
     .await
