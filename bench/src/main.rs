@@ -79,14 +79,8 @@ enum Cmd {
     NexmarkGenerate {
         #[arg(long, default_value_t = 1_000_000)]
         events: u64,
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        /// Events per second of event time.
-        #[arg(long, default_value_t = 10_000)]
-        rate: u64,
-        /// Events permuted in groups of this many (1 = in order).
-        #[arg(long, default_value_t = 1)]
-        out_of_order_group: u64,
+        #[command(flatten)]
+        stream: StreamArgs,
         #[arg(long, value_name = "DIR")]
         out: std::path::PathBuf,
     },
@@ -112,6 +106,31 @@ enum Cmd {
     },
 }
 
+/// The shape of a generated Nexmark stream, shared by `nexmark` and `nexmark-generate` so
+/// that the same flags give the same events.
+#[derive(clap::Args)]
+struct StreamArgs {
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Events per second of event time.
+    #[arg(long, default_value_t = 10_000)]
+    rate: u64,
+    /// Events permuted in groups of this many (1 = in order).
+    #[arg(long, default_value_t = 1)]
+    out_of_order_group: u64,
+}
+
+impl StreamArgs {
+    fn config(&self) -> starling_bench::nexmark::NexmarkConfig {
+        starling_bench::nexmark::NexmarkConfig {
+            seed: self.seed,
+            rate: self.rate,
+            out_of_order_group: self.out_of_order_group,
+            ..Default::default()
+        }
+    }
+}
+
 /// Arguments of `starling-bench nexmark`.
 #[derive(clap::Args)]
 struct NexmarkArgs {
@@ -127,14 +146,8 @@ struct NexmarkArgs {
     /// Events per published batch.
     #[arg(long, default_value_t = 10_000)]
     batch: usize,
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// Events per second of event time.
-    #[arg(long, default_value_t = 10_000)]
-    rate: u64,
-    /// Events permuted in groups of this many (1 = in order).
-    #[arg(long, default_value_t = 1)]
-    out_of_order_group: u64,
+    #[command(flatten)]
+    stream: StreamArgs,
     /// Read DIR/{person,auction,bid}.ndjson instead of generating; reading and decoding
     /// are counted in the time (as the peer engines that read the same files do).
     #[arg(long, value_name = "DIR")]
@@ -164,7 +177,7 @@ struct NexmarkArgs {
 }
 
 fn nexmark(a: NexmarkArgs) -> Result<()> {
-    use starling_bench::nexmark::{Generator, NexmarkConfig};
+    use starling_bench::nexmark::Generator;
     use starling_bench::queries::{self, RunOptions};
     use starling_dataflows::nexmark::{names, query, QUERIES};
     let wanted: Vec<&str> = if a.query.iter().any(|q| q == "all") {
@@ -192,12 +205,7 @@ fn nexmark(a: NexmarkArgs) -> Result<()> {
     if a.workers == 0 || a.batch == 0 {
         anyhow::bail!("--workers and --batch must be at least 1");
     }
-    let cfg = NexmarkConfig {
-        seed: a.seed,
-        rate: a.rate,
-        out_of_order_group: a.out_of_order_group,
-        ..NexmarkConfig::default()
-    };
+    let cfg = a.stream.config();
     // Checked once up front, so a bad --rate fails before any work.
     Generator::new(&cfg, a.events)?;
     let mut baseline: Option<f64> = None;
@@ -318,20 +326,9 @@ fn nexmark(a: NexmarkArgs) -> Result<()> {
 }
 
 /// `starling-bench nexmark-generate`: writes the NDJSON files and says what they hold.
-fn nexmark_generate(
-    events: u64,
-    seed: u64,
-    rate: u64,
-    out_of_order_group: u64,
-    out: &std::path::Path,
-) -> Result<()> {
-    use starling_bench::nexmark::{write_ndjson, NexmarkConfig};
-    let cfg = NexmarkConfig {
-        seed,
-        rate,
-        out_of_order_group,
-        ..NexmarkConfig::default()
-    };
+fn nexmark_generate(events: u64, stream: &StreamArgs, out: &std::path::Path) -> Result<()> {
+    use starling_bench::nexmark::write_ndjson;
+    let cfg = stream.config();
     let started = std::time::Instant::now();
     let c = write_ndjson(out, &cfg, events)?;
     let secs = started.elapsed().as_secs_f64();
@@ -356,11 +353,9 @@ fn main() -> Result<()> {
     match Cli::parse().cmd {
         Cmd::NexmarkGenerate {
             events,
-            seed,
-            rate,
-            out_of_order_group,
+            stream,
             out,
-        } => nexmark_generate(events, seed, rate, out_of_order_group, &out),
+        } => nexmark_generate(events, &stream, &out),
         Cmd::Nexmark(args) => nexmark(args),
         Cmd::QuicPublish {
             events,
