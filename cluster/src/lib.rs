@@ -1,4 +1,14 @@
 //! Starling's cluster layer: gossip membership (chitchat), the Raft-agreed shard table,
-//! node-to-node QUIC transport, replication and shard hand-off. Knows nothing of timely.
+//! shard placement and hand-off. Knows nothing of timely or of the engine: the engine feeds it
+//! events ("member joined", "shard copied") and carries its messages over its own QUIC
+//! endpoint.
 //!
-//! Empty until the cluster issue: Starling runs on one node for now.
+//! The decisions ([`table`], and the placement, hand-off and watermark modules) are pure code
+//! with no clock, socket or task, so that a simulation can drive them through thousands of
+//! membership changes; the shells around them (membership, raft) stay thin.
+
+pub mod state;
+pub mod table;
+
+pub use state::{CatalogEntry, CatalogKind, ClusterState, Command, MemberInfo, Outcome};
+pub use table::{shard_of_hash, Epoch, NodeId, ShardEntry, ShardId, ShardTable, TableError};

@@ -1,0 +1,234 @@
+//! The replicated state: what Raft agrees on, and the commands that change it.
+//!
+//! Besides the shard table it holds the members (with the addresses other nodes reach them
+//! at) and the catalog (topic and dataflow declarations, as opaque text), so that a node that
+//! joins later learns every dataflow from the log and runs it too. Applying a command is
+//! pure and deterministic: every node that applies the same log reaches the same state.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::table::{Epoch, NodeId, ShardId, ShardTable, TableError};
+
+/// How other nodes reach a member.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberInfo {
+    /// A readable name (`--node-name`, or derived from the id).
+    pub name: String,
+    /// The node's QUIC front door (also used node to node).
+    pub quic_addr: String,
+    /// The node's HTTP front door.
+    pub http_addr: String,
+    /// True once the node asked to leave: it gets no new shards and its shards move away.
+    #[serde(default)]
+    pub leaving: bool,
+}
+
+/// What kind of declaration a catalog entry holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum CatalogKind {
+    Topic,
+    Dataflow,
+}
+
+/// One declaration, as the user wrote it (JSON or YAML text the engine understands).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatalogEntry {
+    pub kind: CatalogKind,
+    pub name: String,
+    pub text: String,
+}
+
+/// A change to the replicated state. Commands are checked when applied; a command that does
+/// not apply (an unknown shard, a move that is not in progress) leaves the state unchanged
+/// and its outcome says why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Records a member (or updates its addresses).
+    AddMember { node: NodeId, info: MemberInfo },
+    /// Marks a member as leaving.
+    SetLeaving { node: NodeId },
+    /// Forgets a member; it must own no shard.
+    RemoveMember { node: NodeId },
+    /// Gives a shard to a node at once (no data to hand over).
+    Assign { shard: ShardId, node: NodeId },
+    /// Starts handing a shard over.
+    BeginMove { shard: ShardId, to: NodeId },
+    /// Ends a hand-off.
+    CompleteMove { shard: ShardId, to: NodeId },
+    /// Gives a hand-off up.
+    AbortMove { shard: ShardId, to: NodeId },
+    /// Adds or replaces a catalog entry.
+    PutCatalog(CatalogEntry),
+    /// Removes a catalog entry.
+    DropCatalog { kind: CatalogKind, name: String },
+}
+
+/// What applying a command did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    Done,
+    /// The shard's new epoch after an ownership change.
+    Epoch(Epoch),
+    /// The command did not apply; the state is unchanged.
+    Refused(String),
+}
+
+/// The state every node follows.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterState {
+    /// The cluster's name; nodes of another cluster are refused.
+    pub cluster_id: String,
+    pub table: ShardTable,
+    pub members: BTreeMap<NodeId, MemberInfo>,
+    /// Catalog entries by (kind, name), in a stable order.
+    pub catalog: BTreeMap<(CatalogKind, String), CatalogEntry>,
+}
+
+impl ClusterState {
+    /// The state of a new cluster: no members, every shard unowned.
+    pub fn new(cluster_id: &str, shards: u32) -> Result<ClusterState, TableError> {
+        Ok(ClusterState {
+            cluster_id: cluster_id.to_string(),
+            table: ShardTable::new(shards)?,
+            members: BTreeMap::new(),
+            catalog: BTreeMap::new(),
+        })
+    }
+
+    /// Applies one command.
+    pub fn apply(&mut self, command: &Command) -> Outcome {
+        let refused = |e: TableError| Outcome::Refused(e.to_string());
+        match command {
+            Command::AddMember { node, info } => {
+                let leaving = self.members.get(node).is_some_and(|m| m.leaving);
+                let mut info = info.clone();
+                info.leaving |= leaving;
+                self.members.insert(*node, info);
+                Outcome::Done
+            }
+            Command::SetLeaving { node } => match self.members.get_mut(node) {
+                Some(m) => {
+                    m.leaving = true;
+                    Outcome::Done
+                }
+                None => Outcome::Refused(format!("node {node} is not a member")),
+            },
+            Command::RemoveMember { node } => {
+                let owned = self
+                    .table
+                    .iter()
+                    .filter(|(_, e)| e.owner == Some(*node) || e.moving_to == Some(*node))
+                    .count();
+                if owned > 0 {
+                    return Outcome::Refused(format!(
+                        "node {node} still owns or receives {owned} shards"
+                    ));
+                }
+                self.members.remove(node);
+                Outcome::Done
+            }
+            Command::Assign { shard, node } => {
+                if !self.members.contains_key(node) {
+                    return Outcome::Refused(format!("node {node} is not a member"));
+                }
+                self.table
+                    .assign(*shard, *node)
+                    .map_or_else(refused, Outcome::Epoch)
+            }
+            Command::BeginMove { shard, to } => {
+                if !self.members.contains_key(to) {
+                    return Outcome::Refused(format!("node {to} is not a member"));
+                }
+                match self.table.owner(*shard) {
+                    None => Outcome::Refused(format!("shard {shard} has no owner to hand it over")),
+                    Some(owner) if owner == *to => {
+                        Outcome::Refused(format!("shard {shard} is already owned by {to}"))
+                    }
+                    Some(_) => self
+                        .table
+                        .begin_move(*shard, *to)
+                        .map_or_else(refused, |()| Outcome::Done),
+                }
+            }
+            Command::CompleteMove { shard, to } => self
+                .table
+                .complete_move(*shard, *to)
+                .map_or_else(refused, Outcome::Epoch),
+            Command::AbortMove { shard, to } => self
+                .table
+                .abort_move(*shard, *to)
+                .map_or_else(refused, Outcome::Epoch),
+            Command::PutCatalog(entry) => {
+                self.catalog
+                    .insert((entry.kind, entry.name.clone()), entry.clone());
+                Outcome::Done
+            }
+            Command::DropCatalog { kind, name } => {
+                match self.catalog.remove(&(*kind, name.clone())) {
+                    Some(_) => Outcome::Done,
+                    None => Outcome::Refused(format!("no {kind:?} named `{name}`")),
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(name: &str) -> MemberInfo {
+        MemberInfo {
+            name: name.into(),
+            ..MemberInfo::default()
+        }
+    }
+
+    #[test]
+    fn moves_raise_the_epoch_and_refusals_change_nothing() {
+        let mut s = ClusterState::new("c", 2).unwrap();
+        assert!(matches!(
+            s.apply(&Command::Assign { shard: 0, node: 1 }),
+            Outcome::Refused(_)
+        ));
+        s.apply(&Command::AddMember {
+            node: 1,
+            info: member("a"),
+        });
+        s.apply(&Command::AddMember {
+            node: 2,
+            info: member("b"),
+        });
+        assert_eq!(
+            s.apply(&Command::Assign { shard: 0, node: 1 }),
+            Outcome::Epoch(Epoch(1))
+        );
+        let before = s.clone();
+        assert!(matches!(
+            s.apply(&Command::CompleteMove { shard: 0, to: 2 }),
+            Outcome::Refused(_)
+        ));
+        assert!(matches!(
+            s.apply(&Command::Assign { shard: 9, node: 1 }),
+            Outcome::Refused(_)
+        ));
+        assert!(matches!(
+            s.apply(&Command::RemoveMember { node: 1 }),
+            Outcome::Refused(_)
+        ));
+        assert_eq!(s, before);
+        assert_eq!(
+            s.apply(&Command::BeginMove { shard: 0, to: 2 }),
+            Outcome::Done
+        );
+        assert_eq!(s.table.owner(0), Some(1));
+        assert_eq!(
+            s.apply(&Command::CompleteMove { shard: 0, to: 2 }),
+            Outcome::Epoch(Epoch(2))
+        );
+        assert_eq!(s.table.owner(0), Some(2));
+        assert_eq!(s.apply(&Command::RemoveMember { node: 1 }), Outcome::Done);
+    }
+}

@@ -1,0 +1,206 @@
+//! The shard table: who owns each shard, at which epoch. It is the state that Raft agrees on
+//! (ARCHITECTURE §5): every node routes and fences by the committed table, never by its own
+//! view of gossip.
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// A node's identity in the cluster. A `u64` because Raft names voters by number; drawn at
+/// random when a node's data directory is created and kept there, so a restarted node is the
+/// same member.
+pub type NodeId = u64;
+
+/// A shard number, `0..S`.
+pub type ShardId = u32;
+
+/// The fencing token of one shard's ownership. Every change of owner raises it; a write
+/// stamped with an older epoch than the receiver knows is refused (ARCHITECTURE §5).
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct Epoch(pub u64);
+
+impl Epoch {
+    /// The epoch after this one.
+    pub fn next(self) -> Epoch {
+        Epoch(self.0.saturating_add(1))
+    }
+}
+
+impl std::fmt::Display for Epoch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// One shard's row of the table.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardEntry {
+    /// The node that accepts writes and runs dataflows for this shard; `None` only before
+    /// the first node is placed.
+    pub owner: Option<NodeId>,
+    /// Nodes holding copies (empty until replication, issue 7).
+    pub replicas: Vec<NodeId>,
+    /// Raised on every change of owner.
+    pub epoch: Epoch,
+    /// Set while the shard is being handed from `owner` to this node: writes for the shard
+    /// are held back until the move completes at the next epoch.
+    pub moving_to: Option<NodeId>,
+}
+
+/// Why a table operation was refused.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum TableError {
+    #[error("shard {shard} does not exist (the cluster has {shards} shards)")]
+    NoSuchShard { shard: ShardId, shards: u32 },
+    #[error("a cluster needs at least one shard")]
+    NoShards,
+    #[error("shard {shard} is not moving to node {node}")]
+    NotMoving { shard: ShardId, node: NodeId },
+    #[error("shard {shard} is already moving to node {node}")]
+    AlreadyMoving { shard: ShardId, node: NodeId },
+}
+
+/// Owner, replicas and epoch of every shard. The number of shards is fixed when the cluster
+/// is created.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardTable {
+    shards: Vec<ShardEntry>,
+}
+
+impl ShardTable {
+    /// A table of `shards` unowned shards at epoch 0.
+    pub fn new(shards: u32) -> Result<ShardTable, TableError> {
+        if shards == 0 {
+            return Err(TableError::NoShards);
+        }
+        Ok(ShardTable {
+            shards: vec![ShardEntry::default(); shards as usize],
+        })
+    }
+
+    /// The number of shards, S.
+    pub fn len(&self) -> u32 {
+        self.shards.len() as u32
+    }
+
+    /// Always false: a table has at least one shard. (Here for clippy's `len_without_is_empty`.)
+    pub fn is_empty(&self) -> bool {
+        self.shards.is_empty()
+    }
+
+    /// One shard's row.
+    pub fn get(&self, shard: ShardId) -> Result<&ShardEntry, TableError> {
+        self.shards
+            .get(shard as usize)
+            .ok_or(TableError::NoSuchShard {
+                shard,
+                shards: self.len(),
+            })
+    }
+
+    /// One shard's row, to change.
+    pub fn get_mut(&mut self, shard: ShardId) -> Result<&mut ShardEntry, TableError> {
+        let shards = self.len();
+        self.shards
+            .get_mut(shard as usize)
+            .ok_or(TableError::NoSuchShard { shard, shards })
+    }
+
+    /// Every row with its shard number.
+    pub fn iter(&self) -> impl Iterator<Item = (ShardId, &ShardEntry)> {
+        self.shards
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (i as ShardId, e))
+    }
+
+    /// The owner of a shard, if it has one.
+    pub fn owner(&self, shard: ShardId) -> Option<NodeId> {
+        self.shards.get(shard as usize).and_then(|e| e.owner)
+    }
+
+    /// The shards a node owns.
+    pub fn owned_by(&self, node: NodeId) -> Vec<ShardId> {
+        self.iter()
+            .filter(|(_, e)| e.owner == Some(node))
+            .map(|(s, _)| s)
+            .collect()
+    }
+}
+
+impl ShardTable {
+    /// Gives an unowned shard, or one whose owner is gone, to `node` straight away (no data
+    /// to hand over), at the next epoch. Any move in progress is cancelled.
+    pub fn assign(&mut self, shard: ShardId, node: NodeId) -> Result<Epoch, TableError> {
+        let e = self.get_mut(shard)?;
+        e.owner = Some(node);
+        e.moving_to = None;
+        e.replicas.retain(|r| *r != node);
+        e.epoch = e.epoch.next();
+        Ok(e.epoch)
+    }
+
+    /// Starts handing a shard from its owner to `to`: from now on writes for it are held
+    /// back. The epoch does not change until the move completes.
+    pub fn begin_move(&mut self, shard: ShardId, to: NodeId) -> Result<(), TableError> {
+        let e = self.get_mut(shard)?;
+        if let Some(node) = e.moving_to {
+            return Err(TableError::AlreadyMoving { shard, node });
+        }
+        e.moving_to = Some(to);
+        Ok(())
+    }
+
+    /// Ends a hand-off: `to` owns the shard at the next epoch.
+    pub fn complete_move(&mut self, shard: ShardId, to: NodeId) -> Result<Epoch, TableError> {
+        let e = self.get_mut(shard)?;
+        if e.moving_to != Some(to) {
+            return Err(TableError::NotMoving { shard, node: to });
+        }
+        e.owner = Some(to);
+        e.moving_to = None;
+        e.replicas.retain(|r| *r != to);
+        e.epoch = e.epoch.next();
+        Ok(e.epoch)
+    }
+
+    /// Gives up a hand-off (the receiver left): the owner keeps the shard at a new epoch,
+    /// so that anything the receiver wrote at the old epoch is refused.
+    pub fn abort_move(&mut self, shard: ShardId, to: NodeId) -> Result<Epoch, TableError> {
+        let e = self.get_mut(shard)?;
+        if e.moving_to != Some(to) {
+            return Err(TableError::NotMoving { shard, node: to });
+        }
+        e.moving_to = None;
+        e.epoch = e.epoch.next();
+        Ok(e.epoch)
+    }
+}
+
+/// The shard of a key's stable hash (see `starling_operators::Value::stable_hash`).
+pub fn shard_of_hash(hash: u64, shards: u32) -> ShardId {
+    (hash % u64::from(shards.max(1))) as ShardId
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_table_has_no_owners_and_refuses_unknown_shards() {
+        assert_eq!(ShardTable::new(0), Err(TableError::NoShards));
+        let t = ShardTable::new(4).unwrap();
+        assert_eq!(t.len(), 4);
+        assert!(t
+            .iter()
+            .all(|(_, e)| e.owner.is_none() && e.epoch == Epoch(0)));
+        assert_eq!(
+            t.get(4),
+            Err(TableError::NoSuchShard {
+                shard: 4,
+                shards: 4
+            })
+        );
+    }
+}
