@@ -7,8 +7,12 @@
 //! with no clock, socket or task, so that a simulation can drive them through thousands of
 //! membership changes; the shells around them (membership, raft) stay thin.
 
+pub mod controller;
+pub mod placement;
 pub mod state;
 pub mod table;
 
+pub use controller::{complete, eligible, next_commands};
+pub use placement::{targets, weight};
 pub use state::{CatalogEntry, CatalogKind, ClusterState, Command, MemberInfo, Outcome};
 pub use table::{shard_of_hash, Epoch, NodeId, ShardEntry, ShardId, ShardTable, TableError};

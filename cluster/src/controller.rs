@@ -1,0 +1,278 @@
+//! What the Raft leader proposes next to bring the shard table towards its target.
+//!
+//! A pure function of the committed state and the set of nodes gossip reports live, so that
+//! any leader (a new one after a failover included) proposes the same thing, and a simulation
+//! can drive it through thousands of membership changes. The leader calls
+//! [`next_commands`] whenever the state or the live set changes, proposes the commands in
+//! order, and calls it again once they are applied; an empty answer means the table is at its
+//! target (convergence).
+//!
+//! Moves are throttled (`max_moves_in_flight`) because each one holds back the shard's writes
+//! and copies its state: a join should trickle shards over, not stall the whole key space.
+//! Unowned shards (a new cluster, an owner that died) are assigned at once: there is nothing
+//! to hand over, and waiting only keeps them unavailable.
+
+use std::collections::BTreeSet;
+
+use crate::placement::targets;
+use crate::state::{ClusterState, Command};
+use crate::table::{NodeId, ShardId};
+
+/// The nodes that may receive shards: members that gossip reports live and that have not
+/// asked to leave. Public so the leader can report why a node gets nothing.
+pub fn eligible(state: &ClusterState, live: &BTreeSet<NodeId>) -> BTreeSet<NodeId> {
+    state
+        .members
+        .iter()
+        .filter(|(id, m)| !m.leaving && live.contains(id))
+        .map(|(id, _)| *id)
+        .collect()
+}
+
+/// The commands the leader should propose next, in order. Pure: the same state and live set
+/// always give the same commands.
+///
+/// - a shard with no owner, or whose owner is not a live member, is `Assign`ed to its target
+///   (this also cancels a move it was in);
+/// - a move whose receiver is no longer eligible is aborted (`AbortMove`), so the owner keeps
+///   serving at a new epoch;
+/// - a shard whose owner differs from its target starts moving (`BeginMove`, the owner keeps
+///   serving until the receiver completes the move), at most `max_moves_in_flight` moves in
+///   flight in total, counting the ones already in progress; shards leaving a leaving node go
+///   first, so that a graceful leave finishes soon;
+/// - a leaving member that owns and receives no shard is removed (`RemoveMember`).
+///
+/// `CompleteMove` is never proposed here: only the receiver knows when it has the data (see
+/// [`complete`]). A move in progress to an eligible node is left to finish even if the target
+/// has changed since; the next call moves the shard on.
+pub fn next_commands(
+    state: &ClusterState,
+    live: &BTreeSet<NodeId>,
+    max_moves_in_flight: usize,
+) -> Vec<Command> {
+    let eligible = eligible(state, live);
+    let target = targets(state.table.len(), &eligible);
+    let serving = |n: NodeId| state.members.contains_key(&n) && live.contains(&n);
+    let leaving = |n: NodeId| state.members.get(&n).is_some_and(|m| m.leaving);
+
+    let mut out = Vec::new();
+    let mut in_flight = 0usize;
+    // (owner is not leaving, shard, to): leaving owners sort first.
+    let mut wanted: Vec<(bool, ShardId, NodeId)> = Vec::new();
+    for (shard, entry) in state.table.iter() {
+        let Some(goal) = target.get(shard as usize).copied().flatten() else {
+            // No eligible node: nothing can be placed, but a move to an ineligible receiver
+            // is still given up.
+            if let Some(to) = entry.moving_to {
+                out.push(Command::AbortMove { shard, to });
+            }
+            continue;
+        };
+        match entry.owner {
+            Some(owner) if serving(owner) => {
+                if let Some(to) = entry.moving_to {
+                    if eligible.contains(&to) {
+                        in_flight += 1;
+                    } else {
+                        out.push(Command::AbortMove { shard, to });
+                        if owner != goal {
+                            wanted.push((!leaving(owner), shard, goal));
+                        }
+                    }
+                } else if owner != goal {
+                    wanted.push((!leaving(owner), shard, goal));
+                }
+            }
+            // Unowned, or the owner is gone: nothing to hand over.
+            _ => out.push(Command::Assign { shard, node: goal }),
+        }
+    }
+    wanted.sort_unstable();
+    let room = max_moves_in_flight.saturating_sub(in_flight);
+    out.extend(
+        wanted
+            .into_iter()
+            .take(room)
+            .map(|(_, shard, to)| Command::BeginMove { shard, to }),
+    );
+    for (node, info) in &state.members {
+        let busy = state
+            .table
+            .iter()
+            .any(|(_, e)| e.owner == Some(*node) || e.moving_to == Some(*node));
+        if info.leaving && !busy {
+            out.push(Command::RemoveMember { node: *node });
+        }
+    }
+    out
+}
+
+/// The `CompleteMove` the receiver `to` proposes once it has copied `shard`, or `None` if that
+/// move is not in progress in `state` (it was aborted, or already completed): proposing it
+/// anyway would be refused when applied, and the receiver should drop what it copied.
+pub fn complete(state: &ClusterState, shard: ShardId, to: NodeId) -> Option<Command> {
+    let entry = state.table.get(shard).ok()?;
+    (entry.moving_to == Some(to)).then_some(Command::CompleteMove { shard, to })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{MemberInfo, Outcome};
+
+    fn join(s: &mut ClusterState, node: NodeId) {
+        s.apply(&Command::AddMember {
+            node,
+            info: MemberInfo::default(),
+        });
+    }
+
+    fn apply_all(s: &mut ClusterState, cmds: &[Command]) {
+        for c in cmds {
+            let o = s.apply(c);
+            assert!(!matches!(o, Outcome::Refused(_)), "{c:?}: {o:?}");
+        }
+    }
+
+    /// Runs the controller, completing every move it starts, until it has nothing to say.
+    fn converge(s: &mut ClusterState, live: &BTreeSet<NodeId>, max: usize) -> usize {
+        let mut rounds = 0;
+        loop {
+            let cmds = next_commands(s, live, max);
+            if cmds.is_empty() {
+                return rounds;
+            }
+            rounds += 1;
+            assert!(rounds < 10_000, "no convergence");
+            apply_all(s, &cmds);
+            let moving: Vec<_> = s
+                .table
+                .iter()
+                .filter_map(|(sh, e)| e.moving_to.map(|to| (sh, to)))
+                .collect();
+            for (sh, to) in moving {
+                let c = complete(s, sh, to).expect("in progress");
+                apply_all(s, &[c]);
+            }
+        }
+    }
+
+    fn set(ids: &[NodeId]) -> BTreeSet<NodeId> {
+        ids.iter().copied().collect()
+    }
+
+    #[test]
+    fn a_new_cluster_assigns_every_shard_at_once() {
+        let mut s = ClusterState::new("c", 16).unwrap();
+        assert!(next_commands(&s, &set(&[1]), 2).is_empty(), "no member yet");
+        join(&mut s, 1);
+        let cmds = next_commands(&s, &set(&[1]), 2);
+        assert_eq!(cmds.len(), 16);
+        assert!(cmds
+            .iter()
+            .all(|c| matches!(c, Command::Assign { node: 1, .. })));
+        apply_all(&mut s, &cmds);
+        assert!(next_commands(&s, &set(&[1]), 2).is_empty());
+    }
+
+    #[test]
+    fn a_join_moves_shards_a_few_at_a_time_and_converges() {
+        let mut s = ClusterState::new("c", 64).unwrap();
+        join(&mut s, 1);
+        let live = set(&[1, 2]);
+        converge(&mut s, &live, 3);
+        join(&mut s, 2);
+        let cmds = next_commands(&s, &live, 3);
+        assert_eq!(cmds.len(), 3);
+        assert!(cmds
+            .iter()
+            .all(|c| matches!(c, Command::BeginMove { to: 2, .. })));
+        apply_all(&mut s, &cmds);
+        // Three in flight already: nothing more until one completes.
+        assert!(next_commands(&s, &live, 3).is_empty());
+        let Command::BeginMove { shard, to } = cmds[0] else {
+            unreachable!()
+        };
+        let c = complete(&s, shard, to).unwrap();
+        apply_all(&mut s, &[c]);
+        assert_eq!(next_commands(&s, &live, 3).len(), 1);
+        assert_eq!(complete(&s, shard, to), None, "already completed");
+        converge(&mut s, &live, 3);
+        let t = targets(64, &live);
+        for (sh, e) in s.table.iter() {
+            assert_eq!(e.owner, t[sh as usize]);
+        }
+        assert_eq!(s.table.owned_by(2).len(), 32);
+    }
+
+    #[test]
+    fn a_leaving_member_hands_everything_over_then_is_removed() {
+        let mut s = ClusterState::new("c", 32).unwrap();
+        join(&mut s, 1);
+        join(&mut s, 2);
+        let live = set(&[1, 2]);
+        converge(&mut s, &live, 4);
+        s.apply(&Command::SetLeaving { node: 1 });
+        converge(&mut s, &live, 4);
+        assert!(!s.members.contains_key(&1));
+        assert_eq!(s.table.owned_by(2).len(), 32);
+    }
+
+    #[test]
+    fn a_move_to_a_node_that_leaves_is_aborted() {
+        let mut s = ClusterState::new("c", 8).unwrap();
+        join(&mut s, 1);
+        let live = set(&[1, 2]);
+        converge(&mut s, &live, 8);
+        join(&mut s, 2);
+        let cmds = next_commands(&s, &live, 1);
+        apply_all(&mut s, &cmds);
+        let Command::BeginMove { shard, to: 2 } = cmds[0] else {
+            panic!("{cmds:?}")
+        };
+        s.apply(&Command::SetLeaving { node: 2 });
+        let cmds = next_commands(&s, &live, 1);
+        assert_eq!(cmds, vec![Command::AbortMove { shard, to: 2 }]);
+        apply_all(&mut s, &cmds);
+        assert_eq!(s.table.owner(shard), Some(1));
+        assert_eq!(
+            next_commands(&s, &live, 1),
+            vec![Command::RemoveMember { node: 2 }]
+        );
+    }
+
+    #[test]
+    fn shards_of_a_dead_owner_are_assigned_at_once() {
+        let mut s = ClusterState::new("c", 8).unwrap();
+        join(&mut s, 1);
+        join(&mut s, 2);
+        converge(&mut s, &set(&[1, 2]), 8);
+        let of_1 = s.table.owned_by(1);
+        let cmds = next_commands(&s, &set(&[2]), 1);
+        assert_eq!(cmds.len(), of_1.len(), "not throttled: {cmds:?}");
+        for (c, sh) in cmds.iter().zip(&of_1) {
+            assert_eq!(
+                *c,
+                Command::Assign {
+                    shard: *sh,
+                    node: 2
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn moves_in_progress_count_against_the_limit() {
+        let mut s = ClusterState::new("c", 64).unwrap();
+        join(&mut s, 1);
+        let live = set(&[1, 2, 3]);
+        converge(&mut s, &live, 64);
+        join(&mut s, 2);
+        let cmds = next_commands(&s, &live, 2);
+        apply_all(&mut s, &cmds);
+        join(&mut s, 3);
+        // Two moves to node 2 are still in flight.
+        assert!(next_commands(&s, &live, 2).is_empty());
+        assert_eq!(next_commands(&s, &live, 5).len(), 3);
+    }
+}
