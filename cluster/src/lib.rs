@@ -9,10 +9,12 @@
 
 pub mod controller;
 pub mod placement;
+pub mod raft;
 pub mod state;
 pub mod table;
 
 pub use controller::{complete, eligible, next_commands};
 pub use placement::{targets, weight};
+pub use raft::{ClusterRaft, ProposeError, RaftError, RaftSettings, RaftTransport, TransportError};
 pub use state::{CatalogEntry, CatalogKind, ClusterState, Command, MemberInfo, Outcome};
 pub use table::{shard_of_hash, Epoch, NodeId, ShardEntry, ShardId, ShardTable, TableError};

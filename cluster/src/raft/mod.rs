@@ -1,0 +1,600 @@
+//! The Raft shell: replicates [`ClusterState`] among up to five voters (ARCHITECTURE §5).
+//!
+//! Placement must be decided once and followed everywhere, so the shard table and the rest
+//! of [`ClusterState`] change only through commands committed by Raft (openraft 0.9). This
+//! module is the thin layer around it:
+//!
+//! - [`store`] keeps the log, the vote and the snapshot on disk so that a restarted node is
+//!   the same Raft member;
+//! - [`network`] turns Raft RPCs into bytes for a [`RaftTransport`] the engine provides over
+//!   its QUIC endpoint, and back in [`ClusterRaft::handle_rpc`];
+//! - [`ClusterRaft`] is what the engine uses: start, bootstrap, add and remove nodes,
+//!   propose commands from any node, and follow the committed state through a watch channel.
+//!
+//! Who becomes a voter: the first node bootstraps a one-voter cluster; every node the leader
+//! adds becomes a learner, and is promoted to voter once caught up while there are fewer
+//! than [`MAX_VOTERS`]. A leaving voter is replaced by a caught-up learner if there is one.
+
+mod network;
+mod store;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Cursor;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, InitializeError, RaftError as OrRaftError};
+use openraft::storage::Adaptor;
+use openraft::{BasicNode, ChangeMembers, Config, Raft, SnapshotPolicy, TokioRuntime};
+use thiserror::Error;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+pub use network::{ForwardError, RaftRpc, RaftRpcReply, RaftTransport, RpcRequest, TransportError};
+pub use store::StoreError;
+
+use crate::state::{ClusterState, Command, MemberInfo, Outcome};
+use crate::table::NodeId;
+use network::{encode, ErasedTransport, NetworkFactory};
+use store::DiskStore;
+
+openraft::declare_raft_types!(
+    /// openraft's type parameters for Starling: the log carries [`Command`]s, applying one
+    /// yields an [`Outcome`], nodes are named by [`NodeId`] and reached at the QUIC address
+    /// kept in a [`BasicNode`].
+    pub TypeConfig:
+        D = Command,
+        R = Outcome,
+        NodeId = NodeId,
+        Node = BasicNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = TokioRuntime,
+);
+
+/// The most voters the cluster keeps: five tolerate two failures; more would only slow
+/// every commit down. Further nodes follow the log as learners.
+pub const MAX_VOTERS: usize = 5;
+
+/// Timing and size limits of the Raft shell. The defaults suit a LAN (and loopback tests):
+/// a leader heartbeats every 100 ms and a follower that hears nothing for a random 300–600 ms
+/// starts an election, so a dead leader is replaced in well under a second while a few
+/// delayed heartbeats do not cause needless elections.
+#[derive(Clone, Debug)]
+pub struct RaftSettings {
+    /// How often the leader sends heartbeats (and replication) to each peer.
+    pub heartbeat: Duration,
+    /// The shortest silence after which a follower calls an election.
+    pub election_timeout_min: Duration,
+    /// The longest; each follower draws its timeout between the two, so that elections
+    /// rarely collide.
+    pub election_timeout_max: Duration,
+    /// Take a snapshot (the serialized `ClusterState`) every this many applied entries,
+    /// then purge the log up to it: this bounds the log on disk and in memory.
+    pub snapshot_every: u64,
+    /// Entries kept before the snapshot point, so that a briefly lagging follower catches
+    /// up from the log rather than by receiving a whole snapshot.
+    pub keep_after_snapshot: u64,
+    /// How long [`ClusterRaft::propose`] waits for a leader and for its proposal to commit.
+    pub propose_timeout: Duration,
+    /// How long [`ClusterRaft::add_node`] waits for a new learner to catch up before
+    /// leaving it a learner (it can be promoted by calling `add_node` again).
+    pub catch_up_timeout: Duration,
+    /// The largest RPC (request or reply) accepted, in bytes; bounds what a hostile or
+    /// broken peer can make a node allocate and parse.
+    pub max_rpc_bytes: usize,
+}
+
+impl Default for RaftSettings {
+    fn default() -> Self {
+        RaftSettings {
+            heartbeat: Duration::from_millis(100),
+            election_timeout_min: Duration::from_millis(300),
+            election_timeout_max: Duration::from_millis(600),
+            snapshot_every: 1000,
+            keep_after_snapshot: 100,
+            propose_timeout: Duration::from_secs(5),
+            catch_up_timeout: Duration::from_secs(5),
+            max_rpc_bytes: 64 << 20,
+        }
+    }
+}
+
+/// Why a Raft operation failed. Each variant says what the caller can do about it.
+#[derive(Debug, Error)]
+pub enum RaftError {
+    /// The node's Raft directory could not be opened or written.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The settings are inconsistent (for example an election timeout below the heartbeat).
+    #[error("invalid Raft settings: {0}")]
+    Settings(String),
+    /// Membership changes are made by the leader; call this on it.
+    #[error("node {me} is not the Raft leader (the leader is {leader:?}); ask the leader")]
+    NotLeader { me: NodeId, leader: Option<NodeId> },
+    /// Removing the last voter would leave nobody to decide anything.
+    #[error("node {0} is the only voter and cannot be removed")]
+    LastVoter(NodeId),
+    /// openraft refused a membership change (another change in progress, unknown learner).
+    #[error("membership change refused: {0}")]
+    Membership(String),
+    /// The Raft core stopped (shut down, or a storage failure it cannot survive).
+    #[error("the Raft core stopped: {0}")]
+    Stopped(String),
+    /// Recording the node in the cluster state failed.
+    #[error(transparent)]
+    Propose(#[from] ProposeError),
+}
+
+/// Why a proposal has no outcome.
+#[derive(Debug, Error)]
+pub enum ProposeError {
+    /// No leader was known, or reachable, within the timeout (an election is going on, or
+    /// this node is cut off from the majority). Nothing was applied; safe to retry.
+    #[error("no Raft leader reachable within {0:?}")]
+    NoLeader(Duration),
+    /// The proposal may or may not have been committed: the leader was asked but did not
+    /// answer. Read [`ClusterRaft::state`] before retrying a command that is not idempotent.
+    #[error("the leader ({leader:?}) did not confirm the proposal: {reason}")]
+    Uncertain {
+        leader: Option<NodeId>,
+        reason: String,
+    },
+    /// The leader refused the request itself (too large, wrong cluster).
+    #[error("the leader refused the proposal: {0}")]
+    Refused(String),
+    /// The Raft core of this node stopped.
+    #[error("the Raft core stopped: {0}")]
+    Stopped(String),
+}
+
+/// The role a node got from [`ClusterRaft::add_node`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeRole {
+    /// It votes and can become leader.
+    Voter,
+    /// It follows the log but does not vote (enough voters already, or not caught up yet).
+    Learner,
+}
+
+/// One node's Raft member: the handle the engine holds. Cheap to clone (all clones drive
+/// the same Raft core).
+#[derive(Clone)]
+pub struct ClusterRaft {
+    id: NodeId,
+    cluster_id: String,
+    raft: Raft<TypeConfig>,
+    transport: Arc<dyn ErasedTransport>,
+    state: watch::Receiver<Arc<ClusterState>>,
+    settings: RaftSettings,
+}
+
+fn stopped<E: std::fmt::Display>(e: E) -> RaftError {
+    RaftError::Stopped(e.to_string())
+}
+
+impl ClusterRaft {
+    /// Starts the Raft member `node_id` with its storage under `<dir>/raft/` (`dir` is the
+    /// node's data directory). A directory used before is reloaded: same log, vote and
+    /// state. It must have been created for the same cluster id and shard count, otherwise
+    /// this fails naming both. The node does nothing on its own until it is either
+    /// [bootstrapped](Self::initialize) or added by the leader.
+    pub async fn start<T: RaftTransport>(
+        node_id: NodeId,
+        dir: &Path,
+        cluster_id: &str,
+        shards: u32,
+        transport: Arc<T>,
+        settings: RaftSettings,
+    ) -> Result<ClusterRaft, RaftError> {
+        let ms = |d: Duration| d.as_millis().try_into().unwrap_or(u64::MAX);
+        let config = Config {
+            cluster_name: cluster_id.to_string(),
+            heartbeat_interval: ms(settings.heartbeat),
+            election_timeout_min: ms(settings.election_timeout_min),
+            election_timeout_max: ms(settings.election_timeout_max),
+            install_snapshot_timeout: ms(settings.election_timeout_max).max(1000),
+            max_payload_entries: 64,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(settings.snapshot_every.max(1)),
+            max_in_snapshot_log_to_keep: settings.keep_after_snapshot,
+            snapshot_max_chunk_size: (settings.max_rpc_bytes as u64 / 4).max(1024),
+            ..Config::default()
+        }
+        .validate()
+        .map_err(|e| RaftError::Settings(e.to_string()))?;
+        let (store, state) = DiskStore::open(&dir.join("raft"), node_id, cluster_id, shards)?;
+        let (log_store, state_machine) = Adaptor::new(store);
+        let transport: Arc<dyn ErasedTransport> = transport;
+        let network = NetworkFactory {
+            transport: transport.clone(),
+            cluster_id: Arc::from(cluster_id),
+            me: node_id,
+            max_bytes: settings.max_rpc_bytes,
+        };
+        let raft = Raft::new(node_id, Arc::new(config), network, log_store, state_machine)
+            .await
+            .map_err(stopped)?;
+        tracing::info!(node = node_id, cluster = cluster_id, "Raft member started");
+        Ok(ClusterRaft {
+            id: node_id,
+            cluster_id: cluster_id.to_string(),
+            raft,
+            transport,
+            state,
+            settings,
+        })
+    }
+
+    /// Bootstraps a one-voter cluster made of this node, unless this node's Raft was ever
+    /// initialised (or joined) before, then records the node as a member. Only the first
+    /// node of a new cluster calls this; a node that starts with seeds waits to be added by
+    /// the leader instead. Idempotent, so a restarted first node may call it again.
+    pub async fn initialize(&self, self_info: MemberInfo) -> Result<(), RaftError> {
+        if !self.raft.is_initialized().await.map_err(stopped)? {
+            let nodes = BTreeMap::from([(self.id, BasicNode::new(&self_info.quic_addr))]);
+            match self.raft.initialize(nodes).await {
+                Ok(()) => tracing::info!(node = self.id, "bootstrapped a new Raft cluster"),
+                Err(OrRaftError::APIError(InitializeError::NotAllowed(_))) => {}
+                Err(e) => return Err(RaftError::Membership(e.to_string())),
+            }
+        }
+        let known = self.state.borrow().members.get(&self.id).cloned();
+        let same = known.is_some_and(|m| {
+            m.name == self_info.name
+                && m.quic_addr == self_info.quic_addr
+                && m.http_addr == self_info.http_addr
+        });
+        if !same {
+            self.propose(Command::AddMember {
+                node: self.id,
+                info: self_info,
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Adds `node` (reached at `info.quic_addr`) as a learner, records it as a member, and
+    /// promotes it to voter once it has caught up if there are fewer than [`MAX_VOTERS`].
+    /// Call on the leader (the engine does when gossip shows a new member). Calling it again
+    /// for a node that is already a learner retries the promotion.
+    pub async fn add_node(&self, node: NodeId, info: MemberInfo) -> Result<NodeRole, RaftError> {
+        self.ensure_leader()?;
+        if !self.raft_nodes().contains(&node) {
+            let added = self
+                .raft
+                .add_learner(node, BasicNode::new(&info.quic_addr), false)
+                .await
+                .map_err(|e| self.write_error(e))?;
+            tracing::info!(node, log = %added.log_id, "added a Raft learner");
+        }
+        self.propose(Command::AddMember { node, info }).await?;
+        let voters = self.voters();
+        if voters.contains(&node) {
+            return Ok(NodeRole::Voter);
+        }
+        if voters.len() >= MAX_VOTERS {
+            return Ok(NodeRole::Learner);
+        }
+        if !self.wait_caught_up(node).await {
+            tracing::warn!(
+                node,
+                "the learner did not catch up in time; it stays a learner"
+            );
+            return Ok(NodeRole::Learner);
+        }
+        self.raft
+            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([node])), false)
+            .await
+            .map_err(|e| self.write_error(e))?;
+        tracing::info!(node, "promoted a Raft learner to voter");
+        Ok(NodeRole::Voter)
+    }
+
+    /// Takes `node` out of the Raft membership. A voter is replaced by a caught-up learner
+    /// if there is one, so that the number of voters holds up. Call on the leader. This does
+    /// not remove the node from [`ClusterState::members`]: that waits until its shards have
+    /// moved away (`Command::RemoveMember`).
+    pub async fn remove_node(&self, node: NodeId) -> Result<(), RaftError> {
+        self.ensure_leader()?;
+        let voters = self.voters();
+        if voters.contains(&node) {
+            let mut next: BTreeSet<NodeId> =
+                voters.iter().copied().filter(|v| *v != node).collect();
+            if next.is_empty() {
+                return Err(RaftError::LastVoter(node));
+            }
+            let learners: Vec<NodeId> = self
+                .raft_nodes()
+                .into_iter()
+                .filter(|n| !voters.contains(n))
+                .collect();
+            if let Some(l) = learners.into_iter().find(|l| self.is_caught_up(*l)) {
+                tracing::info!(leaving = node, replacement = l, "promoting a learner");
+                next.insert(l);
+            }
+            self.raft
+                .change_membership(ChangeMembers::ReplaceAllVoters(next), false)
+                .await
+                .map_err(|e| self.write_error(e))?;
+        } else if self.raft_nodes().contains(&node) {
+            self.raft
+                .change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([node])), false)
+                .await
+                .map_err(|e| self.write_error(e))?;
+        }
+        tracing::info!(node, "removed from the Raft membership");
+        Ok(())
+    }
+
+    /// Commits `command` and returns what applying it did. Works on any node: a follower
+    /// forwards the proposal to the leader (`RaftRpc::ClientWrite`). Waits up to
+    /// `RaftSettings::propose_timeout` for a leader to be known and reachable.
+    pub async fn propose(&self, command: Command) -> Result<Outcome, ProposeError> {
+        let timeout = self.settings.propose_timeout;
+        let deadline = Instant::now() + timeout;
+        let mut metrics = self.raft.metrics();
+        loop {
+            let (leader, addr) = {
+                let m = metrics.borrow_and_update();
+                let leader = m.current_leader;
+                let addr = leader.and_then(|l| {
+                    m.membership_config
+                        .membership()
+                        .get_node(&l)
+                        .map(|n| n.addr.clone())
+                });
+                (leader, addr)
+            };
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            match (leader, addr) {
+                (Some(l), _) if l == self.id => {
+                    match tokio::time::timeout(remaining, self.raft.client_write(command.clone()))
+                        .await
+                    {
+                        Ok(Ok(resp)) => return Ok(resp.data),
+                        Ok(Err(OrRaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {}
+                        Ok(Err(OrRaftError::Fatal(f))) => {
+                            return Err(ProposeError::Stopped(f.to_string()))
+                        }
+                        Ok(Err(e)) => {
+                            return Err(ProposeError::Uncertain {
+                                leader,
+                                reason: e.to_string(),
+                            })
+                        }
+                        Err(_) => {
+                            return Err(ProposeError::Uncertain {
+                                leader,
+                                reason: format!("not committed within {timeout:?}"),
+                            })
+                        }
+                    }
+                }
+                (Some(l), Some(addr)) => {
+                    if let Some(outcome) = self.forward(l, &addr, &command, remaining).await? {
+                        return Ok(outcome);
+                    }
+                }
+                _ => {}
+            }
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(ProposeError::NoLeader(timeout));
+            }
+            // Wait for news of a leader, but poll too: a leader that is known but unreachable
+            // produces no metrics change.
+            let pause = remaining.min(Duration::from_millis(50));
+            tokio::select! {
+                changed = metrics.changed() => if changed.is_err() {
+                    return Err(ProposeError::Stopped("the Raft core is gone".into()));
+                },
+                () = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+
+    /// Sends a proposal to the leader; `None` means "not delivered or not the leader, retry".
+    async fn forward(
+        &self,
+        leader: NodeId,
+        addr: &str,
+        command: &Command,
+        remaining: Duration,
+    ) -> Result<Option<Outcome>, ProposeError> {
+        let request = encode(&RpcRequest {
+            cluster_id: self.cluster_id.clone(),
+            from: self.id,
+            to: leader,
+            rpc: RaftRpc::ClientWrite(command.clone()),
+        });
+        let uncertain = |reason: String| ProposeError::Uncertain {
+            leader: Some(leader),
+            reason,
+        };
+        let call = self.transport.call_boxed(leader, addr, request);
+        let reply = match tokio::time::timeout(remaining, call).await {
+            Err(_) => return Err(uncertain(format!("no reply within {remaining:?}"))),
+            Ok(Err(TransportError::Unreachable(why))) => {
+                tracing::debug!(leader, why, "the leader is unreachable; retrying");
+                return Ok(None);
+            }
+            Ok(Err(TransportError::Failed(why))) => return Err(uncertain(why)),
+            Ok(Ok(reply)) => reply,
+        };
+        match serde_json::from_slice::<RaftRpcReply>(&reply) {
+            Ok(RaftRpcReply::ClientWrite(Ok(outcome))) => Ok(Some(outcome)),
+            Ok(RaftRpcReply::ClientWrite(Err(ForwardError::NotLeader { .. }))) => Ok(None),
+            Ok(RaftRpcReply::ClientWrite(Err(ForwardError::Failed(why)))) => Err(uncertain(why)),
+            Ok(RaftRpcReply::Refused(why)) => Err(ProposeError::Refused(why)),
+            Ok(_) => Err(uncertain(
+                "the leader answered with the wrong kind of reply".into(),
+            )),
+            Err(e) => Err(uncertain(format!("unreadable reply: {e}"))),
+        }
+    }
+
+    /// Answers one request from a peer (what its [`RaftTransport`] delivered) with the bytes
+    /// to send back. Never panics: malformed, oversized or misaddressed requests get a
+    /// [`RaftRpcReply::Refused`] reply.
+    pub async fn handle_rpc(&self, request: &[u8]) -> Vec<u8> {
+        encode(&self.answer(request).await)
+    }
+
+    async fn answer(&self, request: &[u8]) -> RaftRpcReply {
+        if request.len() > self.settings.max_rpc_bytes {
+            return RaftRpcReply::Refused(format!(
+                "a request of {} bytes exceeds the limit of {}",
+                request.len(),
+                self.settings.max_rpc_bytes
+            ));
+        }
+        let request: RpcRequest = match serde_json::from_slice(request) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!(error = %e, "refusing a malformed Raft request");
+                return RaftRpcReply::Refused(format!("malformed request: {e}"));
+            }
+        };
+        if request.cluster_id != self.cluster_id {
+            return RaftRpcReply::Refused(format!(
+                "this node belongs to cluster `{}`, not `{}`",
+                self.cluster_id, request.cluster_id
+            ));
+        }
+        if request.to != self.id {
+            return RaftRpcReply::Refused(format!(
+                "this is node {}, not node {}",
+                self.id, request.to
+            ));
+        }
+        match request.rpc {
+            RaftRpc::AppendEntries(rpc) => {
+                RaftRpcReply::AppendEntries(self.raft.append_entries(rpc).await)
+            }
+            RaftRpc::Vote(rpc) => RaftRpcReply::Vote(self.raft.vote(rpc).await),
+            RaftRpc::InstallSnapshot(rpc) => {
+                RaftRpcReply::InstallSnapshot(self.raft.install_snapshot(rpc).await)
+            }
+            RaftRpc::ClientWrite(command) => {
+                let timeout = self.settings.propose_timeout;
+                let result =
+                    match tokio::time::timeout(timeout, self.raft.client_write(command)).await {
+                        Ok(Ok(resp)) => Ok(resp.data),
+                        Ok(Err(OrRaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                            Err(ForwardError::NotLeader {
+                                leader: f.leader_id,
+                            })
+                        }
+                        Ok(Err(e)) => Err(ForwardError::Failed(e.to_string())),
+                        Err(_) => Err(ForwardError::Failed(format!(
+                            "not committed within {timeout:?}"
+                        ))),
+                    };
+                RaftRpcReply::ClientWrite(result)
+            }
+        }
+    }
+
+    /// The committed cluster state, updated each time entries are applied. Every node
+    /// routes and fences by this, never by its own view of gossip.
+    pub fn state(&self) -> watch::Receiver<Arc<ClusterState>> {
+        self.state.clone()
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// The leader as this node last heard, if any.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.raft.metrics().borrow().current_leader
+    }
+
+    /// True if this node believes it leads: the engine runs placement decisions only here.
+    pub fn is_leader(&self) -> bool {
+        self.leader() == Some(self.id)
+    }
+
+    /// The current voters (by the latest membership this node knows).
+    pub fn voters(&self) -> BTreeSet<NodeId> {
+        self.raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .collect()
+    }
+
+    /// Every node in the Raft membership, voters and learners.
+    pub fn raft_nodes(&self) -> BTreeSet<NodeId> {
+        self.raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// Stops the Raft core: no more votes, replication or proposals from this handle. The
+    /// storage stays on disk for a restart.
+    pub async fn shutdown(&self) -> Result<(), RaftError> {
+        self.raft.shutdown().await.map_err(stopped)?;
+        tracing::info!(node = self.id, "Raft member stopped");
+        Ok(())
+    }
+
+    fn ensure_leader(&self) -> Result<(), RaftError> {
+        let leader = self.leader();
+        if leader == Some(self.id) {
+            Ok(())
+        } else {
+            Err(RaftError::NotLeader {
+                me: self.id,
+                leader,
+            })
+        }
+    }
+
+    fn write_error(
+        &self,
+        e: OrRaftError<NodeId, ClientWriteError<NodeId, BasicNode>>,
+    ) -> RaftError {
+        match e {
+            OrRaftError::APIError(ClientWriteError::ForwardToLeader(f)) => RaftError::NotLeader {
+                me: self.id,
+                leader: f.leader_id,
+            },
+            OrRaftError::APIError(e) => RaftError::Membership(e.to_string()),
+            OrRaftError::Fatal(f) => stopped(f),
+        }
+    }
+
+    /// True if the leader's replication to `node` has reached its last log entry.
+    fn is_caught_up(&self, node: NodeId) -> bool {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        let matched = m
+            .replication
+            .as_ref()
+            .and_then(|r| r.get(&node).copied().flatten())
+            .map(|l| l.index);
+        matched.is_some() && matched >= m.last_log_index
+    }
+
+    async fn wait_caught_up(&self, node: NodeId) -> bool {
+        let deadline = Instant::now() + self.settings.catch_up_timeout;
+        while Instant::now() < deadline {
+            if self.is_caught_up(node) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
+}
