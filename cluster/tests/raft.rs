@@ -156,7 +156,7 @@ async fn a_follower_proposes_and_a_new_leader_takes_over() {
         Outcome::Done,
         "removing an unknown member is a no-op"
     );
-    let expected = state_of(&nodes[0]);
+    let expected = state_of(nodes.iter().find(|n| n.is_leader()).unwrap());
     eventually("identical state on all three", || {
         nodes.iter().all(|n| state_of(n) == expected)
     })
@@ -180,7 +180,8 @@ async fn a_follower_proposes_and_a_new_leader_takes_over() {
     for (i, n) in rest.iter().enumerate() {
         assert_eq!(n.propose(put(10 + i)).await.unwrap(), Outcome::Done);
     }
-    let expected = state_of(rest[0]);
+    let leader = rest.iter().find(|n| n.is_leader()).unwrap();
+    let expected = state_of(leader);
     eventually("identical state on the survivors", || {
         rest.iter().all(|n| state_of(n) == expected)
     })
@@ -413,4 +414,65 @@ async fn hostile_bytes_get_an_error_reply() {
     ));
     assert!(state_of(&n).members[&1].leaving);
     n.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_most_five_voters_and_a_leaving_voter_is_replaced_by_a_learner() {
+    let net = Arc::new(Net::default());
+    let (_keep, dirs) = dirs(6);
+    let n1 = start(&net, 1, &dirs[0]).await.unwrap();
+    n1.initialize(info(1)).await.unwrap();
+    eventually("node 1 to lead", || n1.is_leader()).await;
+    // The only voter cannot leave.
+    assert!(matches!(
+        n1.remove_node(1).await,
+        Err(RaftError::LastVoter(1))
+    ));
+    let mut nodes = vec![n1.clone()];
+    for id in 2..=6 {
+        nodes.push(start(&net, id, &dirs[(id - 1) as usize]).await.unwrap());
+        let role = n1.add_node(id, info(id)).await.unwrap();
+        let want = if id <= 5 {
+            NodeRole::Voter
+        } else {
+            NodeRole::Learner
+        };
+        assert_eq!(role, want, "node {id}");
+    }
+    assert_eq!(n1.voters(), [1, 2, 3, 4, 5].into());
+    assert_eq!(n1.raft_nodes(), [1, 2, 3, 4, 5, 6].into());
+    // Membership changes are the leader's.
+    assert!(matches!(
+        nodes[1].remove_node(6).await,
+        Err(RaftError::NotLeader {
+            me: 2,
+            leader: Some(1)
+        })
+    ));
+    // A node that comes back at another address is re-pointed, and keeps its vote.
+    let mut moved = info(4);
+    moved.quic_addr = "127.0.0.1:9999".into();
+    assert_eq!(n1.add_node(4, moved).await.unwrap(), NodeRole::Voter);
+    assert_eq!(state_of(&n1).members[&4].quic_addr, "127.0.0.1:9999");
+    assert_eq!(n1.voters(), [1, 2, 3, 4, 5].into());
+    // A leaving voter is replaced by the caught-up learner.
+    n1.remove_node(5).await.unwrap();
+    assert_eq!(n1.voters(), [1, 2, 3, 4, 6].into());
+    assert_eq!(n1.raft_nodes(), [1, 2, 3, 4, 6].into());
+    // A proposal made on the promoted node reaches everyone left.
+    nodes[5].propose(put(7)).await.unwrap();
+    let live: Vec<_> = nodes.iter().filter(|n| n.id() != 5).collect();
+    let expected = state_of(&n1);
+    eventually("identical state on the remaining five", || {
+        live.iter().all(|n| state_of(n) == expected)
+    })
+    .await;
+    assert_eq!(
+        expected.members.len(),
+        6,
+        "members leave the state separately"
+    );
+    for n in &nodes {
+        n.shutdown().await.unwrap();
+    }
 }

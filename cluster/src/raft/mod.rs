@@ -198,7 +198,8 @@ impl ClusterRaft {
             max_payload_entries: 64,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(settings.snapshot_every.max(1)),
             max_in_snapshot_log_to_keep: settings.keep_after_snapshot,
-            snapshot_max_chunk_size: (settings.max_rpc_bytes as u64 / 4).max(1024),
+            // Snapshot chunks travel as JSON arrays of numbers (up to ~4 bytes per byte).
+            snapshot_max_chunk_size: (settings.max_rpc_bytes as u64 / 8).max(1024),
             ..Config::default()
         }
         .validate()
@@ -258,10 +259,28 @@ impl ClusterRaft {
     /// Adds `node` (reached at `info.quic_addr`) as a learner, records it as a member, and
     /// promotes it to voter once it has caught up if there are fewer than [`MAX_VOTERS`].
     /// Call on the leader (the engine does when gossip shows a new member). Calling it again
-    /// for a node that is already a learner retries the promotion.
+    /// for a node that is already a learner retries the promotion; for a node that came back
+    /// at another QUIC address it updates the address Raft uses.
     pub async fn add_node(&self, node: NodeId, info: MemberInfo) -> Result<NodeRole, RaftError> {
         self.ensure_leader()?;
-        if !self.raft_nodes().contains(&node) {
+        let known_addr = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .get_node(&node)
+            .map(|n| n.addr.clone());
+        if known_addr.as_ref().is_some_and(|a| *a != info.quic_addr) {
+            // The node came back at another address: point Raft at the new one.
+            let nodes = BTreeMap::from([(node, BasicNode::new(&info.quic_addr))]);
+            self.raft
+                .change_membership(ChangeMembers::SetNodes(nodes), true)
+                .await
+                .map_err(|e| self.write_error(e))?;
+            tracing::info!(node, addr = %info.quic_addr, "updated a Raft member's address");
+        }
+        if known_addr.is_none() {
             let added = self
                 .raft
                 .add_learner(node, BasicNode::new(&info.quic_addr), false)
@@ -310,9 +329,19 @@ impl ClusterRaft {
                 .into_iter()
                 .filter(|n| !voters.contains(n))
                 .collect();
-            if let Some(l) = learners.into_iter().find(|l| self.is_caught_up(*l)) {
-                tracing::info!(leaving = node, replacement = l, "promoting a learner");
-                next.insert(l);
+            // The learner furthest along; it gets a bounded wait to catch up completely.
+            let candidate = learners.into_iter().max_by_key(|l| self.matched(*l));
+            if let Some(l) = candidate {
+                if self.wait_caught_up(l).await {
+                    tracing::info!(leaving = node, replacement = l, "promoting a learner");
+                    next.insert(l);
+                } else {
+                    tracing::warn!(
+                        leaving = node,
+                        learner = l,
+                        "no caught-up learner to promote"
+                    );
+                }
             }
             self.raft
                 .change_membership(ChangeMembers::ReplaceAllVoters(next), false)
@@ -575,16 +604,21 @@ impl ClusterRaft {
         }
     }
 
-    /// True if the leader's replication to `node` has reached its last log entry.
-    fn is_caught_up(&self, node: NodeId) -> bool {
+    /// The last log index the leader knows `node` holds.
+    fn matched(&self, node: NodeId) -> Option<u64> {
         let m = self.raft.metrics();
         let m = m.borrow();
-        let matched = m
-            .replication
+        m.replication
             .as_ref()
             .and_then(|r| r.get(&node).copied().flatten())
-            .map(|l| l.index);
-        matched.is_some() && matched >= m.last_log_index
+            .map(|l| l.index)
+    }
+
+    /// True if the leader's replication to `node` has reached its last log entry.
+    fn is_caught_up(&self, node: NodeId) -> bool {
+        let last = self.raft.metrics().borrow().last_log_index;
+        let matched = self.matched(node);
+        matched.is_some() && matched >= last
     }
 
     async fn wait_caught_up(&self, node: NodeId) -> bool {

@@ -81,9 +81,13 @@ impl<T: RaftTransport> ErasedTransport for T {
 /// leader, so that [`ClusterRaft::propose`](super::ClusterRaft::propose) works on any node.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum RaftRpc {
+    /// Replication and heartbeat, leader to follower.
     AppendEntries(AppendEntriesRequest<TypeConfig>),
+    /// A candidate asking for a vote.
     Vote(VoteRequest<NodeId>),
+    /// One chunk of a snapshot, for a follower too far behind for the log.
     InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
+    /// A proposal forwarded by a follower to the leader.
     ClientWrite(Command),
 }
 
@@ -91,9 +95,13 @@ pub enum RaftRpc {
 /// reaches the wrong node or the wrong cluster (a reused address) is refused, not obeyed.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct RpcRequest {
+    /// The sender's cluster; a node of another cluster is refused.
     pub cluster_id: String,
+    /// The sender, for logs.
     pub from: NodeId,
+    /// The intended receiver; a node with another id at that address refuses.
     pub to: NodeId,
+    /// The message itself.
     pub rpc: RaftRpc,
 }
 
@@ -112,11 +120,15 @@ pub enum ForwardError {
 /// never has to drop a connection to say no.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum RaftRpcReply {
+    /// openraft's answer to `AppendEntries`.
     AppendEntries(Result<AppendEntriesResponse<NodeId>, OrRaftError<NodeId>>),
+    /// openraft's answer to `Vote`.
     Vote(Result<VoteResponse<NodeId>, OrRaftError<NodeId>>),
+    /// openraft's answer to `InstallSnapshot`.
     InstallSnapshot(
         Result<InstallSnapshotResponse<NodeId>, OrRaftError<NodeId, InstallSnapshotError>>,
     ),
+    /// The outcome of a forwarded proposal, or why there is none.
     ClientWrite(Result<Outcome, ForwardError>),
     /// The request was not understood or not accepted (malformed, too large, another
     /// cluster, another node).
