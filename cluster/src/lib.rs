@@ -8,13 +8,19 @@
 //! membership changes; the shells around them (membership, raft) stay thin.
 
 pub mod controller;
+pub mod fence;
+pub mod handoff;
 pub mod placement;
 pub mod raft;
 pub mod state;
 pub mod table;
+pub mod watermark;
 
 pub use controller::{complete, eligible, next_commands};
+pub use fence::{check_write, Fence};
+pub use handoff::{Handoff, HandoffError, HandoffEvent, HandoffStep, HoldFull, Holder};
 pub use placement::{targets, weight};
 pub use raft::{ClusterRaft, ProposeError, RaftError, RaftSettings, RaftTransport, TransportError};
 pub use state::{CatalogEntry, CatalogKind, ClusterState, Command, MemberInfo, Outcome};
 pub use table::{shard_of_hash, Epoch, NodeId, ShardEntry, ShardId, ShardTable, TableError};
+pub use watermark::WatermarkMerge;
