@@ -10,6 +10,7 @@
 pub mod controller;
 pub mod fence;
 pub mod handoff;
+pub mod membership;
 pub mod placement;
 pub mod raft;
 pub mod state;
@@ -19,6 +20,10 @@ pub mod watermark;
 pub use controller::{complete, eligible, next_commands};
 pub use fence::{check_write, Fence};
 pub use handoff::{Handoff, HandoffError, HandoffEvent, HandoffStep, HoldFull, Holder};
+pub use membership::{
+    FailureDetection, Incompatible, Member, MemberState, Membership, MembershipConfig,
+    MembershipError,
+};
 pub use placement::{targets, weight};
 pub use raft::{ClusterRaft, ProposeError, RaftError, RaftSettings, RaftTransport, TransportError};
 pub use state::{CatalogEntry, CatalogKind, ClusterState, Command, MemberInfo, Outcome};
