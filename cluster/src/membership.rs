@@ -45,6 +45,8 @@ pub mod keys {
     pub const NAME: &str = "name";
     /// Where the node's QUIC endpoint (event forwarding, hand-off) listens.
     pub const QUIC_ADDR: &str = "quic_addr";
+    /// SHA-256 of the node's QUIC certificate (hex), so peers can pin it.
+    pub const QUIC_FINGERPRINT: &str = "quic_fingerprint";
     /// Where the node's HTTP API listens.
     pub const HTTP_ADDR: &str = "http_addr";
     /// The Starling cluster id the node was started for.
@@ -160,6 +162,9 @@ pub struct MembershipConfig {
     pub seeds: Vec<String>,
     /// Published so peers can forward events to this node over QUIC.
     pub quic_addr: SocketAddr,
+    /// Published so peers can pin this node's QUIC certificate: node-to-node trust is then
+    /// as strong as the gossip network (a cluster CA would make it stronger).
+    pub quic_fingerprint: String,
     /// Published so peers and the UI can reach this node's HTTP API.
     pub http_addr: SocketAddr,
     /// How often this node gossips with up to three peers. Shorter converges and detects
@@ -190,6 +195,7 @@ impl MembershipConfig {
             gossip_advertise: None,
             seeds: Vec::new(),
             quic_addr,
+            quic_fingerprint: String::new(),
             http_addr,
             gossip_interval: Duration::from_millis(500),
             failure: FailureDetection::default(),
@@ -208,6 +214,8 @@ pub struct Member {
     pub gossip_addr: SocketAddr,
     /// Where its QUIC endpoint listens.
     pub quic_addr: SocketAddr,
+    /// Its QUIC certificate's SHA-256 (hex), to pin when connecting.
+    pub quic_fingerprint: String,
     /// Where its HTTP API listens.
     pub http_addr: SocketAddr,
     /// Joining, live or leaving.
@@ -389,6 +397,10 @@ impl Membership {
             (keys::NODE_ID.to_string(), config.node_id.to_string()),
             (keys::NAME.to_string(), config.name.clone()),
             (keys::QUIC_ADDR.to_string(), config.quic_addr.to_string()),
+            (
+                keys::QUIC_FINGERPRINT.to_string(),
+                config.quic_fingerprint.clone(),
+            ),
             (keys::HTTP_ADDR.to_string(), config.http_addr.to_string()),
             (keys::CLUSTER_ID.to_string(), config.cluster_id.clone()),
             (keys::SHARDS.to_string(), config.shards.to_string()),
@@ -683,6 +695,7 @@ struct Peer {
     name: String,
     gossip_addr: SocketAddr,
     quic_addr: SocketAddr,
+    quic_fingerprint: String,
     http_addr: SocketAddr,
     cluster_id: String,
     shards: u32,
@@ -708,6 +721,10 @@ fn parse_peer(state: &NodeState) -> Option<Peer> {
             name: state.get(keys::NAME)?.to_string(),
             gossip_addr: id.gossip_advertise_addr,
             quic_addr: state.get(keys::QUIC_ADDR)?.parse().ok()?,
+            quic_fingerprint: state
+                .get(keys::QUIC_FINGERPRINT)
+                .unwrap_or_default()
+                .to_string(),
             http_addr: state.get(keys::HTTP_ADDR)?.parse().ok()?,
             cluster_id: state.get(keys::CLUSTER_ID)?.to_string(),
             shards: state.get(keys::SHARDS)?.parse().ok()?,
@@ -752,6 +769,7 @@ fn classify<'a>(nodes: impl Iterator<Item = (&'a ChitchatId, &'a NodeState)>, ou
             name: peer.name,
             gossip_addr: peer.gossip_addr,
             quic_addr: peer.quic_addr,
+            quic_fingerprint: peer.quic_fingerprint,
             http_addr: peer.http_addr,
             state: peer.state,
             load: peer.load,

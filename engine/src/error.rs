@@ -52,6 +52,14 @@ pub enum EngineError {
     /// A fault inside the engine (a bug, not the caller's input).
     #[error("internal error: {0}")]
     Internal(String),
+    /// The cluster could not serve the request now (no Raft leader, an owner unreachable, a
+    /// shard hand-off that did not finish in time): nothing, or the part the message names,
+    /// was applied; retry.
+    #[error("cluster unavailable: {0}")]
+    Unavailable(String),
+    /// A forwarded write was fenced: its epoch or owner does not match this node's table.
+    #[error("{0}")]
+    StaleEpoch(String),
     /// The log or catalog could not be replayed; the node must not run with partial state.
     #[error("recovery failed: {0}")]
     Recovery(String),

@@ -83,6 +83,18 @@ struct NodeArgs {
     /// after the last one [default: 60000].
     #[arg(long, env = "STARLING_CHECKPOINT_INTERVAL_MS")]
     checkpoint_interval_ms: Option<u64>,
+    /// Run as a member of this cluster (enables gossip) [default: starling].
+    #[arg(long, env = "STARLING_CLUSTER_ID")]
+    cluster_id: Option<String>,
+    /// This node's name in the cluster [default: derived from its id].
+    #[arg(long, env = "STARLING_NODE_NAME")]
+    node_name: Option<String>,
+    /// Gossip (UDP) listen address; enables cluster mode [default: 127.0.0.1:7072].
+    #[arg(long = "gossip", env = "STARLING_GOSSIP_ADDR")]
+    gossip_addr: Option<SocketAddr>,
+    /// Gossip address (HOST:PORT) of a member to join through; repeat for several.
+    #[arg(long = "seed", env = "STARLING_SEEDS", value_delimiter = ',')]
+    seeds: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -263,16 +275,23 @@ async fn node(args: NodeArgs) -> Result<()> {
         retention_bytes: args.retention_bytes,
         min_free_bytes: args.min_free_bytes,
         checkpoint_interval_ms: args.checkpoint_interval_ms,
+        cluster_id: args.cluster_id,
+        node_name: args.node_name,
+        gossip_addr: args.gossip_addr,
+        seeds: (!args.seeds.is_empty()).then_some(args.seeds),
     };
     let config = NodeConfig::build(file, overrides)?;
     let node = Node::start(&config).await?;
     println!(
-        "starling node listening: http={} quic={} data_dir={} workers={} quic_fingerprint={}",
+        "starling node listening: http={} quic={} data_dir={} workers={} quic_fingerprint={}{}",
         node.http_addr(),
         node.quic_addr(),
         config.data_dir.display(),
         config.workers,
-        node.quic_fingerprint()
+        node.quic_fingerprint(),
+        node.cluster_summary()
+            .map(|s| format!(" {s}"))
+            .unwrap_or_default()
     );
     use std::io::Write;
     std::io::stdout().flush()?;

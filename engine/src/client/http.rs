@@ -130,6 +130,20 @@ impl HttpClient {
         .map(|_| ())
     }
 
+    /// Node to node: moves the watermark on this node only (the node the user asked does
+    /// every node).
+    pub async fn advance_watermark_local(&self, topic: &str, time: u64) -> Result<(), ClientError> {
+        let url = self.url(&format!("/v1/topics/{topic}/watermark?local=true"));
+        self.json(
+            self.http
+                .post(&url)
+                .json(&serde_json::json!({ "time": time })),
+            url,
+        )
+        .await
+        .map(|_| ())
+    }
+
     /// Submits a definition (YAML or JSON text).
     pub async fn submit(&self, text: &str) -> Result<Json, ClientError> {
         let url = self.url("/v1/dataflows");

@@ -323,6 +323,59 @@ impl QuicClient {
         .await
     }
 
+    /// Node to node: this peer's own results of one output (not merged with its peers').
+    pub async fn subscribe_output_local(
+        &self,
+        dataflow: &str,
+        output: &str,
+    ) -> Result<QuicSubscription<Update>, ClientError> {
+        let req = Request::SubscribeOutputLocal {
+            dataflow: dataflow.into(),
+            output: output.into(),
+        };
+        self.subscribe(&req, |r| match r {
+            Response::Updates(u) => u
+                .iter()
+                .map(wire::update_from_wire)
+                .collect::<Result<_, _>>()
+                .map_err(ClientError::Protocol),
+            other => Err(unexpected(&other)),
+        })
+        .await
+    }
+
+    /// Node to node: events of shards the peer owns, stamped with the epochs the sender's
+    /// table gives those shards. Refused whole (`stale_epoch`) when the peer's table differs.
+    pub async fn forward(
+        &self,
+        topic: &str,
+        epochs: Vec<(u32, u64)>,
+        rows: Vec<Vec<wire::WireValue>>,
+    ) -> Result<u64, ClientError> {
+        let req = Request::Forward {
+            topic: topic.into(),
+            epochs,
+            rows,
+        };
+        match self.request(&req).await? {
+            Response::Ack { accepted } => Ok(accepted),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Node to node: one Raft message; returns the peer's serialised answer.
+    pub async fn raft(&self, payload: Vec<u8>) -> Result<Vec<u8>, ClientError> {
+        match self.request(&Request::Raft { payload }).await? {
+            Response::Raft(reply) => Ok(reply),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Whether the connection is still open (a pool drops closed ones).
+    pub fn is_open(&self) -> bool {
+        self.conn.close_reason().is_none()
+    }
+
     /// Follows the events appended to a topic.
     pub async fn subscribe_topic(
         &self,
@@ -404,6 +457,7 @@ fn unexpected(r: &Response) -> ClientError {
         Response::KvPage { .. } => "KvPage",
         Response::Points(_) => "Points",
         Response::Hits(_) => "Hits",
+        Response::Raft(_) => "Raft",
     };
     ClientError::Protocol(format!("unexpected {name} response"))
 }

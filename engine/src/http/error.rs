@@ -95,6 +95,12 @@ impl From<EngineError> for ApiError {
             EngineError::ShuttingDown => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", message)
             }
+            EngineError::Unavailable(_) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+            }
+            EngineError::StaleEpoch(_) => {
+                ApiError::new(StatusCode::CONFLICT, "stale_epoch", message)
+            }
             EngineError::Storage(starling_storage::StorageError::TooLarge { limit, .. }) => {
                 ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", message)
                     .with_details(json!({ "limit": limit }))

@@ -50,6 +50,28 @@ pub struct AppState {
     pub engine: Arc<Engine>,
     pub metrics: Arc<Metrics>,
     pub limits: Limits,
+    /// The cluster side, set once the node joined its cluster (empty on a single node).
+    pub cluster: Arc<std::sync::OnceLock<Arc<crate::cluster::Cluster>>>,
+}
+
+/// `GET /v1/cluster`: members, Raft leader and the shard table.
+async fn cluster(State(s): State<AppState>) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    match s.cluster.get() {
+        Some(c) => Ok(axum::Json(c.describe().await)),
+        None => Err(ApiError::not_found(
+            "this node runs alone (start it with --cluster-id, --gossip or --seed to form a cluster)",
+        )),
+    }
+}
+
+/// `POST /v1/cluster/leave`: hands this node's shards to the others; the node keeps running
+/// (stop it afterwards). Answers once it owns no shard.
+async fn leave(State(s): State<AppState>) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    let Some(c) = s.cluster.get() else {
+        return Err(ApiError::not_found("this node is not part of a cluster"));
+    };
+    c.leave(std::time::Duration::from_secs(60)).await?;
+    Ok(axum::Json(serde_json::json!({"left": true})))
 }
 
 /// The router with every route.
@@ -58,6 +80,8 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/v1/cluster", get(cluster))
+        .route("/v1/cluster/leave", post(leave))
         .route("/v1/topics", get(topics::list).post(topics::create))
         .route("/v1/topics/{topic}", get(topics::describe))
         .route("/v1/topics/{topic}/watermark", post(topics::watermark))

@@ -298,9 +298,18 @@ pub(super) struct WatermarkBody {
 
 /// Raises the watermark of every input reading the topic to `time`: an end-of-input mark up
 /// to that time, which closes the windows that end before it.
+/// `?local=true` on the watermark route: this node only (what a node asks its peers).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct WatermarkQuery {
+    #[serde(default)]
+    local: bool,
+}
+
 pub(super) async fn watermark(
     State(s): State<AppState>,
     Path(topic): Path<String>,
+    Query(q): Query<WatermarkQuery>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<JsonValue>, ApiError> {
@@ -308,6 +317,16 @@ pub(super) async fn watermark(
     let bytes = read_body(body, 4096).await?;
     let w: WatermarkBody = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::bad_request(format!("expected {{\"time\": <ms>}}: {e}")))?;
-    s.engine.advance_watermark(&topic, w.time)?;
+    let engine = s.engine.clone();
+    let t = topic.clone();
+    tokio::task::spawn_blocking(move || {
+        if q.local {
+            engine.advance_watermark_local(&t, w.time)
+        } else {
+            engine.advance_watermark(&t, w.time)
+        }
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))??;
     Ok(Json(json!({ "topic": topic, "watermark": w.time })))
 }

@@ -25,7 +25,27 @@ pub struct NodeConfig {
     pub store: Option<StoreOptions>,
     /// How often window state is checkpointed.
     pub checkpoint_interval_ms: u64,
+    /// Cluster membership; `None` runs a single node with no gossip port.
+    pub cluster: Option<ClusterConfig>,
 }
+
+/// How a node finds and joins its cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// The cluster's name; a node of another cluster is refused.
+    pub cluster_id: String,
+    /// A readable name for this node (defaults to one derived from its id).
+    pub node_name: Option<String>,
+    /// Where gossip listens (UDP). Port 0 picks a free one.
+    pub gossip_addr: SocketAddr,
+    /// Gossip addresses (`HOST:PORT`) of members to join through; empty starts a new cluster.
+    pub seeds: Vec<String>,
+    /// Shards of the cluster, fixed when it is created.
+    pub shards: u32,
+}
+
+/// The default gossip port.
+pub const DEFAULT_GOSSIP_PORT: u16 = 7072;
 
 impl Default for NodeConfig {
     fn default() -> Self {
@@ -38,6 +58,7 @@ impl Default for NodeConfig {
             subscriber_queue: 1024,
             store: Some(StoreOptions::default()),
             checkpoint_interval_ms: 60_000,
+            cluster: None,
         }
     }
 }
@@ -69,6 +90,14 @@ pub struct FileConfig {
     pub min_free_bytes: Option<u64>,
     /// Milliseconds between checkpoints of window state (default 60000).
     pub checkpoint_interval_ms: Option<u64>,
+    /// Joins or creates a cluster of this name (enables gossip).
+    pub cluster_id: Option<String>,
+    /// This node's readable name in the cluster.
+    pub node_name: Option<String>,
+    /// Gossip (UDP) listen address; setting it enables cluster mode.
+    pub gossip_addr: Option<SocketAddr>,
+    /// Gossip addresses of existing members; setting them enables cluster mode.
+    pub seeds: Option<Vec<String>>,
 }
 
 /// Why the settings are unusable.
@@ -107,6 +136,7 @@ impl NodeConfig {
     pub fn build(file: FileConfig, overrides: FileConfig) -> Result<NodeConfig, ConfigError> {
         let d = NodeConfig::default();
         let store = store_options(&file, &overrides)?;
+        let cluster = cluster_config(&file, &overrides)?;
         let pick = |o: Option<usize>, f: Option<usize>, default: usize, name: &'static str| {
             let v = o.or(f).unwrap_or(default);
             if v == 0 {
@@ -153,8 +183,55 @@ impl NodeConfig {
                 d.checkpoint_interval_ms as usize,
                 "checkpoint_interval_ms",
             )? as u64,
+            cluster,
         })
     }
+}
+
+/// Cluster mode is on when any cluster setting is given.
+fn cluster_config(
+    file: &FileConfig,
+    overrides: &FileConfig,
+) -> Result<Option<ClusterConfig>, ConfigError> {
+    let cluster_id = overrides.cluster_id.clone().or(file.cluster_id.clone());
+    let gossip_addr = overrides.gossip_addr.or(file.gossip_addr);
+    let seeds = overrides.seeds.clone().or(file.seeds.clone());
+    if cluster_id.is_none() && gossip_addr.is_none() && seeds.is_none() {
+        return Ok(None);
+    }
+    let cluster_id = cluster_id.unwrap_or_else(|| "starling".to_string());
+    if cluster_id.is_empty()
+        || cluster_id.len() > 64
+        || !cluster_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+    {
+        return Err(ConfigError::Invalid {
+            name: "cluster_id",
+            message: format!("`{cluster_id}` must be 1 to 64 letters, digits, `-`, `_` or `.`"),
+        });
+    }
+    let seeds = seeds.unwrap_or_default();
+    for seed in &seeds {
+        let ok = seed.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+        });
+        if !ok {
+            return Err(ConfigError::Invalid {
+                name: "seed",
+                message: format!("`{seed}` is not HOST:PORT (the gossip address of a member)"),
+            });
+        }
+    }
+    let shards = overrides.shards.or(file.shards).unwrap_or(256);
+    Ok(Some(ClusterConfig {
+        cluster_id,
+        node_name: overrides.node_name.clone().or(file.node_name.clone()),
+        gossip_addr: gossip_addr
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], DEFAULT_GOSSIP_PORT))),
+        seeds,
+        shards,
+    }))
 }
 
 /// The log settings from the file and the overrides.

@@ -7,7 +7,7 @@
 pub mod config;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use thiserror::Error;
@@ -15,8 +15,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use config::{ConfigError, FileConfig, NodeConfig};
+pub use config::{ClusterConfig, ConfigError, FileConfig, NodeConfig};
 
+use crate::cluster::{Cluster, Endpoints};
 use crate::durable::Store;
 use crate::http::{router, AppState};
 use crate::metrics::Metrics;
@@ -46,6 +47,8 @@ pub enum NodeError {
     Metrics(#[from] prometheus::Error),
     #[error("QUIC front door: {0}")]
     Quic(#[from] crate::quic::QuicError),
+    #[error("cluster: {0}")]
+    Cluster(#[from] crate::cluster::ClusterError),
 }
 
 /// A running node.
@@ -56,6 +59,7 @@ pub struct Node {
     stop: watch::Sender<bool>,
     http: JoinHandle<()>,
     retention: Option<JoinHandle<()>>,
+    cluster: Arc<OnceLock<Arc<Cluster>>>,
 }
 
 impl Node {
@@ -96,10 +100,12 @@ impl Node {
             addr: config.http_addr,
             source,
         })?;
+        let cluster = Arc::new(OnceLock::new());
         let app = router(AppState {
             engine: Arc::clone(&engine),
             metrics: Arc::clone(&metrics),
             limits: config.limits,
+            cluster: Arc::clone(&cluster),
         });
         let (stop, mut stopped) = watch::channel(false);
         let http = tokio::spawn(async move {
@@ -119,6 +125,25 @@ impl Node {
             &config.data_dir,
             Some(metrics),
         )?;
+        if let Some(cc) = &config.cluster {
+            let endpoints = Endpoints {
+                http: http_addr,
+                quic: quic.local_addr(),
+                fingerprint: quic.fingerprint().to_string(),
+            };
+            match Cluster::start(cc, &config.data_dir, &engine, endpoints).await {
+                Ok(c) => {
+                    let _ = cluster.set(Arc::new(c));
+                }
+                Err(e) => {
+                    let _ = stop.send(true);
+                    let _ = tokio::time::timeout(Duration::from_secs(3), quic.shutdown()).await;
+                    let engine = Arc::clone(&engine);
+                    let _ = tokio::task::spawn_blocking(move || engine.shutdown()).await;
+                    return Err(e.into());
+                }
+            }
+        }
         tracing::info!(%http_addr, quic_addr = %quic.local_addr(), "node started");
         Ok(Node {
             engine,
@@ -127,6 +152,7 @@ impl Node {
             stop,
             http,
             retention,
+            cluster,
         })
     }
 
@@ -150,6 +176,16 @@ impl Node {
         self.quic.cert_path()
     }
 
+    /// `cluster=… node=… gossip=…` for the start-up line; `None` on a single node.
+    pub fn cluster_summary(&self) -> Option<String> {
+        self.cluster.get().map(|c| c.summary())
+    }
+
+    /// The cluster side, when the node runs in a cluster.
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.get()
+    }
+
     /// The engine inside.
     pub fn engine(&self) -> &Arc<Engine> {
         &self.engine
@@ -158,6 +194,12 @@ impl Node {
     /// Stops accepting, ends live streams, waits (up to 3 s) for in-flight requests, then
     /// closes the connections left (clients that stopped reading) and stops the workers.
     pub async fn shutdown(self) {
+        if let Some(c) = self.cluster.get() {
+            // Hand this node's shards to the others before anything stops.
+            if let Err(e) = c.leave(Duration::from_secs(30)).await {
+                tracing::warn!(error = %e, "leaving the cluster did not finish");
+            }
+        }
         let _ = self.stop.send(true);
         if let Some(r) = &self.retention {
             r.abort();
@@ -174,6 +216,9 @@ impl Node {
             abort.abort();
         }
         let _ = tokio::time::timeout(Duration::from_secs(3), self.quic.shutdown()).await;
+        if let Some(c) = self.cluster.get() {
+            c.shutdown().await;
+        }
         let engine = self.engine;
         let _ = tokio::task::spawn_blocking(move || engine.shutdown()).await;
     }

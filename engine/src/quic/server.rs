@@ -494,6 +494,27 @@ fn handle(engine: &Engine, frame: &[u8]) -> (&'static str, Outcome) {
                 ))
             }),
         ),
+        ArchivedRequest::Forward {
+            topic,
+            epochs,
+            rows,
+        } => ("forward", forward(engine, topic, epochs, rows)),
+        ArchivedRequest::Raft { payload } => (
+            "raft",
+            match engine.distribution() {
+                Some(d) => Ok(Response::Raft(d.raft(payload.as_slice()))),
+                None => Err(EngineError::BadRequest(
+                    "this node is not part of a cluster".into(),
+                )),
+            },
+        ),
+        ArchivedRequest::SubscribeOutputLocal { dataflow, output } => {
+            let outcome = match engine.subscribe_local(dataflow.as_str(), output.as_str()) {
+                Ok(s) => Outcome::Output(s),
+                Err(e) => Outcome::Reply(engine_error(&e)),
+            };
+            return ("subscribe_output_local", outcome);
+        }
         ArchivedRequest::ListTopics => ("list_topics", Ok(Response::Topics(list_topics(engine)))),
         ArchivedRequest::ListDataflows => (
             "list_dataflows",
@@ -521,7 +542,8 @@ pub fn engine_error(e: &EngineError) -> Response {
         | EngineError::UnknownOutput { .. } => codes::NOT_FOUND,
         EngineError::TopicConflict { .. } | EngineError::DataflowExists(_) => codes::CONFLICT,
         EngineError::BatchTooLarge { .. } => codes::TOO_LARGE,
-        EngineError::ShuttingDown => codes::UNAVAILABLE,
+        EngineError::ShuttingDown | EngineError::Unavailable(_) => codes::UNAVAILABLE,
+        EngineError::StaleEpoch(_) => codes::STALE_EPOCH,
         EngineError::Busy => codes::BUSY,
         EngineError::Storage(starling_storage::StorageError::TooLarge { .. }) => codes::TOO_LARGE,
         EngineError::Storage(starling_storage::StorageError::InvalidInput { .. }) => {
@@ -564,6 +586,33 @@ fn publish(
         out.push(row);
     }
     let n = engine.publish_rows(topic.as_str(), out)?;
+    Ok(Response::Ack { accepted: n as u64 })
+}
+
+/// Events forwarded by another node: typed like a publish, then fenced by the cluster layer.
+fn forward(
+    engine: &Engine,
+    topic: &ArchivedString,
+    epochs: &ArchivedVec<rkyv::tuple::ArchivedTuple2<rkyv::rend::u32_le, rkyv::rend::u64_le>>,
+    rows: &ArchivedVec<ArchivedVec<ArchivedWireValue>>,
+) -> Result<Response, EngineError> {
+    let Some(d) = engine.distribution() else {
+        return Err(EngineError::BadRequest(
+            "this node is not part of a cluster".into(),
+        ));
+    };
+    let spec = engine.topic_spec(topic.as_str())?;
+    let mut out = Vec::with_capacity(rows.len());
+    for (index, cells) in rows.iter().enumerate() {
+        let row = typed_row(&spec, cells.as_slice())
+            .map_err(|message| EngineError::BadEventShape { index, message })?;
+        out.push(row);
+    }
+    let epochs: Vec<(u32, u64)> = epochs
+        .iter()
+        .map(|t| (t.0.to_native(), t.1.to_native()))
+        .collect();
+    let n = d.forwarded(topic.as_str(), &epochs, out)?;
     Ok(Response::Ack { accepted: n as u64 })
 }
 

@@ -50,6 +50,9 @@ pub mod codes {
     pub const CUT_OFF: &str = "cut_off";
     /// A subscription ended because its dataflow or topic went away.
     pub const ENDED: &str = "ended";
+    /// A forwarded write carried an older epoch than the receiver knows, or went to a node
+    /// that does not own the shard: nothing was applied; re-route by the current table.
+    pub const STALE_EPOCH: &str = "stale_epoch";
 }
 
 /// One update of a dataflow output.
@@ -192,6 +195,31 @@ pub enum Request {
         /// Only points whose metadata has these fields, as a JSON object (empty: all).
         filter_json: String,
     },
+    /// Node to node: events of shards the receiver owns, with the epoch the sender's table
+    /// gives for each of those shards. Answered with `Ack`, or `stale_epoch` when any epoch
+    /// or owner does not match the receiver's table (then nothing is applied).
+    Forward {
+        /// The topic to append to.
+        topic: String,
+        /// (shard, epoch) for every shard the rows fall in.
+        epochs: Vec<(u32, u64)>,
+        /// One flat row per event.
+        rows: Vec<Vec<WireValue>>,
+    },
+    /// Node to node: one Raft message (serialised by the cluster crate). Answered with
+    /// `Raft`.
+    Raft {
+        /// The serialised message.
+        payload: Vec<u8>,
+    },
+    /// Node to node: like `SubscribeOutput`, but only this node's own results (the node a
+    /// client subscribed to merges them).
+    SubscribeOutputLocal {
+        /// The dataflow's name.
+        dataflow: String,
+        /// The output's name.
+        output: String,
+    },
     /// Answered with `Topics`.
     ListTopics,
     /// Answered with `Dataflows`.
@@ -239,6 +267,8 @@ pub enum Response {
     Points(Vec<(u64, String)>),
     /// Vector hits as `(key, distance, JSON metadata)`, nearest first.
     Hits(Vec<(String, f32, String)>),
+    /// The answer to a `Raft` request (serialised by the cluster crate).
+    Raft(Vec<u8>),
 }
 
 impl Response {

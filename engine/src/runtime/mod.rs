@@ -11,6 +11,7 @@
 //! input's policy (see [`worker`]), so all workers agree without talking to each other.
 
 mod checkpoint;
+mod distribution;
 mod recovery;
 mod subscribers;
 mod worker;
@@ -30,7 +31,8 @@ use starling_operators::plan::{self, Plan, TopicSpec};
 use starling_operators::render::{DataflowStats, Update};
 use starling_operators::{Event, Row, Value};
 
-pub use subscribers::{Subscribers, Subscription, SubscriptionClosed};
+pub use distribution::Distribution;
+pub use subscribers::{feed, Feed, Subscribers, Subscription, SubscriptionClosed};
 use worker::Command;
 
 use crate::durable::{record, Store};
@@ -85,6 +87,36 @@ pub(crate) struct Topic {
 pub(crate) struct TopicClock {
     pub max_seen: Option<u64>,
     pub last_arrival: Instant,
+}
+
+/// Checks one row of a publish (field count, event time) and returns its event time.
+fn checked_time(
+    spec: &TopicSpec,
+    topic: &str,
+    time: usize,
+    index: usize,
+    row: &Row,
+) -> Result<u64, EngineError> {
+    if row.len() != spec.schema.len() {
+        return Err(EngineError::BadEventShape {
+            index,
+            message: format!(
+                "row has {} values; topic `{topic}` has {} fields",
+                row.len(),
+                spec.schema.len()
+            ),
+        });
+    }
+    match &row[time] {
+        Value::Timestamp(v) | Value::Int(v) if *v >= 0 => Ok(*v as u64),
+        other => Err(EngineError::BadEventShape {
+            index,
+            message: format!(
+                "event time `{}` must be a non-negative timestamp, found {other}",
+                spec.schema.field(time).name
+            ),
+        }),
+    }
 }
 
 /// A description of a topic for listings.
@@ -162,6 +194,8 @@ pub struct Engine {
     guards: Mutex<Option<timely::communication::initialize::WorkerGuards<()>>>,
     clock: Mutex<Option<JoinHandle<()>>>,
     recovery: Mutex<Option<RecoveryReport>>,
+    /// Set once by the cluster layer; front-door calls go through it (see [`Distribution`]).
+    distribution: std::sync::OnceLock<Arc<dyn Distribution>>,
 }
 
 pub use checkpoint::CheckpointInfo;
@@ -236,6 +270,7 @@ impl Engine {
             guards: Mutex::new(Some(guards)),
             clock: Mutex::new(Some(clock)),
             recovery: Mutex::new(None),
+            distribution: std::sync::OnceLock::new(),
         };
         if let Some(store) = engine.inner.config.store.clone() {
             let report = recovery::recover(&engine, &store)?;
@@ -271,6 +306,11 @@ impl Engine {
         self.inner.config.store.as_ref()
     }
 
+    /// Batches a subscriber may leave unread (merged cluster subscriptions use the same).
+    pub fn subscriber_queue(&self) -> usize {
+        self.inner.config.subscriber_queue
+    }
+
     /// Number of worker threads.
     pub fn workers(&self) -> usize {
         self.inner.config.workers
@@ -279,6 +319,14 @@ impl Engine {
     /// Creates a topic from its declaration. Creating an identical topic again is a no-op;
     /// a different declaration under the same name is refused.
     pub fn create_topic(&self, def: &TopicDef) -> Result<(), EngineError> {
+        match self.distribution.get() {
+            Some(d) => d.create_topic(def),
+            None => self.create_topic_local(def),
+        }
+    }
+
+    /// Creates a topic on this node only (recovery, and the cluster layer once agreed).
+    pub fn create_topic_local(&self, def: &TopicDef) -> Result<(), EngineError> {
         let probe = Definition {
             name: "topic".into(),
             description: None,
@@ -335,14 +383,77 @@ impl Engine {
     /// The whole batch is checked first; a bad row refuses the batch with its position.
     /// Waits while every worker's queue is full (back-pressure).
     pub fn publish_rows(&self, topic: &str, rows: Vec<Row>) -> Result<usize, EngineError> {
-        self.publish_rows_inner(topic, rows, true)
+        match self.distribution.get() {
+            Some(d) => d.publish(topic, rows, true),
+            None => self.publish_rows_inner(topic, rows, true),
+        }
     }
 
     /// Like [`Engine::publish_rows`], but refuses with [`EngineError::Busy`] instead of
     /// waiting when every worker's queue is full, for callers that must not block (HTTP
     /// answers 429 with `Retry-After`).
     pub fn try_publish_rows(&self, topic: &str, rows: Vec<Row>) -> Result<usize, EngineError> {
-        self.publish_rows_inner(topic, rows, false)
+        match self.distribution.get() {
+            Some(d) => d.publish(topic, rows, false),
+            None => self.publish_rows_inner(topic, rows, false),
+        }
+    }
+
+    /// Checks a batch as a publish would (topic, size, every row's shape and event time)
+    /// without applying it, so that a batch split across nodes is refused whole.
+    pub fn check_rows(&self, topic: &str, rows: &[Row]) -> Result<(), EngineError> {
+        let t = self.inner.topic(topic)?;
+        let time = t
+            .spec
+            .time
+            .ok_or_else(|| EngineError::WriteOnlyTopic(topic.into()))?;
+        self.inner.check_batch(rows.len())?;
+        for (index, row) in rows.iter().enumerate() {
+            checked_time(&t.spec, topic, time, index, row)?;
+        }
+        Ok(())
+    }
+
+    /// Plans a definition against this node's topics without installing it: the errors a
+    /// submit would give, before the cluster is asked to agree on it.
+    pub fn check_definition(&self, def: &Definition) -> Result<(), EngineError> {
+        if self.inner.lock_dataflows().contains_key(&def.name) {
+            return Err(EngineError::DataflowExists(def.name.clone()));
+        }
+        let plan = plan::plan(def, &self.topic_specs())?;
+        if self.inner.config.store.is_none() && plan.uses_stores() {
+            return Err(EngineError::NoStorage(def.name.clone()));
+        }
+        Ok(())
+    }
+
+    /// Publishes rows into this node's log and workers only, whatever shards they fall in:
+    /// the cluster layer calls it for the events this node owns.
+    pub fn publish_local(
+        &self,
+        topic: &str,
+        rows: Vec<Row>,
+        wait: bool,
+    ) -> Result<usize, EngineError> {
+        self.publish_rows_inner(topic, rows, wait)
+    }
+
+    /// Hands front-door calls to the cluster layer from now on. Set once; a second call is
+    /// refused.
+    pub fn set_distribution(&self, d: Arc<dyn Distribution>) -> Result<(), EngineError> {
+        self.distribution
+            .set(d)
+            .map_err(|_| EngineError::Internal("the distribution is already set".into()))
+    }
+
+    /// The cluster layer, when set.
+    pub fn distribution(&self) -> Option<&Arc<dyn Distribution>> {
+        self.distribution.get()
+    }
+
+    /// Whether front-door calls go to a cluster.
+    pub fn is_distributed(&self) -> bool {
+        self.distribution.get().is_some()
     }
 
     fn publish_rows_inner(
@@ -359,28 +470,7 @@ impl Engine {
         self.inner.check_batch(rows.len())?;
         let mut events = Vec::with_capacity(rows.len());
         for (index, row) in rows.into_iter().enumerate() {
-            if row.len() != t.spec.schema.len() {
-                return Err(EngineError::BadEventShape {
-                    index,
-                    message: format!(
-                        "row has {} values; topic `{topic}` has {} fields",
-                        row.len(),
-                        t.spec.schema.len()
-                    ),
-                });
-            }
-            let ts = match &row[time] {
-                Value::Timestamp(v) | Value::Int(v) if *v >= 0 => *v as u64,
-                other => {
-                    return Err(EngineError::BadEventShape {
-                        index,
-                        message: format!(
-                            "event time `{}` must be a non-negative timestamp, found {other}",
-                            t.spec.schema.field(time).name
-                        ),
-                    })
-                }
-            };
+            let ts = checked_time(&t.spec, topic, time, index, &row)?;
             let key = t.spec.key.map(|k| row[k].clone()).unwrap_or(Value::Null);
             events.push((Event::new(key, ts, row), 0, 1));
         }
@@ -505,6 +595,14 @@ impl Engine {
     /// Forces the watermark of every input reading `topic` up to `time` (like an end-of-input
     /// mark up to that time). Events older than it that arrive later are late.
     pub fn advance_watermark(&self, topic: &str, time: u64) -> Result<(), EngineError> {
+        match self.distribution.get() {
+            Some(d) => d.advance_watermark(topic, time),
+            None => self.advance_watermark_local(topic, time),
+        }
+    }
+
+    /// Moves a topic's watermark on this node only (the cluster layer does it on each node).
+    pub fn advance_watermark_local(&self, topic: &str, time: u64) -> Result<(), EngineError> {
         let t = self.inner.topic(topic)?;
         let mut next_seq = self.inner.lock_ingest();
         if self.inner.shutting_down.load(Ordering::Relaxed) {
@@ -533,6 +631,14 @@ impl Engine {
 
     /// Checks a definition, creates the topics it declares, and runs it on every worker.
     pub fn install(&self, def: &Definition) -> Result<DataflowInfo, EngineError> {
+        match self.distribution.get() {
+            Some(d) => d.install(def),
+            None => self.install_local(def),
+        }
+    }
+
+    /// Installs a definition on this node only (the cluster layer, once the cluster agreed).
+    pub fn install_local(&self, def: &Definition) -> Result<DataflowInfo, EngineError> {
         let mut next_seq = self.inner.lock_ingest();
         let info = self.install_at(def, Some(*next_seq), None)?;
         *next_seq += 1;
@@ -631,6 +737,14 @@ impl Engine {
 
     /// Stops a dataflow on every worker and ends its subscriptions. Its topics stay.
     pub fn drop_dataflow(&self, name: &str) -> Result<(), EngineError> {
+        match self.distribution.get() {
+            Some(d) => d.drop_dataflow(name),
+            None => self.drop_dataflow_local(name),
+        }
+    }
+
+    /// Drops a dataflow on this node only.
+    pub fn drop_dataflow_local(&self, name: &str) -> Result<(), EngineError> {
         let mut dataflows = self.inner.lock_dataflows();
         if !dataflows.contains_key(name) {
             return Err(EngineError::UnknownDataflow(name.into()));
@@ -681,6 +795,18 @@ impl Engine {
 
     /// Subscribes to a dataflow output: batches of `(event, time, diff)` updates.
     pub fn subscribe(
+        &self,
+        dataflow: &str,
+        output: &str,
+    ) -> Result<Subscription<Arc<[Update]>>, EngineError> {
+        match self.distribution.get() {
+            Some(d) => d.subscribe(dataflow, output),
+            None => self.subscribe_local(dataflow, output),
+        }
+    }
+
+    /// This node's results of one output only.
+    pub fn subscribe_local(
         &self,
         dataflow: &str,
         output: &str,

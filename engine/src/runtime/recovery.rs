@@ -80,7 +80,7 @@ pub(super) fn recover(engine: &Engine, store: &Store) -> Result<RecoveryReport, 
         ..RecoveryReport::default()
     };
     for t in &state.topics {
-        engine.create_topic(t).map_err(|e| {
+        engine.create_topic_local(t).map_err(|e| {
             EngineError::Recovery(format!(
                 "recreating topic `{}` from the catalog: {e}",
                 t.name

@@ -98,6 +98,66 @@ impl<T: Clone> Subscribers<T> {
     }
 }
 
+/// A subscription whose batches come from several places (a node's own results and its
+/// peers' in a cluster). Cloned once per source; the reader sees the end when every clone is
+/// dropped, or the reason of the first source that ended it.
+pub struct Feed<T> {
+    tx: Sender<T>,
+    reason: Arc<Mutex<Option<String>>>,
+}
+
+impl<T> Clone for Feed<T> {
+    fn clone(&self) -> Self {
+        Feed {
+            tx: self.tx.clone(),
+            reason: Arc::clone(&self.reason),
+        }
+    }
+}
+
+impl<T> Feed<T> {
+    /// Offers a batch without waiting; false once the reader is gone or the subscription was
+    /// ended (the source should stop).
+    pub fn send(&self, item: T) -> bool {
+        if self.is_ended() {
+            return false;
+        }
+        match self.tx.try_send(item) {
+            Ok(()) => true,
+            Err(TrySendError::Disconnected(_)) => false,
+            Err(TrySendError::Full(_)) => {
+                self.end("reading too slowly: the merged queue was full".into());
+                false
+            }
+        }
+    }
+
+    /// Ends the subscription for every source with a reason the reader will see.
+    pub fn end(&self, reason: String) {
+        if let Ok(mut r) = self.reason.lock() {
+            r.get_or_insert(reason);
+        }
+    }
+
+    /// Whether the subscription was ended by some source.
+    pub fn is_ended(&self) -> bool {
+        self.reason.lock().map(|r| r.is_some()).unwrap_or(true)
+    }
+}
+
+/// A subscription fed by hand: the writing end (clone it per source) and the reading end.
+pub fn feed<T>(capacity: usize) -> (Feed<T>, Subscription<T>) {
+    let (tx, rx) = crossbeam_channel::bounded(capacity.max(1));
+    let reason = Arc::new(Mutex::new(None));
+    (
+        Feed {
+            tx,
+            reason: Arc::clone(&reason),
+        },
+        Subscription { rx, reason },
+    )
+}
+
 /// The reading end of a subscription.
 pub struct Subscription<T> {
     rx: Receiver<T>,
@@ -109,6 +169,10 @@ impl<T> Subscription<T> {
     pub fn recv_timeout(&self, timeout: Duration) -> Result<Option<T>, SubscriptionClosed> {
         match self.rx.recv_timeout(timeout) {
             Ok(v) => Ok(Some(v)),
+            // A merged subscription may be ended by one source while others still hold it.
+            Err(RecvTimeoutError::Timeout) if self.reason.lock().is_ok_and(|r| r.is_some()) => {
+                Err(self.closed())
+            }
             Err(RecvTimeoutError::Timeout) => Ok(None),
             Err(RecvTimeoutError::Disconnected) => Err(self.closed()),
         }

@@ -1,0 +1,866 @@
+//! The cluster shell of a node: gossip membership, the Raft-agreed shard table, and the
+//! [`Distribution`] that sends front-door calls where the table says (ARCHITECTURE §5).
+//!
+//! The decisions live in `starling_cluster` (placement, controller, fencing); this module only
+//! wires them to the engine, to the node's QUIC endpoint and to tokio tasks:
+//! - every node follows the committed [`ClusterState`]: it installs the catalog's topics and
+//!   dataflows, serves the shards it owns, and completes hand-offs to it;
+//! - the Raft leader adds members gossip reports and proposes what the controller decides;
+//! - a publish is split by shard: this node's part goes to its engine, the rest is forwarded
+//!   to the owners with their epochs, and events of a moving shard wait for the move.
+
+mod peers;
+mod status;
+mod transport;
+
+use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use thiserror::Error;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use starling_cluster::membership::{Member, MemberState, Membership, MembershipConfig};
+use starling_cluster::raft::{ClusterRaft, RaftSettings};
+use starling_cluster::{
+    controller, fence, shard_of_hash, CatalogEntry, CatalogKind, ClusterState, Command, Epoch,
+    MemberInfo, NodeId,
+};
+use starling_operators::definition::{Definition, TopicDef};
+use starling_operators::render::Update;
+use starling_operators::{Row, Value};
+
+pub use peers::PeerAddr;
+
+use crate::node::ClusterConfig;
+use crate::quic::wire;
+use crate::runtime::{feed, Distribution};
+use crate::{DataflowInfo, Engine, EngineError, Subscription};
+
+/// How long a publish keeps trying to place events (owners unreachable, shards moving)
+/// before it answers `unavailable`.
+const PLACE_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a submit waits for the agreed definition to be installed here.
+const APPLY_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long the receiver of a moving shard waits after the move began before completing it:
+/// writes the old owner accepted before it saw the move finish in that time.
+const HANDOFF_DRAIN: Duration = Duration::from_millis(300);
+/// Hand-offs in flight at once, cluster-wide.
+const MOVES_IN_FLIGHT: usize = 4;
+
+/// Why a node could not join or run its cluster.
+#[derive(Debug, Error)]
+pub enum ClusterError {
+    #[error("{0}")]
+    Membership(#[from] starling_cluster::membership::MembershipError),
+    #[error("Raft: {0}")]
+    Raft(#[from] starling_cluster::raft::RaftError),
+    #[error("node id file {path}: {message}")]
+    NodeId { path: String, message: String },
+}
+
+/// The cluster side of a running node.
+pub struct Cluster {
+    shared: Arc<Shared>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+pub(crate) struct Shared {
+    me: NodeId,
+    name: String,
+    cluster_id: String,
+    shards: u32,
+    engine: Weak<Engine>,
+    membership: Membership,
+    raft: ClusterRaft,
+    state: watch::Receiver<Arc<ClusterState>>,
+    peers: Arc<peers::Peers>,
+    /// When each shard moving to this node was first seen moving.
+    moving_in: Mutex<HashMap<u32, Instant>>,
+    started: Instant,
+}
+
+/// What the node tells the cluster about itself.
+pub struct Endpoints {
+    pub http: SocketAddr,
+    pub quic: SocketAddr,
+    pub fingerprint: String,
+}
+
+impl Cluster {
+    /// Joins (or creates) the cluster: gossip first, then Raft; a node started with seeds
+    /// that only finds another cluster is refused here. Then hands the engine's front-door
+    /// calls to the cluster.
+    pub async fn start(
+        config: &ClusterConfig,
+        data_dir: &Path,
+        engine: &Arc<Engine>,
+        endpoints: Endpoints,
+    ) -> Result<Cluster, ClusterError> {
+        let me = node_id(data_dir)?;
+        let name = config
+            .node_name
+            .clone()
+            .unwrap_or_else(|| format!("n{:04x}", me & 0xffff));
+        let mut mc = MembershipConfig::new(
+            me,
+            name.clone(),
+            config.cluster_id.clone(),
+            config.shards,
+            config.gossip_addr,
+            endpoints.quic,
+            endpoints.http,
+        );
+        mc.seeds = config.seeds.clone();
+        mc.quic_fingerprint = endpoints.fingerprint.clone();
+        mc.gossip_interval = Duration::from_millis(200);
+        let membership = Membership::start(mc).await?;
+        if !config.seeds.is_empty() {
+            if let Err(e) = membership.check_seeds(Duration::from_secs(10)).await {
+                let _ = membership.shutdown().await;
+                return Err(e.into());
+            }
+        }
+        let peers = Arc::new(peers::Peers::default());
+        let transport = Arc::new(transport::QuicRaftTransport {
+            peers: Arc::clone(&peers),
+        });
+        let raft = ClusterRaft::start(
+            me,
+            data_dir,
+            &config.cluster_id,
+            config.shards,
+            transport,
+            RaftSettings::default(),
+        )
+        .await?;
+        let info = MemberInfo {
+            name: name.clone(),
+            quic_addr: endpoints.quic.to_string(),
+            http_addr: endpoints.http.to_string(),
+            leaving: false,
+        };
+        if config.seeds.is_empty() {
+            raft.initialize(info).await?;
+        }
+        let state = raft.state();
+        let shared = Arc::new(Shared {
+            me,
+            name,
+            cluster_id: config.cluster_id.clone(),
+            shards: config.shards,
+            engine: Arc::downgrade(engine),
+            membership,
+            raft,
+            state,
+            peers,
+            moving_in: Mutex::new(HashMap::new()),
+            started: Instant::now(),
+        });
+        engine
+            .set_distribution(Arc::clone(&shared) as Arc<dyn Distribution>)
+            .map_err(|e| ClusterError::NodeId {
+                path: data_dir.display().to_string(),
+                message: e.to_string(),
+            })?;
+        let tasks = vec![
+            tokio::spawn(leader_loop(Arc::clone(&shared))),
+            tokio::spawn(follow_loop(Arc::clone(&shared))),
+        ];
+        shared.membership.set_state(MemberState::Live).await;
+        tracing::info!(node = %format!("{me:016x}"), cluster = %config.cluster_id, "joined the cluster");
+        Ok(Cluster {
+            shared,
+            tasks: Mutex::new(tasks),
+        })
+    }
+
+    /// One line for the node's start-up message.
+    pub fn summary(&self) -> String {
+        format!(
+            "cluster={} node={} node_id={:016x} gossip={}",
+            self.shared.cluster_id,
+            self.shared.name,
+            self.shared.me,
+            self.shared.membership.gossip_addr()
+        )
+    }
+
+    /// The cluster as `GET /v1/cluster` shows it.
+    pub async fn describe(&self) -> serde_json::Value {
+        status::cluster_json(&self.shared).await
+    }
+
+    /// Hands this node's shards to the others, then leaves gossip and Raft. Used by SIGTERM
+    /// and `starling leave`; gives up after `timeout` (the shards then move when the node is
+    /// seen gone).
+    pub async fn leave(&self, timeout: Duration) -> Result<(), EngineError> {
+        let s = &self.shared;
+        s.membership.set_state(MemberState::Leaving).await;
+        let deadline = Instant::now() + timeout;
+        let mut state = s.state.clone();
+        loop {
+            let st = state.borrow_and_update().clone();
+            let mine = st
+                .table
+                .iter()
+                .filter(|(_, e)| e.owner == Some(s.me) || e.moving_to == Some(s.me))
+                .count();
+            let others = st.members.keys().filter(|n| **n != s.me).count();
+            if mine == 0 || others == 0 {
+                return Ok(());
+            }
+            if !st.members.get(&s.me).is_some_and(|m| m.leaving) {
+                let _ = s.raft.propose(Command::SetLeaving { node: s.me }).await;
+            }
+            if Instant::now() > deadline {
+                return Err(EngineError::Unavailable(format!(
+                    "{mine} shards were still owned by this node after {timeout:?}"
+                )));
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(200), state.changed()).await;
+        }
+    }
+
+    /// Stops the cluster tasks, gossip and Raft.
+    pub async fn shutdown(&self) {
+        if let Ok(tasks) = self.tasks.lock() {
+            for t in tasks.iter() {
+                t.abort();
+            }
+        }
+        // Peers learn from gossip that this node is going; the gossip server itself stops
+        // with the process.
+        self.shared.membership.set_state(MemberState::Leaving).await;
+        let _ = self.shared.raft.shutdown().await;
+        tokio::time::sleep(Duration::from_millis(600)).await;
+    }
+}
+
+/// The node's id: drawn once when the data directory is created, then read back, so that a
+/// restarted node is the same member.
+fn node_id(data_dir: &Path) -> Result<NodeId, ClusterError> {
+    let path = data_dir.join("node_id");
+    let err = |message: String| ClusterError::NodeId {
+        path: path.display().to_string(),
+        message,
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) => u64::from_str_radix(text.trim(), 16)
+            .map_err(|e| err(format!("not a hexadecimal node id: {e}"))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            use std::hash::{BuildHasher, Hasher};
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u128(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos())
+                    .unwrap_or(0),
+            );
+            h.write_u32(std::process::id());
+            let id = h.finish().max(1);
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, format!("{id:016x}\n"))
+                .and_then(|()| std::fs::rename(&tmp, &path))
+                .map_err(|e| err(e.to_string()))?;
+            Ok(id)
+        }
+        Err(e) => Err(err(e.to_string())),
+    }
+}
+
+impl Shared {
+    fn engine(&self) -> Result<Arc<Engine>, EngineError> {
+        self.engine.upgrade().ok_or(EngineError::ShuttingDown)
+    }
+
+    fn current(&self) -> Arc<ClusterState> {
+        self.state.borrow().clone()
+    }
+
+    fn shard_of(&self, key: &Value) -> u32 {
+        shard_of_hash(key.stable_hash(), self.shards)
+    }
+
+    /// Runs a future to completion from a front-door call, whether that call came from a
+    /// blocking thread or (a few HTTP handlers) from an async task.
+    fn block<F: Future>(&self, f: F) -> F::Output {
+        let handle = tokio::runtime::Handle::current();
+        tokio::task::block_in_place(|| handle.block_on(f))
+    }
+
+    /// Waits until the committed state satisfies `done`, or the timeout.
+    async fn wait_for(&self, timeout: Duration, done: impl Fn(&ClusterState) -> bool) -> bool {
+        let mut state = self.state.clone();
+        let deadline = Instant::now() + timeout;
+        loop {
+            if done(&state.borrow_and_update()) {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            if tokio::time::timeout(left, state.changed())
+                .await
+                .is_ok_and(|r| r.is_err())
+            {
+                return false;
+            }
+        }
+    }
+
+    async fn propose(&self, command: Command) -> Result<(), EngineError> {
+        match self.raft.propose(command).await {
+            Ok(starling_cluster::Outcome::Refused(why)) => Err(EngineError::BadRequest(why)),
+            Ok(_) => Ok(()),
+            Err(e) => Err(EngineError::Unavailable(e.to_string())),
+        }
+    }
+
+    /// One pass of placing `pending` rows: this node's part into the engine, the rest
+    /// forwarded. Returns the rows still to place and the last reason one could not be.
+    async fn place(
+        &self,
+        engine: &Arc<Engine>,
+        topic: &str,
+        pending: Vec<(u32, Row)>,
+        wait: bool,
+    ) -> Result<(usize, Vec<(u32, Row)>, Option<String>), EngineError> {
+        let state = self.current();
+        let mut by_owner: HashMap<NodeId, Vec<(u32, Row)>> = HashMap::new();
+        let mut left = Vec::new();
+        let mut why = None;
+        for (shard, row) in pending {
+            match state.table.get(shard) {
+                Ok(e) if e.moving_to.is_none() && e.owner.is_some() => {
+                    if let Some(owner) = e.owner {
+                        by_owner.entry(owner).or_default().push((shard, row));
+                    }
+                }
+                Ok(e) if e.moving_to.is_some() => {
+                    why = Some(format!("shard {shard} is moving"));
+                    left.push((shard, row));
+                }
+                _ => {
+                    why = Some(format!("shard {shard} has no owner yet"));
+                    left.push((shard, row));
+                }
+            }
+        }
+        let mut accepted = 0;
+        let mut sends = Vec::new();
+        for (owner, rows) in by_owner {
+            if owner == self.me {
+                let plain: Vec<Row> = rows.iter().map(|(_, r)| r.clone()).collect();
+                let e = Arc::clone(engine);
+                let t = topic.to_string();
+                let r = tokio::task::spawn_blocking(move || e.publish_local(&t, plain, wait))
+                    .await
+                    .map_err(|e| EngineError::Internal(e.to_string()))?;
+                match r {
+                    Ok(n) => accepted += n,
+                    Err(e @ (EngineError::Busy | EngineError::ShuttingDown)) => return Err(e),
+                    Err(e) => return Err(e),
+                }
+                continue;
+            }
+            let epochs = epochs_of(&state, &rows);
+            sends.push(async move {
+                let wire_rows: Vec<_> = rows.iter().map(|(_, r)| wire::row_to_wire(r)).collect();
+                let r = match self.peers.client(owner).await {
+                    Ok(c) => c.forward(topic, epochs, wire_rows).await,
+                    Err(e) => Err(e),
+                };
+                (owner, rows, r)
+            });
+        }
+        for (owner, rows, r) in futures_util::future::join_all(sends).await {
+            match r {
+                Ok(n) => accepted += n as usize,
+                Err(e) => {
+                    let code = e.code().map(str::to_string);
+                    match code.as_deref() {
+                        // Refused whole by the owner for the caller's own input: report it.
+                        Some(wire::codes::BAD_REQUEST)
+                        | Some(wire::codes::NOT_FOUND)
+                        | Some(wire::codes::TOO_LARGE) => {
+                            return Err(EngineError::BadRequest(format!(
+                                "node {owner:016x} refused the batch: {e}"
+                            )))
+                        }
+                        Some(wire::codes::STALE_EPOCH) | Some(wire::codes::BUSY) => {}
+                        _ => self.peers.reset(owner).await,
+                    }
+                    why = Some(format!("node {owner:016x}: {e}"));
+                    left.extend(rows);
+                }
+            }
+        }
+        Ok((accepted, left, why))
+    }
+}
+
+/// (shard, epoch) for every shard the rows fall in, from one table.
+fn epochs_of(state: &ClusterState, rows: &[(u32, Row)]) -> Vec<(u32, u64)> {
+    let mut shards: Vec<u32> = rows.iter().map(|(s, _)| *s).collect();
+    shards.sort_unstable();
+    shards.dedup();
+    shards
+        .into_iter()
+        .map(|s| (s, state.table.get(s).map(|e| e.epoch.0).unwrap_or(0)))
+        .collect()
+}
+
+impl Distribution for Shared {
+    fn publish(&self, topic: &str, rows: Vec<Row>, wait: bool) -> Result<usize, EngineError> {
+        let engine = self.engine()?;
+        engine.check_rows(topic, &rows)?;
+        let key = engine.topic_spec(topic)?.key;
+        let total = rows.len();
+        let mut pending: Vec<(u32, Row)> = rows
+            .into_iter()
+            .map(|r| {
+                let shard = key.map_or(0, |k| self.shard_of(&r[k]));
+                (shard, r)
+            })
+            .collect();
+        self.block(async {
+            let deadline = Instant::now() + PLACE_TIMEOUT;
+            let mut accepted = 0;
+            let mut state = self.state.clone();
+            loop {
+                state.borrow_and_update();
+                let (n, left, why) = self.place(&engine, topic, pending, wait).await?;
+                accepted += n;
+                if left.is_empty() {
+                    return Ok(accepted);
+                }
+                if Instant::now() > deadline {
+                    return Err(EngineError::Unavailable(format!(
+                        "{accepted} of {total} events were acknowledged; {} could not be placed \
+                         within {PLACE_TIMEOUT:?} ({}); retry them",
+                        left.len(),
+                        why.unwrap_or_default()
+                    )));
+                }
+                pending = left;
+                let _ = tokio::time::timeout(Duration::from_millis(50), state.changed()).await;
+            }
+        })
+    }
+
+    fn forwarded(
+        &self,
+        topic: &str,
+        epochs: &[(u32, u64)],
+        rows: Vec<Row>,
+    ) -> Result<usize, EngineError> {
+        let engine = self.engine()?;
+        let key = engine.topic_spec(topic)?.key;
+        for row in &rows {
+            let shard = key.map_or(0, |k| row.get(k).map_or(0, |v| self.shard_of(v)));
+            if !epochs.iter().any(|(s, _)| *s == shard) {
+                return Err(EngineError::BadRequest(format!(
+                    "an event of shard {shard} came without that shard's epoch"
+                )));
+            }
+        }
+        for &(shard, epoch) in epochs {
+            let mut table = self.current();
+            let mut check = fence::check_write(&table.table, self.me, shard, Epoch(epoch))
+                .map_err(|e| EngineError::BadRequest(e.to_string()))?;
+            if matches!(check, fence::Fence::Ahead { .. }) {
+                // The sender saw a newer table than ours: wait for it briefly.
+                let want = Epoch(epoch);
+                self.block(self.wait_for(Duration::from_secs(2), |s| {
+                    s.table.get(shard).is_ok_and(|e| e.epoch >= want)
+                }));
+                table = self.current();
+                check = fence::check_write(&table.table, self.me, shard, Epoch(epoch))
+                    .map_err(|e| EngineError::BadRequest(e.to_string()))?;
+            }
+            if check != fence::Fence::Accept {
+                return Err(EngineError::StaleEpoch(format!(
+                    "shard {shard} at epoch {epoch}: {check}"
+                )));
+            }
+        }
+        engine.publish_local(topic, rows, true)
+    }
+
+    fn install(&self, def: &Definition) -> Result<DataflowInfo, EngineError> {
+        let engine = self.engine()?;
+        engine.check_definition(def)?;
+        let text = serde_json::to_string(def).map_err(|e| EngineError::Internal(e.to_string()))?;
+        let name = def.name.clone();
+        self.block(async {
+            if self
+                .current()
+                .catalog
+                .contains_key(&(CatalogKind::Dataflow, name.clone()))
+            {
+                return Err(EngineError::DataflowExists(name.clone()));
+            }
+            self.propose(Command::PutCatalog(CatalogEntry {
+                kind: CatalogKind::Dataflow,
+                name: name.clone(),
+                text,
+            }))
+            .await?;
+            let deadline = Instant::now() + APPLY_TIMEOUT;
+            loop {
+                if let Ok(info) = engine.dataflow(&name) {
+                    return Ok(info);
+                }
+                if Instant::now() > deadline {
+                    return Err(EngineError::Unavailable(format!(
+                        "dataflow `{name}` was agreed by the cluster but not installed here \
+                         within {APPLY_TIMEOUT:?}"
+                    )));
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    }
+
+    fn create_topic(&self, def: &TopicDef) -> Result<(), EngineError> {
+        let engine = self.engine()?;
+        // Checked (and a conflict found) here first, with the engine's own errors.
+        if let Ok(existing) = engine.topic_spec(&def.name) {
+            let _ = existing;
+            return engine.create_topic_local(def);
+        }
+        let text = serde_json::to_string(def).map_err(|e| EngineError::Internal(e.to_string()))?;
+        let name = def.name.clone();
+        self.block(async {
+            self.propose(Command::PutCatalog(CatalogEntry {
+                kind: CatalogKind::Topic,
+                name: name.clone(),
+                text,
+            }))
+            .await?;
+            let deadline = Instant::now() + APPLY_TIMEOUT;
+            while engine.topic_spec(&name).is_err() {
+                if Instant::now() > deadline {
+                    return Err(EngineError::Unavailable(format!(
+                        "topic `{name}` was agreed but not created here within {APPLY_TIMEOUT:?}"
+                    )));
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Ok(())
+        })
+    }
+
+    fn drop_dataflow(&self, name: &str) -> Result<(), EngineError> {
+        let engine = self.engine()?;
+        engine.dataflow(name)?;
+        self.block(async {
+            self.propose(Command::DropCatalog {
+                kind: CatalogKind::Dataflow,
+                name: name.to_string(),
+            })
+            .await?;
+            let deadline = Instant::now() + APPLY_TIMEOUT;
+            while engine.dataflow(name).is_ok() {
+                if Instant::now() > deadline {
+                    return Err(EngineError::Unavailable(format!(
+                        "dataflow `{name}` was dropped by the cluster but still runs here"
+                    )));
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Ok(())
+        })
+    }
+
+    fn subscribe(
+        &self,
+        dataflow: &str,
+        output: &str,
+    ) -> Result<Subscription<Arc<[Update]>>, EngineError> {
+        let engine = self.engine()?;
+        let local = engine.subscribe_local(dataflow, output)?;
+        let (tx, sub) = feed::<Arc<[Update]>>(engine.subscriber_queue());
+        let peers: Vec<NodeId> = self
+            .current()
+            .members
+            .keys()
+            .copied()
+            .filter(|n| *n != self.me)
+            .collect();
+        // Each peer's subscription is registered before this returns, so everything
+        // published afterwards is seen, as on one node.
+        let opened = self.block(async {
+            let mut opened = Vec::new();
+            for p in peers {
+                let c = self
+                    .peers
+                    .client(p)
+                    .await
+                    .map_err(|e| EngineError::Unavailable(format!("node {p:016x}: {e}")))?;
+                let s = c
+                    .subscribe_output_local(dataflow, output)
+                    .await
+                    .map_err(|e| EngineError::Unavailable(format!("node {p:016x}: {e}")))?;
+                opened.push((p, s));
+            }
+            Ok::<_, EngineError>(opened)
+        })?;
+        for (p, mut s) in opened {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                loop {
+                    match s.next().await {
+                        Ok(Some(batch)) => {
+                            if !batch.is_empty() && !tx.send(Arc::from(batch)) {
+                                return;
+                            }
+                        }
+                        Ok(None) => return,
+                        Err(e) => {
+                            tx.end(format!("node {p:016x}: {e}"));
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+        std::thread::Builder::new()
+            .name("starling-merge".into())
+            .spawn(move || loop {
+                match local.recv_timeout(Duration::from_millis(200)) {
+                    Ok(Some(b)) => {
+                        if !tx.send(b) {
+                            return;
+                        }
+                    }
+                    Ok(None) => {
+                        if tx.is_ended() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        tx.end(e.to_string());
+                        return;
+                    }
+                }
+            })
+            .map_err(|e| EngineError::Internal(e.to_string()))?;
+        Ok(sub)
+    }
+
+    fn advance_watermark(&self, topic: &str, time: u64) -> Result<(), EngineError> {
+        let engine = self.engine()?;
+        engine.advance_watermark_local(topic, time)?;
+        let peers: Vec<(NodeId, String)> = self
+            .current()
+            .members
+            .iter()
+            .filter(|(n, _)| **n != self.me)
+            .map(|(n, m)| (*n, m.http_addr.clone()))
+            .collect();
+        self.block(async {
+            let calls = peers.iter().map(|(n, addr)| async move {
+                let c = crate::client::http::HttpClient::new(&format!("http://{addr}"));
+                c.advance_watermark_local(topic, time)
+                    .await
+                    .map_err(|e| format!("node {n:016x}: {e}"))
+            });
+            let failed: Vec<String> = futures_util::future::join_all(calls)
+                .await
+                .into_iter()
+                .filter_map(Result::err)
+                .collect();
+            if failed.is_empty() {
+                Ok(())
+            } else {
+                Err(EngineError::Unavailable(format!(
+                    "the watermark moved here but not on every node: {}",
+                    failed.join("; ")
+                )))
+            }
+        })
+    }
+
+    fn raft(&self, payload: &[u8]) -> Vec<u8> {
+        self.block(self.raft.handle_rpc(payload))
+    }
+}
+
+/// On the Raft leader: adds the members gossip reports, marks leaving ones, and proposes
+/// what the controller decides, until the table is at its target.
+async fn leader_loop(s: Arc<Shared>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tick.tick().await;
+        if !s.raft.is_leader() {
+            continue;
+        }
+        let members = s.membership.members().await;
+        let state = s.current();
+        for m in &members {
+            s.peers.learn(
+                m.node_id,
+                PeerAddr {
+                    quic: m.quic_addr,
+                    fingerprint: m.quic_fingerprint.clone(),
+                },
+            );
+            let info = member_info(m);
+            let known = state.members.get(&m.node_id);
+            if known.is_none_or(|k| k.quic_addr != info.quic_addr || k.http_addr != info.http_addr)
+            {
+                if m.node_id != s.me {
+                    if let Err(e) = s.raft.add_node(m.node_id, info.clone()).await {
+                        tracing::warn!(node = %format!("{:016x}", m.node_id), error = %e, "could not add a member to Raft");
+                        continue;
+                    }
+                }
+                let _ = s
+                    .propose(Command::AddMember {
+                        node: m.node_id,
+                        info,
+                    })
+                    .await;
+            }
+            if m.state == MemberState::Leaving && known.is_some_and(|k| !k.leaving) {
+                let _ = s.propose(Command::SetLeaving { node: m.node_id }).await;
+            }
+        }
+        let live: BTreeSet<NodeId> = members.iter().map(|m| m.node_id).collect();
+        let state = s.current();
+        for command in controller::next_commands(&state, &live, MOVES_IN_FLIGHT) {
+            let removed = match &command {
+                Command::RemoveMember { node } => Some(*node),
+                _ => None,
+            };
+            if let Err(e) = s.propose(command).await {
+                tracing::debug!(error = %e, "controller proposal not applied");
+                break;
+            }
+            if let Some(node) = removed {
+                if node != s.me {
+                    let _ = s.raft.remove_node(node).await;
+                }
+            }
+        }
+    }
+}
+
+fn member_info(m: &Member) -> MemberInfo {
+    MemberInfo {
+        name: m.name.clone(),
+        quic_addr: m.quic_addr.to_string(),
+        http_addr: m.http_addr.to_string(),
+        leaving: m.state == MemberState::Leaving,
+    }
+}
+
+/// On every node: follow the committed state (install the catalog, learn peers, complete
+/// hand-offs to this node).
+async fn follow_loop(s: Arc<Shared>) {
+    let mut state = s.state.clone();
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            _ = state.changed() => {}
+            _ = tick.tick() => {}
+        }
+        let st = state.borrow_and_update().clone();
+        for m in s.membership.members().await {
+            s.peers.learn(
+                m.node_id,
+                PeerAddr {
+                    quic: m.quic_addr,
+                    fingerprint: m.quic_fingerprint.clone(),
+                },
+            );
+        }
+        let Ok(engine) = s.engine() else { return };
+        let s2 = Arc::clone(&s);
+        let st2 = Arc::clone(&st);
+        let _ = tokio::task::spawn_blocking(move || sync_catalog(&engine, &st2, &s2)).await;
+        complete_moves(&s, &st).await;
+    }
+}
+
+/// Makes this node's topics and dataflows match the agreed catalog.
+fn sync_catalog(engine: &Engine, st: &ClusterState, s: &Shared) {
+    for ((kind, name), entry) in &st.catalog {
+        match kind {
+            CatalogKind::Topic if engine.topic_spec(name).is_err() => {
+                match serde_json::from_str::<TopicDef>(&entry.text) {
+                    Ok(def) => {
+                        if let Err(e) = engine.create_topic_local(&def) {
+                            tracing::error!(topic = %name, error = %e, "cannot create an agreed topic");
+                        }
+                    }
+                    Err(e) => tracing::error!(topic = %name, error = %e, "bad agreed topic"),
+                }
+            }
+            CatalogKind::Dataflow if engine.dataflow(name).is_err() => {
+                match Definition::from_json(&entry.text) {
+                    Ok(def) => {
+                        if let Err(e) = engine.install_local(&def) {
+                            tracing::error!(dataflow = %name, error = %e, "cannot install an agreed dataflow");
+                        }
+                    }
+                    Err(e) => tracing::error!(dataflow = %name, error = %e, "bad agreed dataflow"),
+                }
+            }
+            _ => {}
+        }
+    }
+    // Only once this node has caught up with the log: a stale state must not drop dataflows.
+    if s.started.elapsed() > Duration::from_secs(2) || s.raft.is_leader() {
+        for d in engine.dataflows() {
+            if !st
+                .catalog
+                .contains_key(&(CatalogKind::Dataflow, d.name.clone()))
+            {
+                if let Err(e) = engine.drop_dataflow_local(&d.name) {
+                    tracing::warn!(dataflow = %d.name, error = %e, "cannot drop a dataflow the cluster dropped");
+                }
+            }
+        }
+    }
+}
+
+/// Completes the moves of shards to this node once the old owner has had time to finish
+/// the writes it accepted before the move began (they are in its log; new ones are held by
+/// every router until the move completes).
+async fn complete_moves(s: &Shared, st: &ClusterState) {
+    let incoming: Vec<u32> = st
+        .table
+        .iter()
+        .filter(|(_, e)| e.moving_to == Some(s.me))
+        .map(|(shard, _)| shard)
+        .collect();
+    let ready: Vec<u32> = {
+        let Ok(mut moving) = s.moving_in.lock() else {
+            return;
+        };
+        moving.retain(|shard, _| incoming.contains(shard));
+        let now = Instant::now();
+        incoming
+            .iter()
+            .filter(|shard| {
+                now.duration_since(*moving.entry(**shard).or_insert(now)) >= HANDOFF_DRAIN
+            })
+            .copied()
+            .collect()
+    };
+    for shard in ready {
+        if let Some(command) = controller::complete(st, shard, s.me) {
+            if let Err(e) = s.propose(command).await {
+                tracing::debug!(shard, error = %e, "could not complete a move yet");
+            }
+        }
+    }
+}

@@ -1,0 +1,50 @@
+//! The seam between the engine and the cluster layer.
+//!
+//! On one node every publish, submit and subscription is served by this engine alone. In a
+//! cluster the same front-door calls must go elsewhere: a publish is split by shard and
+//! forwarded to the owners, a definition is agreed through Raft before any node installs it,
+//! and a subscription merges every node's results. The front doors keep calling the engine;
+//! when a [`Distribution`] is set the engine hands those calls to it, and the cluster layer
+//! calls the `*_local` methods for the part this node serves itself.
+
+use std::sync::Arc;
+
+use starling_operators::definition::{Definition, TopicDef};
+use starling_operators::render::Update;
+use starling_operators::Row;
+
+use super::{DataflowInfo, Subscription};
+use crate::EngineError;
+
+/// Where front-door calls go in a cluster. Every method is called from a blocking thread
+/// (never from an async task) and may block until the cluster answers.
+pub trait Distribution: Send + Sync {
+    /// Publishes a batch across the cluster; returns once every owner acknowledged its part.
+    /// `wait` false asks for [`EngineError::Busy`] instead of waiting for room.
+    fn publish(&self, topic: &str, rows: Vec<Row>, wait: bool) -> Result<usize, EngineError>;
+    /// Agrees a definition with the cluster, then installs it here.
+    fn install(&self, def: &Definition) -> Result<DataflowInfo, EngineError>;
+    /// Agrees a topic declaration with the cluster, then creates it here.
+    fn create_topic(&self, def: &TopicDef) -> Result<(), EngineError>;
+    /// Drops a dataflow on every node.
+    fn drop_dataflow(&self, name: &str) -> Result<(), EngineError>;
+    /// Results of every node for one output, merged into one subscription.
+    fn subscribe(
+        &self,
+        dataflow: &str,
+        output: &str,
+    ) -> Result<Subscription<Arc<[Update]>>, EngineError>;
+    /// Applies events another node forwarded, after checking that this node owns each of
+    /// `epochs`' shards at exactly that epoch (fencing); nothing is applied otherwise.
+    fn forwarded(
+        &self,
+        topic: &str,
+        epochs: &[(u32, u64)],
+        rows: Vec<Row>,
+    ) -> Result<usize, EngineError>;
+    /// Moves a topic's watermark on every node (an end-of-input mark must close the windows
+    /// of every shard, wherever they run).
+    fn advance_watermark(&self, topic: &str, time: u64) -> Result<(), EngineError>;
+    /// Answers one Raft message from a peer.
+    fn raft(&self, payload: &[u8]) -> Vec<u8>;
+}

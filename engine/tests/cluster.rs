@@ -1,0 +1,449 @@
+//! Clusters of real `starling node` processes on 127.0.0.1 (OS-chosen ports): membership by
+//! gossip, the Raft-agreed shard table, publishes forwarded to owners, dataflows agreed and run
+//! on every node, merged subscriptions, refusal of another cluster, scale-out and leave.
+
+mod node_common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use node_common::{clicks_topic, window_yaml, NodeProc, BIN};
+use serde_json::{json, Value as Json};
+use starling_engine::client::http::HttpClient;
+
+const SHARDS: &str = "32";
+
+/// Starts a cluster member (`--gossip 127.0.0.1:0`), joining through `seed` if given.
+fn member(seed: Option<&str>, name: &str) -> NodeProc {
+    let mut args = vec![
+        "--gossip",
+        "127.0.0.1:0",
+        "--cluster-id",
+        "test",
+        "--shards",
+        SHARDS,
+        "--node-name",
+        name,
+    ];
+    if let Some(s) = seed {
+        args.extend(["--seed", s]);
+    }
+    NodeProc::start(&args)
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+async fn cluster_view(node: &NodeProc) -> Option<Json> {
+    let r = reqwest::get(node.url("/v1/cluster")).await.ok()?;
+    r.json().await.ok()
+}
+
+/// Waits until every node sees `n` members, the same leader, every shard owned and nothing
+/// moving; returns how long it took.
+async fn settled(nodes: &[&NodeProc], n: usize, limit: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        let mut ok = true;
+        let mut leaders = BTreeSet::new();
+        let mut last = Json::Null;
+        for node in nodes {
+            match cluster_view(node).await {
+                Some(v) => {
+                    let members = v["members"].as_array().map_or(0, Vec::len);
+                    let owned = v["shards"]
+                        .as_array()
+                        .is_some_and(|s| s.iter().all(|e| !e["owner"].is_null()));
+                    let live = v["members"]
+                        .as_array()
+                        .is_some_and(|m| m.iter().all(|m| m["state"] == "live"));
+                    ok &= members == n && owned && live && v["settled"] == true;
+                    leaders.insert(v["leader"].to_string());
+                    last = v;
+                }
+                None => ok = false,
+            }
+        }
+        if ok && leaders.len() == 1 && !leaders.contains("null") {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < limit,
+            "the cluster did not settle on {n} members within {limit:?}; last view: {last:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Shards per member name, from one node's view.
+fn owned(view: &Json) -> BTreeMap<String, u64> {
+    view["members"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| {
+            (
+                m["name"].as_str().unwrap_or("?").to_string(),
+                m["shards"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect()
+}
+
+/// Events of `users` users, `per_user` each, in event-time order (no event is late).
+fn events(users: usize, per_user: usize) -> Vec<Json> {
+    let mut out = Vec::new();
+    for i in 0..per_user {
+        for u in 0..users {
+            out.push(json!({
+                "user": format!("u{u}"),
+                "ts": 1_000_000 + (i as u64) * 250 + u as u64,
+                "amount": (u * 7 + i) % 13,
+            }));
+        }
+    }
+    out
+}
+
+fn ndjson(events: &[Json]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for e in events {
+        body.extend_from_slice(e.to_string().as_bytes());
+        body.push(b'\n');
+    }
+    body
+}
+
+/// Subscribes to `target` on `node`; the lines arrive in the returned vector.
+fn collect(node: &NodeProc, target: &str) -> (Arc<Mutex<Vec<Json>>>, tokio::task::JoinHandle<()>) {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&lines);
+    let client = HttpClient::new(&node.base());
+    let target = target.to_string();
+    let task = tokio::spawn(async move {
+        let _ = client
+            .subscribe(&target, |line| {
+                sink.lock().unwrap().push(line);
+                true
+            })
+            .await;
+    });
+    (lines, task)
+}
+
+/// Final window results as sorted text, whatever node they came from.
+fn results(lines: &[Json]) -> Vec<String> {
+    let mut out: Vec<String> = lines.iter().map(Json::to_string).collect();
+    out.sort();
+    out
+}
+
+async fn wait_for_lines(lines: &Arc<Mutex<Vec<Json>>>, n: usize, limit: Duration) {
+    let start = Instant::now();
+    while lines.lock().unwrap().len() < n {
+        assert!(
+            start.elapsed() < limit,
+            "only {} of {n} results within {limit:?}",
+            lines.lock().unwrap().len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Runs the same input through one node and through a 3-node cluster (publishing to every
+/// node in turn, subscribing on another): the window results must be identical.
+#[test]
+fn three_nodes_give_the_results_of_one() {
+    let rt = rt();
+    rt.block_on(async {
+        let n1 = member(None, "a");
+        let seed = n1.banner_field("gossip");
+        let n2 = member(Some(&seed), "b");
+        let n3 = member(Some(&seed), "c");
+        let took = settled(&[&n1, &n2, &n3], 3, Duration::from_secs(60)).await;
+        println!("convergence: 3 nodes agreed on members, leader and every shard in {took:?}");
+        let view = cluster_view(&n1).await.unwrap();
+        for (name, shards) in owned(&view) {
+            assert!(
+                (9..=12).contains(&shards),
+                "node {name} owns {shards} of 32 shards: {view:#}"
+            );
+        }
+        let single = NodeProc::start(&["--shards", SHARDS]);
+
+        let events = events(40, 60);
+        let mut outcomes = Vec::new();
+        for (label, publish_to, subscribe_on, all) in [
+            ("one node", vec![&single], &single, vec![&single]),
+            ("cluster", vec![&n1, &n2, &n3], &n3, vec![&n1, &n2, &n3]),
+        ] {
+            let admin = HttpClient::new(&publish_to[publish_to.len() - 1].base());
+            admin.create_topic(&clicks_topic("clicks")).await.unwrap();
+            admin.submit(&window_yaml("w", "clicks")).await.unwrap();
+            // Agreed through Raft: every node runs it before the submit answered.
+            for n in &all {
+                let d = HttpClient::new(&n.base()).dataflow("w").await;
+                assert!(
+                    d.is_ok(),
+                    "{label}: dataflow missing on {}: {d:?}",
+                    n.base()
+                );
+            }
+            let (lines, task) = collect(subscribe_on, "w/out");
+            tokio::time::sleep(Duration::from_millis(1000)).await;
+            let mut accepted = 0;
+            for (i, chunk) in events.chunks(100).enumerate() {
+                let c = HttpClient::new(&publish_to[i % publish_to.len()].base());
+                accepted += c.publish_ndjson("clicks", ndjson(chunk)).await.unwrap();
+            }
+            assert_eq!(accepted, events.len() as u64);
+            HttpClient::new(&publish_to[0].base())
+                .advance_watermark("clicks", 2_000_000)
+                .await
+                .unwrap();
+            // 40 users × 2 windows of 10 s (15 s of events).
+            wait_for_lines(&lines, 80, Duration::from_secs(30)).await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            task.abort();
+            let got = results(&lines.lock().unwrap());
+            outcomes.push((label, got));
+        }
+        let (_, one) = &outcomes[0];
+        let (_, three) = &outcomes[1];
+        assert_eq!(one.len(), 80, "one node: {one:#?}");
+        assert_eq!(one, three, "the cluster's results differ from one node's");
+
+        // Every acknowledged event is in exactly one node's log, and on the owner of its shard.
+        let mut seen = BTreeMap::new();
+        for n in [&n1, &n2, &n3] {
+            for (ts, user) in log_events(n, "clicks").await {
+                *seen.entry((ts, user)).or_insert(0) += 1;
+            }
+        }
+        assert_eq!(seen.len(), events.len());
+        assert!(seen.values().all(|c| *c == 1), "an event was logged twice");
+    });
+}
+
+/// (time, user) of every event in a node's log of `topic`.
+async fn log_events(node: &NodeProc, topic: &str) -> Vec<(u64, String)> {
+    let http = reqwest::Client::new();
+    let shards: Json = http
+        .get(node.url(&format!("/v1/topics/{topic}/log")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    for s in shards["shards"].as_array().into_iter().flatten() {
+        let shard = s["shard"].as_u64().unwrap();
+        let mut from = s["first_offset"].as_u64().unwrap();
+        let next = s["next_offset"].as_u64().unwrap();
+        while from < next {
+            let page: Json = http
+                .get(node.url(&format!(
+                    "/v1/topics/{topic}/log?shard={shard}&from={from}&limit=1000"
+                )))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let entries = page["entries"].as_array().cloned().unwrap_or_default();
+            if entries.is_empty() {
+                break;
+            }
+            for e in &entries {
+                from = e["offset"].as_u64().unwrap() + 1;
+                for ev in e["events"].as_array().into_iter().flatten() {
+                    out.push((
+                        ev["time"].as_u64().unwrap(),
+                        ev["row"]["user"].as_str().unwrap().to_string(),
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A node started for another cluster id, or another shard count, is refused with a message
+/// naming both, and exits non-zero.
+#[test]
+fn a_node_of_another_cluster_is_refused() {
+    let n1 = member(None, "a");
+    let seed = n1.banner_field("gossip");
+    for (cluster, shards, expect) in [
+        ("other", SHARDS, "cluster `test`"),
+        ("test", "64", "32 shards"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let (flag, value) = (cluster, shards);
+        let args = vec![
+            "node",
+            "--http",
+            "127.0.0.1:0",
+            "--quic",
+            "127.0.0.1:0",
+            "--gossip",
+            "127.0.0.1:0",
+            "--cluster-id",
+            cluster,
+            "--shards",
+            shards,
+            "--seed",
+            &seed,
+        ];
+        let data = dir.path().join("data");
+        let out = std::process::Command::new(BIN)
+            .args(&args)
+            .arg("--data-dir")
+            .arg(&data)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{flag} {value}: {stderr}");
+        assert!(
+            stderr.contains(expect) && stderr.contains("belongs to cluster"),
+            "{flag} {value}: {stderr}"
+        );
+    }
+    // Bad cluster settings are usage errors, found before anything starts.
+    for args in [
+        vec!["--cluster-id", "has space"],
+        vec!["--seed", "nonsense"],
+        vec!["--seed", "host:99999"],
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new(BIN)
+            .args(["node", "--http", "127.0.0.1:0", "--quic", "127.0.0.1:0"])
+            .args(["--gossip", "127.0.0.1:0"])
+            .args(&args)
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_ne!(out.status.code(), Some(0), "{args:?}");
+        assert!(stderr.contains("error"), "{args:?}: {stderr}");
+    }
+    // The member itself is unharmed.
+    let rt = rt();
+    rt.block_on(async {
+        settled(&[&n1], 1, Duration::from_secs(10)).await;
+    });
+}
+
+/// Publishing steadily while a 3rd and a 4th node join and one node leaves: every
+/// acknowledged event is in exactly one log, the shard table ends balanced, and a forwarded
+/// write with a stale epoch is refused.
+#[test]
+fn scale_out_and_leave_under_load() {
+    let rt = rt();
+    rt.block_on(async {
+        let n1 = member(None, "a");
+        let seed = n1.banner_field("gossip");
+        let n2 = member(Some(&seed), "b");
+        settled(&[&n1, &n2], 2, Duration::from_secs(60)).await;
+        let admin = HttpClient::new(&n1.base());
+        admin.create_topic(&clicks_topic("clicks")).await.unwrap();
+
+        let bases = Arc::new(Mutex::new(vec![n1.base(), n2.base()]));
+        let acked = Arc::new(Mutex::new(Vec::<(u64, String)>::new()));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let publisher = {
+            let (bases, acked, stop) = (Arc::clone(&bases), Arc::clone(&acked), Arc::clone(&stop));
+            tokio::spawn(async move {
+                let mut i = 0u64;
+                let mut failures = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let batch: Vec<Json> = (0..50)
+                        .map(|j| {
+                            json!({"user": format!("u{}", (i * 50 + j) % 997), "ts": 1_000_000 + i * 50 + j})
+                        })
+                        .collect();
+                    let targets = bases.lock().unwrap().clone();
+                    let base = &targets[i as usize % targets.len()];
+                    match HttpClient::new(base).publish_ndjson("clicks", ndjson(&batch)).await {
+                        Ok(n) => {
+                            assert_eq!(n, 50);
+                            let mut a = acked.lock().unwrap();
+                            for e in &batch {
+                                a.push((e["ts"].as_u64().unwrap(), e["user"].as_str().unwrap().into()));
+                            }
+                        }
+                        Err(e) => {
+                            failures += 1;
+                            eprintln!("publish to {base} not acknowledged: {e}");
+                        }
+                    }
+                    i += 1;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                failures
+            })
+        };
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let t = Instant::now();
+        let n3 = member(Some(&seed), "c");
+        let took = settled(&[&n1, &n2, &n3], 3, Duration::from_secs(60)).await;
+        println!("scale-out: 3rd node joined and every shard settled {:?} after start ({took:?} of waiting)", t.elapsed());
+        bases.lock().unwrap().push(n3.base());
+        let n4 = member(Some(&seed), "d");
+        settled(&[&n1, &n2, &n3, &n4], 4, Duration::from_secs(60)).await;
+        bases.lock().unwrap().push(n4.base());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+
+        // n2 leaves: publishers stop using it first, as a load balancer would.
+        bases.lock().unwrap().retain(|b| *b != n2.base());
+        let t = Instant::now();
+        let r = reqwest::Client::new()
+            .post(n2.url("/v1/cluster/leave"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+        println!("scale-in: node b handed off its shards in {:?}", t.elapsed());
+        let view = cluster_view(&n1).await.unwrap();
+        let b = owned(&view);
+        assert_eq!(b.get("b").copied().unwrap_or(0), 0, "{view:#}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let failures = publisher.await.unwrap();
+        assert_eq!(failures, 0, "publishes failed during planned membership changes");
+
+        // Nothing acknowledged is lost, nothing is logged twice (b keeps its old log).
+        let acked = acked.lock().unwrap().clone();
+        assert!(acked.len() > 1000, "too little load: {}", acked.len());
+        let mut seen: BTreeMap<(u64, String), u32> = BTreeMap::new();
+        for n in [&n1, &n2, &n3, &n4] {
+            for e in log_events(n, "clicks").await {
+                *seen.entry(e).or_insert(0) += 1;
+            }
+        }
+        let missing = acked.iter().filter(|e| !seen.contains_key(e)).count();
+        let twice = seen.values().filter(|c| **c > 1).count();
+        assert_eq!((missing, twice), (0, 0), "of {} acknowledged", acked.len());
+
+        // b is still a process but owns nothing; the other three share the shards evenly.
+        let mut n2 = n2;
+        n2.sigterm();
+        assert!(n2.wait_exit(Duration::from_secs(30)).is_some(), "b did not exit");
+        let took = settled(&[&n1, &n3, &n4], 3, Duration::from_secs(60)).await;
+        println!("after b left: settled in {took:?}");
+        let view = cluster_view(&n3).await.unwrap();
+        for (name, shards) in owned(&view) {
+            // 32 shards over 3 nodes: 10.7 each, ±10 % is 9.6 to 11.7.
+            assert!((10..=11).contains(&shards), "{name} owns {shards}: {view:#}");
+        }
+    });
+}
