@@ -6,6 +6,7 @@
 
 mod build;
 mod error;
+pub mod stages;
 
 pub use build::{plan, SYSTEM_TOPIC_FIELDS};
 pub use error::PlanError;
