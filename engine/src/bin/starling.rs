@@ -135,6 +135,11 @@ enum Cmd {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Hand a cluster member's shards to the other members (then stop it).
+    Leave {
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// Run the support-desk agent on generated traffic and print what it decides.
     Demo {
         /// How long to stream events, in seconds.
@@ -229,6 +234,13 @@ fn run(cmd: Cmd) -> Result<()> {
             print!(
                 "{}",
                 runtime()?.block_on(cli::remote::status(&HttpClient::new(&remote.node)))?
+            );
+            Ok(())
+        }
+        Cmd::Leave { remote } => {
+            print!(
+                "{}",
+                runtime()?.block_on(cli::remote::leave(&HttpClient::new(&remote.node)))?
             );
             Ok(())
         }

@@ -200,8 +200,103 @@ pub async fn dataflows(node: &HttpClient) -> Result<String> {
     Ok(table(rows))
 }
 
-/// `starling status`: health, topics and dataflows at a glance.
+/// `starling status`: health, topics and dataflows at a glance, and the cluster when the
+/// node is a member of one.
 pub async fn status(node: &HttpClient) -> Result<String> {
+    let mut out = node_status(node).await?;
+    if let Some(view) = node.cluster().await? {
+        out.push_str(&cluster_status(&view));
+    }
+    Ok(out)
+}
+
+/// The cluster part of `starling status`: who leads, each member and its shards, what moves.
+fn cluster_status(view: &Json) -> String {
+    let leader = view["leader"].as_str();
+    let members = view["members"].as_array().cloned().unwrap_or_default();
+    let leader_name = leader
+        .and_then(|l| members.iter().find(|m| m["id"] == l))
+        .map(|m| format!("{} ({})", s(&m["name"]), s(&m["id"])))
+        .unwrap_or_else(|| leader.map_or("none (an election is under way)".into(), String::from));
+    let mut rows = vec![vec![
+        "NAME".into(),
+        "ID".into(),
+        "STATE".into(),
+        "VOTER".into(),
+        "SHARDS".into(),
+        "HTTP".into(),
+    ]];
+    for m in &members {
+        let mut state = s(&m["state"]);
+        if m["leaving"] == true && state != "leaving" {
+            state.push_str(" (leaving)");
+        }
+        rows.push(vec![
+            s(&m["name"]),
+            s(&m["id"]),
+            state,
+            if m["voter"] == true { "yes" } else { "no" }.into(),
+            s(&m["shards"]),
+            s(&m["http"]),
+        ]);
+    }
+    let members_table: String = table(rows).lines().map(|l| format!("  {l}\n")).collect();
+    format!(
+        "cluster: {} ({} shards; this node is {})\nleader: {}\nmembers: {}\n{}shards moving: {}{}\n",
+        s(&view["cluster_id"]),
+        s(&view["shard_count"]),
+        s(&view["node"]["name"]),
+        leader_name,
+        members.len(),
+        members_table,
+        view["moving"].as_u64().unwrap_or(0),
+        if view["settled"] == true {
+            " (settled)"
+        } else {
+            " (placement not settled yet)"
+        },
+    )
+}
+
+/// `starling leave`: hands the node's shards to the other members. The node keeps running
+/// (stop it afterwards); a node that runs alone has nothing to hand over and is refused.
+pub async fn leave(node: &HttpClient) -> Result<String> {
+    let Some(before) = node.cluster().await? else {
+        bail!(
+            "the node at {} is not part of a cluster, so it has no shards to hand over \
+             (only a node started with --gossip/--seed/--cluster-id can leave one)",
+            node.base()
+        );
+    };
+    let shards_of = |view: &Json| {
+        let me = &view["node"]["id"];
+        view["members"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|m| m["id"] == *me)
+            .and_then(|m| m["shards"].as_u64())
+            .unwrap_or(0)
+    };
+    let owned = shards_of(&before);
+    let name = s(&before["node"]["name"]);
+    node.leave_cluster().await.with_context(|| {
+        format!("node {name} could not hand its shards over; run `starling status` to see where they are")
+    })?;
+    let now = match node.cluster().await? {
+        Some(after) => shards_of(&after),
+        None => 0,
+    };
+    if now != 0 {
+        bail!("node {name} still owns {now} shards after leaving; run `starling status`");
+    }
+    Ok(format!(
+        "node {name} owned {owned} shards before leaving and owns none now; stop it when you like\n"
+    ))
+}
+
+/// Health, topics and dataflows of one node.
+async fn node_status(node: &HttpClient) -> Result<String> {
     let topics = node.topics().await?;
     let dataflows = node.dataflows().await?;
     let published: u64 = topics

@@ -180,6 +180,24 @@ impl HttpClient {
         self.send(self.http.delete(&url), url).await.map(|_| ())
     }
 
+    /// The cluster as the node sees it (`GET /v1/cluster`); `None` when the node runs alone
+    /// (it answers 404), so callers can show a single node without treating it as an error.
+    pub async fn cluster(&self) -> Result<Option<Json>, ClientError> {
+        let url = self.url("/v1/cluster");
+        match self.json(self.http.get(&url), url).await {
+            Ok(j) => Ok(Some(j)),
+            Err(ClientError::Api { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Hands the node's shards to the other members (`POST /v1/cluster/leave`); answers once
+    /// the node owns none. A node that runs alone refuses with 404 `not_found`.
+    pub async fn leave_cluster(&self) -> Result<Json, ClientError> {
+        let url = self.url("/v1/cluster/leave");
+        self.json(self.http.post(&url), url).await
+    }
+
     /// The node's Prometheus metrics text.
     pub async fn metrics(&self) -> Result<String, ClientError> {
         let url = self.url("/metrics");
