@@ -371,6 +371,84 @@ impl QuicClient {
         }
     }
 
+    /// Node to node: the value of a key in the peer's own store only (never scattered
+    /// further), so the asking node can merge the answers of every node.
+    pub async fn kv_get_local(&self, view: &str, key: &str) -> Result<Option<String>, ClientError> {
+        let req = Request::KvGetLocal {
+            view: view.into(),
+            key: key.into(),
+        };
+        match self.request(&req).await? {
+            Response::KvValue(v) => Ok(v),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Node to node: a page of the peer's own part of a view.
+    pub async fn kv_scan_local(
+        &self,
+        view: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<(Vec<(String, String)>, Option<String>), ClientError> {
+        let req = Request::KvScanLocal {
+            view: view.into(),
+            prefix: prefix.into(),
+            after: after.map(Into::into),
+            limit,
+        };
+        match self.request(&req).await? {
+            Response::KvPage { items, next } => Ok((items, next)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Node to node: the series points the peer itself wrote.
+    pub async fn series_range_local(
+        &self,
+        series: &str,
+        key: &str,
+        from: u64,
+        to: u64,
+        limit: u32,
+    ) -> Result<Vec<(u64, String)>, ClientError> {
+        let req = Request::SeriesRangeLocal {
+            series: series.into(),
+            key: key.into(),
+            from,
+            to,
+            limit,
+        };
+        match self.request(&req).await? {
+            Response::Points(p) => Ok(p),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Node to node: the nearest points of the peer's own collection, by vector or by text
+    /// (`text` set: the peer embeds it at its collection's dimension; `vector` is ignored).
+    pub async fn vector_search_local(
+        &self,
+        collection: &str,
+        vector: Vec<f32>,
+        text: Option<String>,
+        k: u32,
+        filter_json: &str,
+    ) -> Result<Vec<(String, f32, String)>, ClientError> {
+        let req = Request::VectorSearchLocal {
+            collection: collection.into(),
+            vector,
+            text,
+            k,
+            filter_json: filter_json.into(),
+        };
+        match self.request(&req).await? {
+            Response::Hits(h) => Ok(h),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// Whether the connection is still open (a pool drops closed ones).
     pub fn is_open(&self) -> bool {
         self.conn.close_reason().is_none()

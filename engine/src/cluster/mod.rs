@@ -10,6 +10,7 @@
 //!   to the owners with their epochs, and events of a moving shard wait for the move.
 
 mod peers;
+mod scatter;
 mod status;
 mod transport;
 
@@ -690,6 +691,41 @@ impl Distribution for Shared {
 
     fn raft(&self, payload: &[u8]) -> Vec<u8> {
         self.block(self.raft.handle_rpc(payload))
+    }
+
+    fn kv_get(&self, view: &str, key: &str) -> Result<Option<Vec<u8>>, EngineError> {
+        self.scatter_kv_get(view, key)
+    }
+
+    fn kv_scan(
+        &self,
+        view: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<starling_storage::KvPage, EngineError> {
+        self.scatter_kv_scan(view, prefix, after, limit)
+    }
+
+    fn series_range(
+        &self,
+        series: &str,
+        key: &str,
+        from: u64,
+        to: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, EngineError> {
+        self.scatter_series_range(series, key, from, to, limit)
+    }
+
+    fn vector_search(
+        &self,
+        collection: &str,
+        query: crate::durable::queries::VectorQuery,
+        k: usize,
+        filter: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Vec<starling_storage::Hit>, EngineError> {
+        self.scatter_vector_search(collection, query, k, filter)
     }
 }
 

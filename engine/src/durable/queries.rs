@@ -8,12 +8,13 @@ use starling_operators::render::vectors::metadata_matches;
 use starling_storage::{Hit, KvPage, StorageError};
 
 use super::Store;
-use crate::EngineError;
+use crate::{Engine, EngineError};
 
 /// Most entries, points or hits one read returns.
 pub const MAX_PAGE: usize = 10_000;
 
 /// What a vector search looks for.
+#[derive(Clone, Debug)]
 pub enum VectorQuery {
     /// A vector of the collection's dimension.
     Vector(Vec<f32>),
@@ -113,5 +114,113 @@ impl Store {
             c.search(&q, k, Some(&keep))
         };
         Ok(hits?)
+    }
+}
+
+/// The engine's read front door: the HTTP and QUIC handlers call these, so that in a cluster
+/// (where a view, series or collection is written on the node that processes each key) the
+/// read scatters to every node and merges; the `*_local` forms read this node's store only
+/// (what a peer answers when the node a client asked scatters to it).
+impl Engine {
+    fn local_store(&self) -> Result<&std::sync::Arc<Store>, EngineError> {
+        self.store().ok_or_else(|| {
+            EngineError::NoStorage(
+                "this node runs without storage (durability `none`), so it keeps no views, \
+                 series or vectors"
+                    .into(),
+            )
+        })
+    }
+
+    /// The live value of `key` in `view`, wherever in the cluster it was written.
+    pub fn kv_get(&self, view: &str, key: &str) -> Result<Option<Vec<u8>>, EngineError> {
+        match self.distribution() {
+            Some(d) => d.kv_get(view, key),
+            None => self.kv_get_local(view, key),
+        }
+    }
+
+    /// The live value of `key` in this node's own `view`.
+    pub fn kv_get_local(&self, view: &str, key: &str) -> Result<Option<Vec<u8>>, EngineError> {
+        self.local_store()?.kv_get(view, key)
+    }
+
+    /// A page of a view across the cluster, in key order; `next` continues it.
+    pub fn kv_scan(
+        &self,
+        view: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<KvPage, EngineError> {
+        match self.distribution() {
+            Some(d) => d.kv_scan(view, prefix, after, limit),
+            None => self.kv_scan_local(view, prefix, after, limit),
+        }
+    }
+
+    /// A page of this node's own part of a view.
+    pub fn kv_scan_local(
+        &self,
+        view: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<KvPage, EngineError> {
+        self.local_store()?.kv_scan(view, prefix, after, limit)
+    }
+
+    /// Points of a series key in `[from, to)`, from every node that wrote some.
+    pub fn series_range(
+        &self,
+        series: &str,
+        key: &str,
+        from: u64,
+        to: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, EngineError> {
+        match self.distribution() {
+            Some(d) => d.series_range(series, key, from, to, limit),
+            None => self.series_range_local(series, key, from, to, limit),
+        }
+    }
+
+    /// Points of a series key that this node wrote.
+    pub fn series_range_local(
+        &self,
+        series: &str,
+        key: &str,
+        from: u64,
+        to: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, EngineError> {
+        self.local_store()?
+            .series_range(series, key, from, to, limit)
+    }
+
+    /// The `k` nearest points of a collection across the cluster.
+    pub fn vector_search(
+        &self,
+        collection: &str,
+        query: VectorQuery,
+        k: usize,
+        filter: &Map<String, Json>,
+    ) -> Result<Vec<Hit>, EngineError> {
+        match self.distribution() {
+            Some(d) => d.vector_search(collection, query, k, filter),
+            None => self.vector_search_local(collection, query, k, filter),
+        }
+    }
+
+    /// The `k` nearest points of this node's own collection.
+    pub fn vector_search_local(
+        &self,
+        collection: &str,
+        query: VectorQuery,
+        k: usize,
+        filter: &Map<String, Json>,
+    ) -> Result<Vec<Hit>, EngineError> {
+        self.local_store()?
+            .vector_search(collection, query, k, filter)
     }
 }

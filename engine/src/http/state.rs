@@ -20,9 +20,11 @@ pub(super) async fn kv_get(
     State(s): State<AppState>,
     Path((view, key)): Path<(String, String)>,
 ) -> Result<Json<JsonValue>, ApiError> {
-    let store = store(&s)?;
+    store(&s)?;
+    let engine = s.engine.clone();
     let (v, k) = (view.clone(), key.clone());
-    let found = blocking(move || store.kv_get(&v, &k)).await?;
+    // Through the engine: in a cluster the key may have been written on another node.
+    let found = blocking(move || engine.kv_get(&v, &k)).await?;
     match found {
         Some(bytes) => Ok(Json(
             json!({ "view": view, "key": key, "value": value_json(&bytes) }),
@@ -47,10 +49,11 @@ pub(super) async fn kv_scan(
     Path(view): Path<String>,
     Query(q): Query<ScanQuery>,
 ) -> Result<Json<JsonValue>, ApiError> {
-    let store = store(&s)?;
+    store(&s)?;
+    let engine = s.engine.clone();
     let v = view.clone();
     let page =
-        blocking(move || store.kv_scan(&v, &q.prefix, q.after.as_deref(), q.limit.unwrap_or(100)))
+        blocking(move || engine.kv_scan(&v, &q.prefix, q.after.as_deref(), q.limit.unwrap_or(100)))
             .await?;
     let items: Vec<JsonValue> = page
         .items
@@ -78,10 +81,11 @@ pub(super) async fn series_range(
     Path((name, key)): Path<(String, String)>,
     Query(q): Query<RangeQuery>,
 ) -> Result<Json<JsonValue>, ApiError> {
-    let store = store(&s)?;
+    store(&s)?;
+    let engine = s.engine.clone();
     let (n, k) = (name.clone(), key.clone());
     let points = blocking(move || {
-        store.series_range(
+        engine.series_range(
             &n,
             &k,
             q.from,

@@ -168,7 +168,7 @@ pub(super) async fn search(
     Path(name): Path<String>,
     body: axum::body::Body,
 ) -> Result<Json<JsonValue>, ApiError> {
-    let store = store(&s)?;
+    vectors(&s)?;
     let req: SearchRequest = json_body(&s, body).await?;
     let query = match (req.vector, req.text) {
         (Some(v), None) => VectorQuery::Vector(v),
@@ -181,7 +181,9 @@ pub(super) async fn search(
     };
     let k = req.k.unwrap_or(10);
     let filter = req.filter;
-    let hits = blocking(move || store.vector_search(&name, query, k, &filter)).await?;
+    let engine = s.engine.clone();
+    // Through the engine: in a cluster the collection's points are spread over the nodes.
+    let hits = blocking(move || engine.vector_search(&name, query, k, &filter)).await?;
     let hits: Vec<JsonValue> = hits
         .into_iter()
         .map(|h| {

@@ -405,15 +405,10 @@ fn handle(engine: &Engine, frame: &[u8]) -> (&'static str, Outcome) {
             };
             return ("subscribe_topic", outcome);
         }
-        ArchivedRequest::KvGet { view, key } => (
-            "kv_get",
-            store_of(engine).and_then(|s| {
-                Ok(Response::KvValue(
-                    s.kv_get(view.as_str(), key.as_str())?
-                        .map(|b| String::from_utf8_lossy(&b).into_owned()),
-                ))
-            }),
-        ),
+        ArchivedRequest::KvGet { view, key } => ("kv_get", kv_get(engine, view, key, false)),
+        ArchivedRequest::KvGetLocal { view, key } => {
+            ("kv_get_local", kv_get(engine, view, key, true))
+        }
         ArchivedRequest::KvScan {
             view,
             prefix,
@@ -421,19 +416,16 @@ fn handle(engine: &Engine, frame: &[u8]) -> (&'static str, Outcome) {
             limit,
         } => (
             "kv_scan",
-            store_of(engine).and_then(|s| {
-                let page = s.kv_scan(
-                    view.as_str(),
-                    prefix.as_str(),
-                    after.as_ref().map(|a| a.as_str()),
-                    limit.to_native() as usize,
-                )?;
-                let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-                Ok(Response::KvPage {
-                    items: page.items.iter().map(|(k, v)| (text(k), text(v))).collect(),
-                    next: page.next.as_deref().map(text),
-                })
-            }),
+            kv_scan(engine, view, prefix, after, limit, false),
+        ),
+        ArchivedRequest::KvScanLocal {
+            view,
+            prefix,
+            after,
+            limit,
+        } => (
+            "kv_scan_local",
+            kv_scan(engine, view, prefix, after, limit, true),
         ),
         ArchivedRequest::SeriesRange {
             series,
@@ -443,21 +435,31 @@ fn handle(engine: &Engine, frame: &[u8]) -> (&'static str, Outcome) {
             limit,
         } => (
             "series_range",
-            store_of(engine).and_then(|s| {
-                let points = s.series_range(
-                    series.as_str(),
-                    key.as_str(),
-                    from.to_native(),
-                    to.to_native(),
-                    limit.to_native() as usize,
-                )?;
-                Ok(Response::Points(
-                    points
-                        .into_iter()
-                        .map(|(t, v)| (t, String::from_utf8_lossy(&v).into_owned()))
-                        .collect(),
-                ))
-            }),
+            series_range(
+                engine,
+                series,
+                key,
+                (from.to_native(), to.to_native()),
+                limit,
+                false,
+            ),
+        ),
+        ArchivedRequest::SeriesRangeLocal {
+            series,
+            key,
+            from,
+            to,
+            limit,
+        } => (
+            "series_range_local",
+            series_range(
+                engine,
+                series,
+                key,
+                (from.to_native(), to.to_native()),
+                limit,
+                true,
+            ),
         ),
         ArchivedRequest::VectorSearch {
             collection,
@@ -466,32 +468,20 @@ fn handle(engine: &Engine, frame: &[u8]) -> (&'static str, Outcome) {
             filter_json,
         } => (
             "vector_search",
-            store_of(engine).and_then(|s| {
-                let filter: serde_json::Map<String, serde_json::Value> = if filter_json.is_empty() {
-                    serde_json::Map::new()
-                } else {
-                    serde_json::from_str(filter_json.as_str()).map_err(|e| {
-                        EngineError::BadRequest(format!("filter must be a JSON object: {e}"))
-                    })?
-                };
-                let q = vector.iter().map(|x| x.to_native()).collect();
-                let hits = s.vector_search(
-                    collection.as_str(),
-                    crate::durable::queries::VectorQuery::Vector(q),
-                    k.to_native() as usize,
-                    &filter,
-                )?;
-                Ok(Response::Hits(
-                    hits.into_iter()
-                        .map(|h| {
-                            (
-                                h.key,
-                                h.distance,
-                                String::from_utf8_lossy(&h.metadata).into_owned(),
-                            )
-                        })
-                        .collect(),
-                ))
+            vector_query(vector, None).and_then(|q| {
+                vector_search(engine, collection, q, k.to_native(), filter_json, false)
+            }),
+        ),
+        ArchivedRequest::VectorSearchLocal {
+            collection,
+            vector,
+            text,
+            k,
+            filter_json,
+        } => (
+            "vector_search_local",
+            vector_query(vector, text.as_ref().map(|t| t.as_str())).and_then(|q| {
+                vector_search(engine, collection, q, k.to_native(), filter_json, true)
             }),
         ),
         ArchivedRequest::Forward {
@@ -527,11 +517,114 @@ fn handle(engine: &Engine, frame: &[u8]) -> (&'static str, Outcome) {
     )
 }
 
-/// The node's store, or the refusal a node without one gives.
-fn store_of(engine: &Engine) -> Result<std::sync::Arc<crate::durable::Store>, EngineError> {
-    engine.store().cloned().ok_or_else(|| {
-        EngineError::NoStorage("this node runs without storage (durability `none`)".into())
+/// A KV read: across the cluster, or (`local`, a peer asking) this node's store only.
+fn kv_get(
+    engine: &Engine,
+    view: &ArchivedString,
+    key: &ArchivedString,
+    local: bool,
+) -> Result<Response, EngineError> {
+    let (view, key) = (view.as_str(), key.as_str());
+    let found = if local {
+        engine.kv_get_local(view, key)?
+    } else {
+        engine.kv_get(view, key)?
+    };
+    Ok(Response::KvValue(
+        found.map(|b| String::from_utf8_lossy(&b).into_owned()),
+    ))
+}
+
+/// A page of a KV view: across the cluster, or (`local`) this node's part only.
+fn kv_scan(
+    engine: &Engine,
+    view: &ArchivedString,
+    prefix: &ArchivedString,
+    after: &rkyv::option::ArchivedOption<ArchivedString>,
+    limit: &rkyv::rend::u32_le,
+    local: bool,
+) -> Result<Response, EngineError> {
+    let after = after.as_ref().map(|a| a.as_str());
+    let limit = limit.to_native() as usize;
+    let page = if local {
+        engine.kv_scan_local(view.as_str(), prefix.as_str(), after, limit)?
+    } else {
+        engine.kv_scan(view.as_str(), prefix.as_str(), after, limit)?
+    };
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    Ok(Response::KvPage {
+        items: page.items.iter().map(|(k, v)| (text(k), text(v))).collect(),
+        next: page.next.as_deref().map(text),
     })
+}
+
+/// Series points: across the cluster, or (`local`) those this node wrote.
+fn series_range(
+    engine: &Engine,
+    series: &ArchivedString,
+    key: &ArchivedString,
+    (from, to): (u64, u64),
+    limit: &rkyv::rend::u32_le,
+    local: bool,
+) -> Result<Response, EngineError> {
+    let limit = limit.to_native() as usize;
+    let points = if local {
+        engine.series_range_local(series.as_str(), key.as_str(), from, to, limit)?
+    } else {
+        engine.series_range(series.as_str(), key.as_str(), from, to, limit)?
+    };
+    Ok(Response::Points(
+        points
+            .into_iter()
+            .map(|(t, v)| (t, String::from_utf8_lossy(&v).into_owned()))
+            .collect(),
+    ))
+}
+
+/// The query of a vector search: the text when given, else the vector.
+fn vector_query(
+    vector: &ArchivedVec<rkyv::rend::f32_le>,
+    text: Option<&str>,
+) -> Result<crate::durable::queries::VectorQuery, EngineError> {
+    use crate::durable::queries::VectorQuery;
+    Ok(match text {
+        Some(t) => VectorQuery::Text(t.to_string()),
+        None => VectorQuery::Vector(vector.iter().map(|x| x.to_native()).collect()),
+    })
+}
+
+/// Nearest points: across the cluster, or (`local`) of this node's collection only.
+fn vector_search(
+    engine: &Engine,
+    collection: &ArchivedString,
+    query: crate::durable::queries::VectorQuery,
+    k: u32,
+    filter_json: &ArchivedString,
+    local: bool,
+) -> Result<Response, EngineError> {
+    let filter: serde_json::Map<String, serde_json::Value> = if filter_json.is_empty() {
+        serde_json::Map::new()
+    } else {
+        serde_json::from_str(filter_json.as_str())
+            .map_err(|e| EngineError::BadRequest(format!("filter must be a JSON object: {e}")))?
+    };
+    let k = k as usize;
+    let hits = if local {
+        engine.vector_search_local(collection.as_str(), query, k, &filter)?
+    } else {
+        engine.vector_search(collection.as_str(), query, k, &filter)?
+    };
+    Ok(Response::Hits(
+        hits.into_iter()
+            .map(|h| {
+                (
+                    h.key,
+                    h.distance,
+                    String::from_utf8_lossy(&h.metadata).into_owned(),
+                )
+            })
+            .collect(),
+    ))
 }
 
 /// Maps an engine refusal to its stable code.

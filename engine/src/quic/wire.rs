@@ -224,6 +224,55 @@ pub enum Request {
     ListTopics,
     /// Answered with `Dataflows`.
     ListDataflows,
+    /// Node to node: like `KvGet`, but only this node's own store (the node a client asked
+    /// scatters to its peers with this, so a peer never scatters again). Answered with
+    /// `KvValue`.
+    KvGetLocal {
+        /// The view.
+        view: String,
+        /// The key (a string key as is, others as JSON text).
+        key: String,
+    },
+    /// Node to node: like `KvScan`, but only this node's own store. Answered with `KvPage`.
+    KvScanLocal {
+        /// The view.
+        view: String,
+        /// Only keys starting with this.
+        prefix: String,
+        /// Start after this key.
+        after: Option<String>,
+        /// Page size, 1 to 10 000.
+        limit: u32,
+    },
+    /// Node to node: like `SeriesRange`, but only this node's own store. Answered with
+    /// `Points`.
+    SeriesRangeLocal {
+        /// The series.
+        series: String,
+        /// The key.
+        key: String,
+        /// Window starts from (inclusive), ms.
+        from: u64,
+        /// Window starts to (exclusive), ms.
+        to: u64,
+        /// At most this many, 1 to 10 000.
+        limit: u32,
+    },
+    /// Node to node: like `VectorSearch`, but only this node's own collection; the query is
+    /// a vector or a text (each node embeds a text itself, at its collection's dimension).
+    /// Answered with `Hits`.
+    VectorSearchLocal {
+        /// The collection.
+        collection: String,
+        /// The query vector (empty when `text` is given).
+        vector: Vec<f32>,
+        /// The query text, instead of a vector.
+        text: Option<String>,
+        /// How many, 1 to 1000.
+        k: u32,
+        /// Only points whose metadata has these fields, as a JSON object (empty: all).
+        filter_json: String,
+    },
 }
 
 /// What the server answers.

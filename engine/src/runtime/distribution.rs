@@ -13,7 +13,11 @@ use starling_operators::definition::{Definition, TopicDef};
 use starling_operators::render::Update;
 use starling_operators::Row;
 
+use serde_json::{Map, Value as Json};
+use starling_storage::{Hit, KvPage};
+
 use super::{DataflowInfo, Subscription};
+use crate::durable::queries::VectorQuery;
 use crate::EngineError;
 
 /// Where front-door calls go in a cluster. Every method is called from a blocking thread
@@ -47,4 +51,33 @@ pub trait Distribution: Send + Sync {
     fn advance_watermark(&self, topic: &str, time: u64) -> Result<(), EngineError>;
     /// Answers one Raft message from a peer.
     fn raft(&self, payload: &[u8]) -> Vec<u8>;
+    /// The live value of a KV key: a view is written on the node that processes the key, so
+    /// this node's store and every peer's are asked; the first value present wins.
+    fn kv_get(&self, view: &str, key: &str) -> Result<Option<Vec<u8>>, EngineError>;
+    /// A page of a KV view merged from every node in key order, honouring `after` and
+    /// `limit`; `next` is set when any node may hold more.
+    fn kv_scan(
+        &self,
+        view: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<KvPage, EngineError>;
+    /// Points of a series key from every node, united by window start.
+    fn series_range(
+        &self,
+        series: &str,
+        key: &str,
+        from: u64,
+        to: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, EngineError>;
+    /// The `k` nearest points over every node's part of a collection.
+    fn vector_search(
+        &self,
+        collection: &str,
+        query: VectorQuery,
+        k: usize,
+        filter: &Map<String, Json>,
+    ) -> Result<Vec<Hit>, EngineError>;
 }
