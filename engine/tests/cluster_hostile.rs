@@ -1,0 +1,337 @@
+//! Hostile input for the node-to-node QUIC requests (`Forward`, `Raft`,
+//! `SubscribeOutputLocal`), sent as raw frames to real node processes: each is refused with a
+//! stable code or a refusal in the Raft reply, nothing of a refused batch is applied, and the
+//! node stays healthy and in its cluster.
+
+mod cluster_common;
+mod node_common;
+
+use std::time::Duration;
+
+use cluster_common::{cluster_view, member, rt, settled};
+use node_common::{clicks_topic, read_log, NodeProc};
+use serde_json::Value as Json;
+use starling_cluster::raft::{RaftRpc, RpcRequest};
+use starling_cluster::{shard_of_hash, Command};
+use starling_engine::client::http::HttpClient;
+use starling_engine::client::quic::{QuicClient, Trust};
+use starling_engine::operators::Value;
+use starling_engine::quic::wire::{self, Request, Response, WireValue, MAX_FRAME};
+
+async fn connect(node: &NodeProc) -> QuicClient {
+    let addr = node.banner_field("quic").parse().expect("quic address");
+    QuicClient::connect(
+        addr,
+        Trust::Fingerprint(node.banner_field("quic_fingerprint")),
+    )
+    .await
+    .expect("QUIC connects")
+}
+
+/// Sends raw bytes on a new stream and reads the one answer frame. `None`: the server
+/// closed or reset the stream without an answer frame.
+async fn exchange(c: &QuicClient, bytes: &[u8]) -> Option<Response> {
+    let (mut send, mut recv) = c.connection().open_bi().await.expect("stream opens");
+    // The server may stop reading early (a frame over the limit): a failed write is fine.
+    let _ = send.write_all(bytes).await;
+    let _ = send.finish();
+    let frame = tokio::time::timeout(Duration::from_secs(30), wire::read_frame(&mut recv))
+        .await
+        .expect("an answer within 30 s");
+    match frame {
+        Ok(Some(body)) => Some(wire::decode_response(&body).expect("a valid response frame")),
+        _ => None,
+    }
+}
+
+async fn ask(c: &QuicClient, req: &Request) -> Response {
+    exchange(c, &wire::encode(req).expect("encodes"))
+        .await
+        .expect("an answer frame")
+}
+
+fn code(r: &Response) -> &str {
+    match r {
+        Response::Error { code, .. } => code,
+        other => panic!("expected an error, got {other:?}"),
+    }
+}
+
+fn message(r: &Response) -> &str {
+    match r {
+        Response::Error { message, .. } => message,
+        _ => "",
+    }
+}
+
+/// A clicks row: user, ts, amount.
+fn row(user: &str, ts: i64) -> Vec<WireValue> {
+    wire::row_to_wire(&[Value::str(user), Value::Timestamp(ts), Value::Int(1)])
+}
+
+fn forward(topic: &str, epochs: Vec<(u32, u64)>, rows: Vec<Vec<WireValue>>) -> Request {
+    Request::Forward {
+        topic: topic.into(),
+        epochs,
+        rows,
+    }
+}
+
+/// How many events a node's log of `topic` holds.
+async fn logged(node: &NodeProc, topic: &str) -> usize {
+    read_log(node, topic)
+        .await
+        .unwrap_or_else(|e| panic!("log of {topic}: {e}"))
+        .values()
+        .map(|(_, n)| n)
+        .sum()
+}
+
+/// A node that runs alone refuses every node-to-node request it cannot serve.
+#[test]
+fn a_single_node_refuses_node_to_node_requests() {
+    let node = NodeProc::start(&["--shards", "16"]);
+    rt().block_on(async {
+        HttpClient::new(&node.base())
+            .create_topic(&clicks_topic("clicks"))
+            .await
+            .unwrap();
+        let c = connect(&node).await;
+        let r = ask(&c, &forward("clicks", vec![(0, 1)], vec![row("u1", 1)])).await;
+        assert_eq!(code(&r), "bad_request", "{r:?}");
+        assert!(message(&r).contains("not part of a cluster"), "{r:?}");
+        let r = ask(
+            &c,
+            &Request::Raft {
+                payload: b"{}".to_vec(),
+            },
+        )
+        .await;
+        assert_eq!(code(&r), "bad_request", "{r:?}");
+        let r = ask(
+            &c,
+            &Request::SubscribeOutputLocal {
+                dataflow: "nope".into(),
+                output: "out".into(),
+            },
+        )
+        .await;
+        assert_eq!(code(&r), "not_found", "{r:?}");
+        assert_eq!(logged(&node, "clicks").await, 0);
+        let (status, _) =
+            node.raw(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        assert_eq!(status, 200);
+    });
+}
+
+/// A cluster member: forwards with a stale or future epoch, rows of an unlisted shard, a
+/// shard outside the table, malformed rows or an unknown topic are refused whole with a
+/// stable code and nothing lands in the log; Raft garbage, an oversized payload and a
+/// message for another cluster get a refusal and change nothing; an unknown dataflow is
+/// `not_found`. A well-formed forward is then accepted, so the refusals were not an accident.
+#[test]
+fn a_member_refuses_hostile_node_to_node_requests() {
+    let node = member(None, "a");
+    rt().block_on(async {
+        settled(&[&node], 1, Duration::from_secs(60)).await;
+        HttpClient::new(&node.base())
+            .create_topic(&clicks_topic("clicks"))
+            .await
+            .unwrap();
+        let view = cluster_view(&node).await.expect("cluster view");
+        let me = u64::from_str_radix(view["node"]["id"].as_str().unwrap(), 16).unwrap();
+        let epoch_of = |shard: u32| -> u64 {
+            view["shards"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|s| s["shard"] == shard)
+                .and_then(|s| s["epoch"].as_u64())
+                .expect("shard in the table")
+        };
+        let shard = shard_of_hash(Value::str("u1").stable_hash(), 16);
+        let other = (shard + 1) % 16;
+        let epoch = epoch_of(shard);
+        assert!(epoch >= 1, "{view:#}");
+        let c = connect(&node).await;
+
+        let cases: Vec<(&str, Request, &str)> = vec![
+            (
+                "an old epoch",
+                forward("clicks", vec![(shard, epoch - 1)], vec![row("u1", 1)]),
+                "stale_epoch",
+            ),
+            (
+                "a future epoch",
+                forward("clicks", vec![(shard, epoch + 7)], vec![row("u1", 1)]),
+                "stale_epoch",
+            ),
+            (
+                "rows of a shard not in epochs",
+                forward("clicks", vec![(other, epoch_of(other))], vec![row("u1", 1)]),
+                "bad_request",
+            ),
+            (
+                "no epochs at all",
+                forward("clicks", vec![], vec![row("u1", 1)]),
+                "bad_request",
+            ),
+            (
+                "a shard outside the table",
+                forward("clicks", vec![(shard, epoch), (99, 1)], vec![row("u1", 1)]),
+                "bad_request",
+            ),
+            (
+                "too few values",
+                forward(
+                    "clicks",
+                    vec![(shard, epoch)],
+                    vec![vec![WireValue::Str("u1".into())]],
+                ),
+                "bad_request",
+            ),
+            (
+                "a value of the wrong type",
+                forward(
+                    "clicks",
+                    vec![(shard, epoch)],
+                    vec![wire::row_to_wire(&[
+                        Value::str("u1"),
+                        Value::str("yesterday"),
+                        Value::Int(1),
+                    ])],
+                ),
+                "bad_request",
+            ),
+            (
+                "a list that claims more elements than follow",
+                forward(
+                    "clicks",
+                    vec![(shard, epoch)],
+                    vec![vec![
+                        WireValue::Str("u1".into()),
+                        WireValue::Int(1),
+                        WireValue::List(u32::MAX),
+                    ]],
+                ),
+                "bad_request",
+            ),
+            (
+                "a good row after a bad one",
+                forward(
+                    "clicks",
+                    vec![(shard, epoch)],
+                    vec![row("u1", 1), vec![WireValue::Null]],
+                ),
+                "bad_request",
+            ),
+            (
+                "an unknown topic",
+                forward("nope", vec![(shard, epoch)], vec![row("u1", 1)]),
+                "not_found",
+            ),
+        ];
+        for (what, req, want) in &cases {
+            let r = ask(&c, req).await;
+            assert_eq!(code(&r), *want, "{what}: {r:?}");
+            assert!(!message(&r).is_empty(), "{what}: no message");
+        }
+        assert_eq!(
+            logged(&node, "clicks").await,
+            0,
+            "a refused forward was applied"
+        );
+
+        // Raft: garbage, an oversized payload, a message for another cluster.
+        let refusal = |r: Response| -> String {
+            match r {
+                Response::Raft(bytes) => {
+                    let j: Json = serde_json::from_slice(&bytes).expect("a JSON Raft reply");
+                    j["Refused"]
+                        .as_str()
+                        .unwrap_or_else(|| panic!("not a refusal: {j}"))
+                        .to_string()
+                }
+                other => panic!("expected a Raft reply, got {other:?}"),
+            }
+        };
+        let why = refusal(
+            ask(
+                &c,
+                &Request::Raft {
+                    payload: vec![0xff; 300],
+                },
+            )
+            .await,
+        );
+        assert!(why.contains("malformed"), "{why}");
+        let big = vec![b'['; MAX_FRAME - 1024];
+        let why = refusal(ask(&c, &Request::Raft { payload: big }).await);
+        assert!(why.contains("malformed"), "{why}");
+        // Over the frame limit: refused before anything is read into memory.
+        let mut over = ((MAX_FRAME + 1) as u32).to_le_bytes().to_vec();
+        over.extend_from_slice(&[0u8; 1024]);
+        // (Or the stream is reset instead: also a refusal.)
+        if let Some(r) = exchange(&c, &over).await {
+            assert_eq!(code(&r), "too_large", "{r:?}");
+        }
+        let foreign = serde_json::to_vec(&RpcRequest {
+            cluster_id: "other".into(),
+            from: 1,
+            to: me,
+            rpc: RaftRpc::ClientWrite(Command::SetLeaving { node: me }),
+        })
+        .unwrap();
+        let why = refusal(ask(&c, &Request::Raft { payload: foreign }).await);
+        assert!(
+            why.contains("cluster `t`") && why.contains("`other`"),
+            "{why}"
+        );
+        let wrong_node = serde_json::to_vec(&RpcRequest {
+            cluster_id: "t".into(),
+            from: 1,
+            to: me ^ 1,
+            rpc: RaftRpc::ClientWrite(Command::SetLeaving { node: me }),
+        })
+        .unwrap();
+        let why = refusal(
+            ask(
+                &c,
+                &Request::Raft {
+                    payload: wrong_node,
+                },
+            )
+            .await,
+        );
+        assert!(why.contains("not node"), "{why}");
+
+        // SubscribeOutputLocal for a dataflow that does not exist.
+        let r = ask(
+            &c,
+            &Request::SubscribeOutputLocal {
+                dataflow: "nope".into(),
+                output: "out".into(),
+            },
+        )
+        .await;
+        assert_eq!(code(&r), "not_found", "{r:?}");
+
+        // Healthy, still the only member, not leaving, nothing moved.
+        let (status, _) =
+            node.raw(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        assert_eq!(status, 200);
+        settled(&[&node], 1, Duration::from_secs(10)).await;
+        let after = cluster_view(&node).await.unwrap();
+        assert_eq!(after["members"][0]["leaving"], false, "{after:#}");
+        assert_eq!(after["shards"], view["shards"], "the shard table changed");
+
+        // The control: the same forward with the right epoch is applied.
+        let r = ask(
+            &c,
+            &forward("clicks", vec![(shard, epoch)], vec![row("u1", 1)]),
+        )
+        .await;
+        assert_eq!(r, Response::Ack { accepted: 1 });
+        assert_eq!(logged(&node, "clicks").await, 1);
+    });
+}
