@@ -363,6 +363,37 @@ impl QuicClient {
         }
     }
 
+    /// Node to node: events one stage produced for a later stage on the peer.
+    pub async fn forward_events(
+        &self,
+        topic: &str,
+        epochs: Vec<(u32, u64)>,
+        events: Vec<wire::WireEvent>,
+    ) -> Result<u64, ClientError> {
+        let req = Request::ForwardEvents {
+            topic: topic.into(),
+            epochs,
+            events,
+        };
+        match self.request(&req).await? {
+            Response::Ack { accepted } => Ok(accepted),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Node to node: this node's watermark for an internal topic.
+    pub async fn mark(&self, topic: &str, node: u64, time: u64) -> Result<(), ClientError> {
+        let req = Request::Mark {
+            topic: topic.into(),
+            node,
+            time,
+        };
+        match self.request(&req).await? {
+            Response::Ack { .. } => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// Node to node: one Raft message; returns the peer's serialised answer.
     pub async fn raft(&self, payload: Vec<u8>) -> Result<Vec<u8>, ClientError> {
         match self.request(&Request::Raft { payload }).await? {

@@ -10,6 +10,7 @@
 //!   to the owners with their epochs, and events of a moving shard wait for the move.
 
 mod peers;
+mod repartition;
 mod scatter;
 mod status;
 mod transport;
@@ -32,8 +33,9 @@ use starling_cluster::{
     MemberInfo, NodeId,
 };
 use starling_operators::definition::{Definition, TopicDef};
+use starling_operators::plan::stages;
 use starling_operators::render::Update;
-use starling_operators::{Row, Value};
+use starling_operators::{Event, Row, Value};
 
 pub use peers::PeerAddr;
 
@@ -83,6 +85,7 @@ pub(crate) struct Shared {
     /// When each shard moving to this node was first seen moving.
     moving_in: Mutex<HashMap<u32, Instant>>,
     started: Instant,
+    repartition: repartition::Repartition,
 }
 
 /// What the node tells the cluster about itself.
@@ -161,6 +164,7 @@ impl Cluster {
             peers,
             moving_in: Mutex::new(HashMap::new()),
             started: Instant::now(),
+            repartition: repartition::Repartition::default(),
         });
         engine
             .set_distribution(Arc::clone(&shared) as Arc<dyn Distribution>)
@@ -171,6 +175,8 @@ impl Cluster {
         let tasks = vec![
             tokio::spawn(leader_loop(Arc::clone(&shared))),
             tokio::spawn(follow_loop(Arc::clone(&shared))),
+            tokio::spawn(repartition::forward_loop(Arc::clone(&shared))),
+            tokio::spawn(repartition::mark_loop(Arc::clone(&shared))),
         ];
         shared.membership.set_state(MemberState::Live).await;
         tracing::info!(node = %format!("{me:016x}"), cluster = %config.cluster_id, "joined the cluster");
@@ -315,6 +321,29 @@ impl Shared {
         }
     }
 
+    /// Checks that this node owns each shard at exactly the epoch the sender stamped; waits
+    /// briefly when the sender's table is newer than ours.
+    fn fence(&self, epochs: &[(u32, u64)]) -> Result<(), EngineError> {
+        for &(shard, epoch) in epochs {
+            let mut check = fence::check_write(&self.current().table, self.me, shard, Epoch(epoch))
+                .map_err(|e| EngineError::BadRequest(e.to_string()))?;
+            if matches!(check, fence::Fence::Ahead { .. }) {
+                let want = Epoch(epoch);
+                self.block(self.wait_for(Duration::from_secs(2), |s| {
+                    s.table.get(shard).is_ok_and(|e| e.epoch >= want)
+                }));
+                check = fence::check_write(&self.current().table, self.me, shard, Epoch(epoch))
+                    .map_err(|e| EngineError::BadRequest(e.to_string()))?;
+            }
+            if check != fence::Fence::Accept {
+                return Err(EngineError::StaleEpoch(format!(
+                    "shard {shard} at epoch {epoch}: {check}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
     async fn propose(&self, command: Command) -> Result<(), EngineError> {
         match self.raft.propose(command).await {
             Ok(starling_cluster::Outcome::Refused(why)) => Err(EngineError::BadRequest(why)),
@@ -408,7 +437,12 @@ impl Shared {
 
 /// (shard, epoch) for every shard the rows fall in, from one table.
 fn epochs_of(state: &ClusterState, rows: &[(u32, Row)]) -> Vec<(u32, u64)> {
-    let mut shards: Vec<u32> = rows.iter().map(|(s, _)| *s).collect();
+    epochs_for(state, rows.iter().map(|(s, _)| *s))
+}
+
+/// (shard, epoch) for each distinct shard, from one table.
+fn epochs_for(state: &ClusterState, shards: impl Iterator<Item = u32>) -> Vec<(u32, u64)> {
+    let mut shards: Vec<u32> = shards.collect();
     shards.sort_unstable();
     shards.dedup();
     shards
@@ -471,34 +505,32 @@ impl Distribution for Shared {
                 )));
             }
         }
-        for &(shard, epoch) in epochs {
-            let mut table = self.current();
-            let mut check = fence::check_write(&table.table, self.me, shard, Epoch(epoch))
-                .map_err(|e| EngineError::BadRequest(e.to_string()))?;
-            if matches!(check, fence::Fence::Ahead { .. }) {
-                // The sender saw a newer table than ours: wait for it briefly.
-                let want = Epoch(epoch);
-                self.block(self.wait_for(Duration::from_secs(2), |s| {
-                    s.table.get(shard).is_ok_and(|e| e.epoch >= want)
-                }));
-                table = self.current();
-                check = fence::check_write(&table.table, self.me, shard, Epoch(epoch))
-                    .map_err(|e| EngineError::BadRequest(e.to_string()))?;
-            }
-            if check != fence::Fence::Accept {
-                return Err(EngineError::StaleEpoch(format!(
-                    "shard {shard} at epoch {epoch}: {check}"
-                )));
-            }
-        }
+        self.fence(epochs)?;
         engine.publish_local(topic, rows, true)
     }
 
     fn install(&self, def: &Definition) -> Result<DataflowInfo, EngineError> {
         let engine = self.engine()?;
         engine.check_definition(def)?;
+        // Each stage must plan too, or the cluster would agree on what cannot run.
+        let parts: Vec<Definition> = stages::split(def)
+            .into_iter()
+            .map(|s| s.definition)
+            .collect();
+        if parts.len() > 1 {
+            engine.check_definitions(&parts).map_err(|e| {
+                EngineError::BadRequest(format!(
+                    "dataflow `{}` cannot be cut into stages for the cluster: {e}",
+                    def.name
+                ))
+            })?;
+        }
         let text = serde_json::to_string(def).map_err(|e| EngineError::Internal(e.to_string()))?;
         let name = def.name.clone();
+        let last = stages::split(def)
+            .last()
+            .map(|s| s.definition.name.clone())
+            .unwrap_or_else(|| name.clone());
         self.block(async {
             if self
                 .current()
@@ -515,8 +547,10 @@ impl Distribution for Shared {
             .await?;
             let deadline = Instant::now() + APPLY_TIMEOUT;
             loop {
-                if let Ok(info) = engine.dataflow(&name) {
-                    return Ok(info);
+                if engine.dataflow(&last).is_ok() {
+                    if let Ok(info) = engine.dataflow(&name) {
+                        return Ok(info);
+                    }
                 }
                 if Instant::now() > deadline {
                     return Err(EngineError::Unavailable(format!(
@@ -586,6 +620,9 @@ impl Distribution for Shared {
         output: &str,
     ) -> Result<Subscription<Arc<[Update]>>, EngineError> {
         let engine = self.engine()?;
+        let stage = stage_of_output(&self.current(), dataflow, output)
+            .unwrap_or_else(|| dataflow.to_string());
+        let dataflow = stage.as_str();
         let local = engine.subscribe_local(dataflow, output)?;
         let (tx, sub) = feed::<Arc<[Update]>>(engine.subscriber_queue());
         let peers: Vec<NodeId> = self
@@ -687,6 +724,33 @@ impl Distribution for Shared {
                 )))
             }
         })
+    }
+
+    fn route_internal(&self, topic: &str, events: Vec<Event>) {
+        self.repartition.queue(topic, events);
+    }
+
+    fn forwarded_events(
+        &self,
+        topic: &str,
+        epochs: &[(u32, u64)],
+        events: Vec<Event>,
+    ) -> Result<usize, EngineError> {
+        let engine = self.engine()?;
+        for e in &events {
+            let shard = self.shard_of(&e.key);
+            if !epochs.iter().any(|(s, _)| *s == shard) {
+                return Err(EngineError::BadRequest(format!(
+                    "a record of shard {shard} came without that shard's epoch"
+                )));
+            }
+        }
+        self.fence(epochs)?;
+        engine.publish_internal_local(topic, events)
+    }
+
+    fn mark(&self, topic: &str, node: u64, time: u64) -> Result<(), EngineError> {
+        repartition::apply_mark(self, topic, node, time)
     }
 
     fn raft(&self, payload: &[u8]) -> Vec<u8> {
@@ -826,6 +890,28 @@ async fn follow_loop(s: Arc<Shared>) {
     }
 }
 
+/// The agreed dataflows, each cut into its stages (one stage when it has no `key_by`).
+fn catalog_stages(st: &ClusterState) -> Vec<stages::Stage> {
+    st.catalog
+        .values()
+        .filter(|e| e.kind == CatalogKind::Dataflow)
+        .filter_map(|e| Definition::from_json(&e.text).ok())
+        .flat_map(|d| stages::split(&d))
+        .collect()
+}
+
+/// The stage of an agreed dataflow that has `output`.
+fn stage_of_output(st: &ClusterState, dataflow: &str, output: &str) -> Option<String> {
+    let entry = st
+        .catalog
+        .get(&(CatalogKind::Dataflow, dataflow.to_string()))?;
+    let def = Definition::from_json(&entry.text).ok()?;
+    stages::split(&def)
+        .into_iter()
+        .find(|s| s.definition.outputs.iter().any(|o| o.name == output))
+        .map(|s| s.definition.name)
+}
+
 /// Makes this node's topics and dataflows match the agreed catalog.
 fn sync_catalog(engine: &Engine, st: &ClusterState, s: &Shared) {
     for ((kind, name), entry) in &st.catalog {
@@ -840,26 +926,36 @@ fn sync_catalog(engine: &Engine, st: &ClusterState, s: &Shared) {
                     Err(e) => tracing::error!(topic = %name, error = %e, "bad agreed topic"),
                 }
             }
-            CatalogKind::Dataflow if engine.dataflow(name).is_err() => {
-                match Definition::from_json(&entry.text) {
-                    Ok(def) => {
-                        if let Err(e) = engine.install_local(&def) {
-                            tracing::error!(dataflow = %name, error = %e, "cannot install an agreed dataflow");
+            CatalogKind::Dataflow => match Definition::from_json(&entry.text) {
+                // Stages in order: each creates the internal topics the next one reads.
+                Ok(def) => {
+                    for stage in stages::split(&def) {
+                        let d = &stage.definition;
+                        if engine.dataflow(&d.name).is_ok() {
+                            continue;
+                        }
+                        if let Err(e) = engine.install_local(d) {
+                            tracing::error!(dataflow = %d.name, error = %e, "cannot install an agreed dataflow");
+                            break;
                         }
                     }
-                    Err(e) => tracing::error!(dataflow = %name, error = %e, "bad agreed dataflow"),
                 }
-            }
+                Err(e) => tracing::error!(dataflow = %name, error = %e, "bad agreed dataflow"),
+            },
             _ => {}
         }
     }
+    let expected: BTreeSet<String> = catalog_stages(st)
+        .into_iter()
+        .map(|s| s.definition.name)
+        .collect();
     // Only once this node has caught up with the log: a stale state must not drop dataflows.
     if s.started.elapsed() > Duration::from_secs(2) || s.raft.is_leader() {
-        for d in engine.dataflows() {
-            if !st
-                .catalog
-                .contains_key(&(CatalogKind::Dataflow, d.name.clone()))
-            {
+        // Later stages first, so that no stage loses its producer while it runs.
+        let mut local = engine.dataflows();
+        local.sort_by(|a, b| b.name.cmp(&a.name));
+        for d in local {
+            if !expected.contains(&d.name) {
                 if let Err(e) = engine.drop_dataflow_local(&d.name) {
                     tracing::warn!(dataflow = %d.name, error = %e, "cannot drop a dataflow the cluster dropped");
                 }

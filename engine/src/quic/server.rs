@@ -489,6 +489,25 @@ fn handle(engine: &Engine, frame: &[u8]) -> (&'static str, Outcome) {
             epochs,
             rows,
         } => ("forward", forward(engine, topic, epochs, rows)),
+        ArchivedRequest::ForwardEvents {
+            topic,
+            epochs,
+            events,
+        } => (
+            "forward_events",
+            forward_events(engine, topic, epochs, events),
+        ),
+        ArchivedRequest::Mark { topic, node, time } => (
+            "mark",
+            match engine.distribution() {
+                Some(d) => d
+                    .mark(topic.as_str(), node.to_native(), time.to_native())
+                    .map(|()| Response::Ack { accepted: 0 }),
+                None => Err(EngineError::BadRequest(
+                    "this node is not part of a cluster".into(),
+                )),
+            },
+        ),
         ArchivedRequest::Raft { payload } => (
             "raft",
             match engine.distribution() {
@@ -706,6 +725,37 @@ fn forward(
         .map(|t| (t.0.to_native(), t.1.to_native()))
         .collect();
     let n = d.forwarded(topic.as_str(), &epochs, out)?;
+    Ok(Response::Ack { accepted: n as u64 })
+}
+
+/// Records of another node's dataflow stage, fenced by the cluster layer.
+fn forward_events(
+    engine: &Engine,
+    topic: &ArchivedString,
+    epochs: &ArchivedVec<rkyv::tuple::ArchivedTuple2<rkyv::rend::u32_le, rkyv::rend::u64_le>>,
+    events: &ArchivedVec<wire::ArchivedWireEvent>,
+) -> Result<Response, EngineError> {
+    let Some(d) = engine.distribution() else {
+        return Err(EngineError::BadRequest(
+            "this node is not part of a cluster".into(),
+        ));
+    };
+    let mut out = Vec::with_capacity(events.len());
+    for (index, e) in events.iter().enumerate() {
+        let e: wire::WireEvent = rkyv::deserialize::<wire::WireEvent, rkyv::rancor::Error>(e)
+            .map_err(|err| EngineError::BadEventShape {
+                index,
+                message: err.to_string(),
+            })?;
+        let event = wire::event_from_wire(&e)
+            .map_err(|message| EngineError::BadEventShape { index, message })?;
+        out.push(event);
+    }
+    let epochs: Vec<(u32, u64)> = epochs
+        .iter()
+        .map(|t| (t.0.to_native(), t.1.to_native()))
+        .collect();
+    let n = d.forwarded_events(topic.as_str(), &epochs, out)?;
     Ok(Response::Ack { accepted: n as u64 })
 }
 

@@ -206,6 +206,27 @@ pub enum Request {
         /// One flat row per event.
         rows: Vec<Vec<WireValue>>,
     },
+    /// Node to node: records a dataflow stage produced for another stage (keys and event
+    /// times as produced, not read from fields), for shards the receiver owns at `epochs`.
+    /// Answered with `Ack`, or `stale_epoch`.
+    ForwardEvents {
+        /// The internal (or dataflow-written) topic.
+        topic: String,
+        /// (shard, epoch) for every shard the events fall in.
+        epochs: Vec<(u32, u64)>,
+        /// The events.
+        events: Vec<WireEvent>,
+    },
+    /// Node to node: the sending node's stage has emitted everything before `time` into
+    /// `topic` (and it has all been delivered). Answered with `Ack`.
+    Mark {
+        /// The internal topic.
+        topic: String,
+        /// The producing node.
+        node: u64,
+        /// Its watermark for the topic.
+        time: u64,
+    },
     /// Node to node: one Raft message (serialised by the cluster crate). Answered with
     /// `Raft`.
     Raft {

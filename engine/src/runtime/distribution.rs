@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use starling_operators::definition::{Definition, TopicDef};
 use starling_operators::render::Update;
-use starling_operators::Row;
+use starling_operators::{Event, Row};
 
 use serde_json::{Map, Value as Json};
 use starling_storage::{Hit, KvPage};
@@ -49,6 +49,19 @@ pub trait Distribution: Send + Sync {
     /// Moves a topic's watermark on every node (an end-of-input mark must close the windows
     /// of every shard, wherever they run).
     fn advance_watermark(&self, topic: &str, time: u64) -> Result<(), EngineError>;
+    /// Routes records a dataflow wrote to a topic (a later stage's internal topic, or a
+    /// topic written by `publish`/`trigger`) to the owners of their keys. Called on a worker
+    /// thread: it must not block.
+    fn route_internal(&self, topic: &str, events: Vec<Event>);
+    /// Applies records another node's stage produced, after the same fencing as `forwarded`.
+    fn forwarded_events(
+        &self,
+        topic: &str,
+        epochs: &[(u32, u64)],
+        events: Vec<Event>,
+    ) -> Result<usize, EngineError>;
+    /// A producing node's watermark for an internal topic.
+    fn mark(&self, topic: &str, node: u64, time: u64) -> Result<(), EngineError>;
     /// Answers one Raft message from a peer.
     fn raft(&self, payload: &[u8]) -> Vec<u8>;
     /// The live value of a KV key: a view is written on the node that processes the key, so

@@ -185,6 +185,9 @@ pub(crate) struct Inner {
     /// True while the log is replayed: the idle clock then stays still, as replayed topics
     /// only look idle.
     replaying: AtomicBool,
+    /// Set once by the cluster layer; front-door calls and records dataflows write to topics
+    /// go through it (see [`Distribution`]).
+    distribution: std::sync::OnceLock<Arc<dyn Distribution>>,
 }
 
 /// The in-process engine. Cheap to share: clone the `Arc` it lives in, or use its methods
@@ -194,8 +197,6 @@ pub struct Engine {
     guards: Mutex<Option<timely::communication::initialize::WorkerGuards<()>>>,
     clock: Mutex<Option<JoinHandle<()>>>,
     recovery: Mutex<Option<RecoveryReport>>,
-    /// Set once by the cluster layer; front-door calls go through it (see [`Distribution`]).
-    distribution: std::sync::OnceLock<Arc<dyn Distribution>>,
 }
 
 pub use checkpoint::CheckpointInfo;
@@ -227,6 +228,7 @@ impl Engine {
             dropped_cut_off: AtomicU64::new(0),
             ingest: Mutex::new(0),
             replaying: AtomicBool::new(false),
+            distribution: std::sync::OnceLock::new(),
         });
         let receivers = Arc::new(Mutex::new(receivers));
         let weak = Arc::downgrade(&inner);
@@ -270,7 +272,6 @@ impl Engine {
             guards: Mutex::new(Some(guards)),
             clock: Mutex::new(Some(clock)),
             recovery: Mutex::new(None),
-            distribution: std::sync::OnceLock::new(),
         };
         if let Some(store) = engine.inner.config.store.clone() {
             let report = recovery::recover(&engine, &store)?;
@@ -319,7 +320,7 @@ impl Engine {
     /// Creates a topic from its declaration. Creating an identical topic again is a no-op;
     /// a different declaration under the same name is refused.
     pub fn create_topic(&self, def: &TopicDef) -> Result<(), EngineError> {
-        match self.distribution.get() {
+        match self.inner.distribution.get() {
             Some(d) => d.create_topic(def),
             None => self.create_topic_local(def),
         }
@@ -383,7 +384,7 @@ impl Engine {
     /// The whole batch is checked first; a bad row refuses the batch with its position.
     /// Waits while every worker's queue is full (back-pressure).
     pub fn publish_rows(&self, topic: &str, rows: Vec<Row>) -> Result<usize, EngineError> {
-        match self.distribution.get() {
+        match self.inner.distribution.get() {
             Some(d) => d.publish(topic, rows, true),
             None => self.publish_rows_inner(topic, rows, true),
         }
@@ -393,10 +394,23 @@ impl Engine {
     /// waiting when every worker's queue is full, for callers that must not block (HTTP
     /// answers 429 with `Retry-After`).
     pub fn try_publish_rows(&self, topic: &str, rows: Vec<Row>) -> Result<usize, EngineError> {
-        match self.distribution.get() {
+        match self.inner.distribution.get() {
             Some(d) => d.publish(topic, rows, false),
             None => self.publish_rows_inner(topic, rows, false),
         }
+    }
+
+    /// Appends records a dataflow stage produced (on this node or forwarded from another) to a
+    /// topic on this node, with their keys and event times as produced.
+    pub fn publish_internal_local(
+        &self,
+        topic: &str,
+        events: Vec<Event>,
+    ) -> Result<usize, EngineError> {
+        self.inner.topic(topic)?;
+        let n = events.len();
+        self.inner.publish_internal_here(topic, events);
+        Ok(n)
     }
 
     /// Checks a batch as a publish would (topic, size, every row's shape and event time)
@@ -417,12 +431,24 @@ impl Engine {
     /// Plans a definition against this node's topics without installing it: the errors a
     /// submit would give, before the cluster is asked to agree on it.
     pub fn check_definition(&self, def: &Definition) -> Result<(), EngineError> {
-        if self.inner.lock_dataflows().contains_key(&def.name) {
-            return Err(EngineError::DataflowExists(def.name.clone()));
-        }
-        let plan = plan::plan(def, &self.topic_specs())?;
-        if self.inner.config.store.is_none() && plan.uses_stores() {
-            return Err(EngineError::NoStorage(def.name.clone()));
+        self.check_definitions(std::slice::from_ref(def))
+    }
+
+    /// Plans definitions in order, each seeing the topics the earlier ones create (the stages
+    /// of a dataflow cut for a cluster), without installing any.
+    pub fn check_definitions(&self, defs: &[Definition]) -> Result<(), EngineError> {
+        let mut topics = self.topic_specs();
+        for def in defs {
+            if self.inner.lock_dataflows().contains_key(&def.name) {
+                return Err(EngineError::DataflowExists(def.name.clone()));
+            }
+            let plan = plan::plan(def, &topics)?;
+            if self.inner.config.store.is_none() && plan.uses_stores() {
+                return Err(EngineError::NoStorage(def.name.clone()));
+            }
+            for t in plan.new_topics {
+                topics.insert(t.name.clone(), t);
+            }
         }
         Ok(())
     }
@@ -441,19 +467,20 @@ impl Engine {
     /// Hands front-door calls to the cluster layer from now on. Set once; a second call is
     /// refused.
     pub fn set_distribution(&self, d: Arc<dyn Distribution>) -> Result<(), EngineError> {
-        self.distribution
+        self.inner
+            .distribution
             .set(d)
             .map_err(|_| EngineError::Internal("the distribution is already set".into()))
     }
 
     /// The cluster layer, when set.
     pub fn distribution(&self) -> Option<&Arc<dyn Distribution>> {
-        self.distribution.get()
+        self.inner.distribution.get()
     }
 
     /// Whether front-door calls go to a cluster.
     pub fn is_distributed(&self) -> bool {
-        self.distribution.get().is_some()
+        self.inner.distribution.get().is_some()
     }
 
     fn publish_rows_inner(
@@ -595,7 +622,7 @@ impl Engine {
     /// Forces the watermark of every input reading `topic` up to `time` (like an end-of-input
     /// mark up to that time). Events older than it that arrive later are late.
     pub fn advance_watermark(&self, topic: &str, time: u64) -> Result<(), EngineError> {
-        match self.distribution.get() {
+        match self.inner.distribution.get() {
             Some(d) => d.advance_watermark(topic, time),
             None => self.advance_watermark_local(topic, time),
         }
@@ -631,7 +658,7 @@ impl Engine {
 
     /// Checks a definition, creates the topics it declares, and runs it on every worker.
     pub fn install(&self, def: &Definition) -> Result<DataflowInfo, EngineError> {
-        match self.distribution.get() {
+        match self.inner.distribution.get() {
             Some(d) => d.install(def),
             None => self.install_local(def),
         }
@@ -737,7 +764,7 @@ impl Engine {
 
     /// Stops a dataflow on every worker and ends its subscriptions. Its topics stay.
     pub fn drop_dataflow(&self, name: &str) -> Result<(), EngineError> {
-        match self.distribution.get() {
+        match self.inner.distribution.get() {
             Some(d) => d.drop_dataflow(name),
             None => self.drop_dataflow_local(name),
         }
@@ -799,7 +826,7 @@ impl Engine {
         dataflow: &str,
         output: &str,
     ) -> Result<Subscription<Arc<[Update]>>, EngineError> {
-        match self.distribution.get() {
+        match self.inner.distribution.get() {
             Some(d) => d.subscribe(dataflow, output),
             None => self.subscribe_local(dataflow, output),
         }
@@ -811,6 +838,8 @@ impl Engine {
         dataflow: &str,
         output: &str,
     ) -> Result<Subscription<Arc<[Update]>>, EngineError> {
+        let located = self.locate_output(dataflow, output);
+        let dataflow = located.as_str();
         let dataflows = self.inner.lock_dataflows();
         let d = dataflows
             .get(dataflow)
@@ -834,12 +863,40 @@ impl Engine {
         Ok(d.outputs[i].subscribe())
     }
 
+    /// The installed dataflow that has `output`: the dataflow itself, or, for a dataflow a
+    /// cluster cut into stages (`plan::stages`), the stage holding that output. Falls back to
+    /// `dataflow` so that errors name what the user asked for.
+    fn locate_output(&self, dataflow: &str, output: &str) -> String {
+        let dataflows = self.inner.lock_dataflows();
+        let has = |name: &str| {
+            dataflows
+                .get(name)
+                .is_some_and(|d| d.plan.outputs.iter().any(|o| o.name == output))
+        };
+        if has(dataflow) {
+            return dataflow.to_string();
+        }
+        let mut n = 1;
+        loop {
+            let stage = plan::stages::stage_name(dataflow, n);
+            if !dataflows.contains_key(&stage) {
+                return dataflow.to_string();
+            }
+            if has(&stage) {
+                return stage;
+            }
+            n += 1;
+        }
+    }
+
     /// The schema of a dataflow output's rows.
     pub fn output_schema(
         &self,
         dataflow: &str,
         output: &str,
     ) -> Result<starling_operators::Schema, EngineError> {
+        let located = self.locate_output(dataflow, output);
+        let dataflow = located.as_str();
         let dataflows = self.inner.lock_dataflows();
         let d = dataflows
             .get(dataflow)
@@ -1084,8 +1141,22 @@ impl Inner {
         }
     }
 
-    /// Appends trusted events (dataflow results) to a topic by name.
+    /// Appends trusted events (dataflow results) to a topic by name; in a cluster they go to
+    /// the owners of their keys instead.
     pub(crate) fn publish_internal(&self, topic: &str, events: Vec<Event>) {
+        if let Some(d) = self.distribution.get() {
+            // Not while the log is replayed: other nodes already have what a replay would
+            // send again.
+            if !self.replaying.load(Ordering::Relaxed) {
+                d.route_internal(topic, events);
+            }
+            return;
+        }
+        self.publish_internal_here(topic, events);
+    }
+
+    /// Appends trusted events to a topic on this node.
+    pub(crate) fn publish_internal_here(&self, topic: &str, events: Vec<Event>) {
         match self.topic(topic) {
             Ok(t) => {
                 // Not logged: no log position (dataflows reading it replay with their source).

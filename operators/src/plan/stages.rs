@@ -33,9 +33,10 @@ pub struct Stage {
     pub writes: Vec<String>,
 }
 
-/// The max delay of a later stage's inputs: far beyond any real event time, so only explicit
+/// The max delay of a later stage's inputs: about 98 years, beyond any event time in ms since
+/// 1970 until 2068, so only explicit
 /// marks move their watermarks.
-const EXPLICIT_ONLY_DELAY: &str = "100000d";
+const EXPLICIT_ONLY_DELAY: &str = "36000d";
 
 /// The name of stage `n` (> 0) of a dataflow.
 pub fn stage_name(dataflow: &str, n: usize) -> String {
