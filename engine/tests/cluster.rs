@@ -407,6 +407,33 @@ fn scale_out_and_leave_under_load() {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let t = Instant::now();
         let n3 = member(Some(&seed), "c");
+        // Convergence: every node lists the newcomer, then it serves its first shard.
+        loop {
+            let mut all = true;
+            for n in [&n1, &n2] {
+                let v = cluster_view(n).await.unwrap_or(Json::Null);
+                all &= owned(&v).contains_key("c");
+            }
+            if all {
+                break;
+            }
+            assert!(t.elapsed() < Duration::from_secs(60), "c never became a member");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let seen = t.elapsed();
+        while owned(&cluster_view(&n1).await.unwrap_or(Json::Null))
+            .get("c")
+            .copied()
+            .unwrap_or(0)
+            == 0
+        {
+            assert!(t.elapsed() < Duration::from_secs(60), "c never got a shard");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        println!(
+            "convergence: every node saw the 3rd node {seen:?} after it was started; its first shard served after {:?}",
+            t.elapsed()
+        );
         let took = settled(&[&n1, &n2, &n3], 3, Duration::from_secs(60)).await;
         println!("scale-out: 3rd node joined and every shard settled {:?} after start ({took:?} of waiting)", t.elapsed());
         bases.lock().unwrap().push(n3.base());
@@ -457,6 +484,27 @@ fn scale_out_and_leave_under_load() {
             // 32 shards over 3 nodes: 10.7 each, ±10 % is 9.6 to 11.7.
             assert!((10..=11).contains(&shards), "{name} owns {shards}: {view:#}");
         }
+        // SIGTERM hands the node's shards off before it exits.
+        let mut n4 = n4;
+        let had = owned(&cluster_view(&n1).await.unwrap())
+            .get("d")
+            .copied()
+            .unwrap_or(0);
+        assert!(had > 0);
+        n4.sigterm();
+        let st = n4.wait_exit(Duration::from_secs(40)).expect("d exits");
+        assert!(st.success(), "d: {st:?}\n{}", n4.log());
+        let view = cluster_view(&n1).await.unwrap();
+        assert_eq!(owned(&view).get("d").copied().unwrap_or(0), 0, "{view:#}");
+        assert!(
+            view["shards"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|e| !e["owner"].is_null() && e["moving_to"].is_null()),
+            "{view:#}"
+        );
+        settled(&[&n1, &n3], 2, Duration::from_secs(60)).await;
     });
 }
 

@@ -139,7 +139,11 @@ impl Cluster {
             &config.cluster_id,
             config.shards,
             transport,
-            RaftSettings::default(),
+            RaftSettings {
+                // Under the QUIC frame limit (16 MiB), or a large snapshot could never be sent.
+                max_rpc_bytes: wire::MAX_FRAME / 2,
+                ..RaftSettings::default()
+            },
         )
         .await?;
         let info = MemberInfo {
@@ -218,8 +222,14 @@ impl Cluster {
                 .filter(|(_, e)| e.owner == Some(s.me) || e.moving_to == Some(s.me))
                 .count();
             let others = st.members.keys().filter(|n| **n != s.me).count();
-            if mine == 0 || others == 0 {
+            if mine == 0 {
                 return Ok(());
+            }
+            if others == 0 {
+                return Err(EngineError::BadRequest(format!(
+                    "this node is the only member: its {mine} shards have nowhere to go; \
+                     start another node first, or stop this one"
+                )));
             }
             if !st.members.get(&s.me).is_some_and(|m| m.leaving) {
                 let _ = s.raft.propose(Command::SetLeaving { node: s.me }).await;

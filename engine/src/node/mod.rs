@@ -196,8 +196,11 @@ impl Node {
     pub async fn shutdown(self) {
         if let Some(c) = self.cluster.get() {
             // Hand this node's shards to the others before anything stops.
-            if let Err(e) = c.leave(Duration::from_secs(30)).await {
-                tracing::warn!(error = %e, "leaving the cluster did not finish");
+            match c.leave(Duration::from_secs(30)).await {
+                Ok(()) => {}
+                // The last member keeps its shards: its log is there when it comes back.
+                Err(EngineError::BadRequest(why)) => tracing::info!(%why, "not handing off"),
+                Err(e) => tracing::warn!(error = %e, "leaving the cluster did not finish"),
             }
         }
         let _ = self.stop.send(true);
