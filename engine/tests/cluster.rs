@@ -2,98 +2,23 @@
 //! gossip, the Raft-agreed shard table, publishes forwarded to owners, dataflows agreed and run
 //! on every node, merged subscriptions, refusal of another cluster, scale-out and leave.
 
+mod cluster_common;
 mod node_common;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use cluster_common::{cluster_view, owned_by_name as owned, rt, settled};
 use node_common::{clicks_topic, window_yaml, NodeProc, BIN};
 use serde_json::{json, Value as Json};
 use starling_engine::client::http::HttpClient;
 
 const SHARDS: &str = "32";
 
-/// Starts a cluster member (`--gossip 127.0.0.1:0`), joining through `seed` if given.
+/// Starts a member of cluster `test` with 32 shards, joining through `seed` if given.
 fn member(seed: Option<&str>, name: &str) -> NodeProc {
-    let mut args = vec![
-        "--gossip",
-        "127.0.0.1:0",
-        "--cluster-id",
-        "test",
-        "--shards",
-        SHARDS,
-        "--node-name",
-        name,
-    ];
-    if let Some(s) = seed {
-        args.extend(["--seed", s]);
-    }
-    NodeProc::start(&args)
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
-async fn cluster_view(node: &NodeProc) -> Option<Json> {
-    let r = reqwest::get(node.url("/v1/cluster")).await.ok()?;
-    r.json().await.ok()
-}
-
-/// Waits until every node sees `n` members, the same leader, every shard owned and nothing
-/// moving; returns how long it took.
-async fn settled(nodes: &[&NodeProc], n: usize, limit: Duration) -> Duration {
-    let start = Instant::now();
-    loop {
-        let mut ok = true;
-        let mut leaders = BTreeSet::new();
-        let mut last = Json::Null;
-        for node in nodes {
-            match cluster_view(node).await {
-                Some(v) => {
-                    let members = v["members"].as_array().map_or(0, Vec::len);
-                    let owned = v["shards"]
-                        .as_array()
-                        .is_some_and(|s| s.iter().all(|e| !e["owner"].is_null()));
-                    let live = v["members"]
-                        .as_array()
-                        .is_some_and(|m| m.iter().all(|m| m["state"] == "live"));
-                    ok &= members == n && owned && live && v["settled"] == true;
-                    leaders.insert(v["leader"].to_string());
-                    last = v;
-                }
-                None => ok = false,
-            }
-        }
-        if ok && leaders.len() == 1 && !leaders.contains("null") {
-            return start.elapsed();
-        }
-        assert!(
-            start.elapsed() < limit,
-            "the cluster did not settle on {n} members within {limit:?}; last view: {last:#}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Shards per member name, from one node's view.
-fn owned(view: &Json) -> BTreeMap<String, u64> {
-    view["members"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|m| {
-            (
-                m["name"].as_str().unwrap_or("?").to_string(),
-                m["shards"].as_u64().unwrap_or(0),
-            )
-        })
-        .collect()
+    cluster_common::member_of("test", SHARDS, seed, name)
 }
 
 /// Events of `users` users, `per_user` each, in event-time order (no event is late).

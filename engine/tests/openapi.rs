@@ -250,7 +250,9 @@ async fn documented_operations_answer_as_documented() {
                     listed.contains(&status),
                     "{method} {concrete} answered {status}, documented {listed:?}"
                 );
-                if existing {
+                // This node runs alone: its cluster routes answer 404 (the cluster tests run
+                // them on real clusters).
+                if existing && !path.starts_with("/v1/cluster") {
                     assert!(
                         status < 400,
                         "{method} {concrete} answered {status} for existing objects"

@@ -404,7 +404,12 @@ impl Shared {
                     .map_err(|e| EngineError::Internal(e.to_string()))?;
                 match r {
                     Ok(n) => accepted += n,
-                    Err(e @ (EngineError::Busy | EngineError::ShuttingDown)) => return Err(e),
+                    // Other owners may already have their part: keep this one for the next
+                    // round rather than answer `busy` for a batch partly applied.
+                    Err(EngineError::Busy) => {
+                        why = Some("this node's workers are busy".into());
+                        left.extend(rows);
+                    }
                     Err(e) => return Err(e),
                 }
                 continue;

@@ -15,13 +15,18 @@ pub const SHARDS: &str = "16";
 /// Starts a cluster member of cluster `t` (`--gossip 127.0.0.1:0`), joining through `seed`
 /// (a member's gossip address) if given.
 pub fn member(seed: Option<&str>, name: &str) -> NodeProc {
+    member_of("t", SHARDS, seed, name)
+}
+
+/// Starts a member of cluster `cluster` with `shards` shards, joining through `seed`.
+pub fn member_of(cluster: &str, shards: &str, seed: Option<&str>, name: &str) -> NodeProc {
     let mut args = vec![
         "--gossip",
         "127.0.0.1:0",
         "--cluster-id",
-        "t",
+        cluster,
         "--shards",
-        SHARDS,
+        shards,
         "--node-name",
         name,
     ];
@@ -62,8 +67,8 @@ pub async fn cluster_view(node: &NodeProc) -> Option<Json> {
 }
 
 /// Waits until every node sees `n` live members, one leader, every shard owned and nothing
-/// left to move.
-pub async fn settled(nodes: &[&NodeProc], n: usize, limit: Duration) {
+/// left to move; returns how long that took.
+pub async fn settled(nodes: &[&NodeProc], n: usize, limit: Duration) -> Duration {
     let start = Instant::now();
     loop {
         let mut ok = true;
@@ -87,7 +92,7 @@ pub async fn settled(nodes: &[&NodeProc], n: usize, limit: Duration) {
             }
         }
         if ok && leaders.len() == 1 && !leaders.contains("null") {
-            return;
+            return start.elapsed();
         }
         assert!(
             start.elapsed() < limit,
