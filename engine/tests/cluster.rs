@@ -552,3 +552,46 @@ fn three_nodes_repartition_like_one() {
         assert!(dfs.to_string().contains("pv.stage1"), "{dfs}");
     });
 }
+
+/// A member stopped with SIGTERM (its shards handed off) and started again on the same data
+/// directory rejoins as the same node and gets shards again.
+#[test]
+fn a_stopped_member_rejoins_from_its_data_directory() {
+    let rt = rt();
+    rt.block_on(async {
+        let n1 = member(None, "a");
+        let seed = n1.banner_field("gossip");
+        let n2 = member(Some(&seed), "b");
+        let n3 = member(Some(&seed), "c");
+        settled(&[&n1, &n2, &n3], 3, Duration::from_secs(60)).await;
+        let id = n3.banner_field("node_id");
+        let mut n3 = n3;
+        n3.sigterm();
+        assert!(n3
+            .wait_exit(Duration::from_secs(40))
+            .is_some_and(|s| s.success()));
+        settled(&[&n1, &n2], 2, Duration::from_secs(60)).await;
+        let dir = n3.sigkill();
+        let args = [
+            "--gossip",
+            "127.0.0.1:0",
+            "--cluster-id",
+            "test",
+            "--shards",
+            SHARDS,
+            "--node-name",
+            "c",
+            "--seed",
+            &seed,
+        ];
+        let n3 = NodeProc::start_in(dir, &args);
+        assert_eq!(
+            n3.banner_field("node_id"),
+            id,
+            "a new identity after restart"
+        );
+        settled(&[&n1, &n2, &n3], 3, Duration::from_secs(60)).await;
+        let view = cluster_view(&n1).await.unwrap();
+        assert!(owned(&view).get("c").copied().unwrap_or(0) > 0, "{view:#}");
+    });
+}
