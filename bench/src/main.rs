@@ -7,6 +7,8 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::{Parser, Subcommand};
 use starling_bench::window::{run, WindowBench};
 
+mod cluster;
+
 #[derive(Parser)]
 #[command(about = "Starling benchmarks (build with --release)")]
 struct Cli {
@@ -58,6 +60,41 @@ enum Cmd {
             default_value = "none,batch,sync,none,batch"
         )]
         modes: Vec<String>,
+    },
+    /// Cluster mode: publish throughput into 1 node and into 3 (alternating), how fast
+    /// joining nodes converge, and shard hand-off time under load.
+    Cluster {
+        /// Events per throughput run.
+        #[arg(long, default_value_t = 300_000)]
+        events: u64,
+        /// Rounds of (1 node, 3 nodes).
+        #[arg(long, default_value_t = 2)]
+        rounds: usize,
+        /// QUIC connections, spread over the nodes.
+        #[arg(long, default_value_t = 6)]
+        connections: usize,
+        /// Publish operations in flight per connection.
+        #[arg(long, default_value_t = 2)]
+        streams: usize,
+        #[arg(long, default_value_t = 500)]
+        batch: usize,
+        /// The nodes' `--durability`.
+        #[arg(long, default_value = "batch", value_parser = ["none", "batch", "sync"])]
+        durability: String,
+        #[arg(long, default_value_t = 256)]
+        shards: u32,
+        /// Worker threads per node.
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+        /// Grow the convergence cluster to this many nodes.
+        #[arg(long, default_value_t = 4)]
+        nodes: usize,
+        /// Events/s of the publisher running during the hand-off part.
+        #[arg(long, default_value_t = 20_000)]
+        handoff_rate: u64,
+        /// Print one JSON object instead of tables.
+        #[arg(long)]
+        json: bool,
     },
     /// Publish into a `starling node` child process over HTTP NDJSON: max rate, then half of it.
     HttpPublish {
@@ -357,6 +394,45 @@ fn main() -> Result<()> {
             out,
         } => nexmark_generate(events, &stream, &out),
         Cmd::Nexmark(args) => nexmark(args),
+        Cmd::Cluster {
+            events,
+            rounds,
+            connections,
+            streams,
+            batch,
+            durability,
+            shards,
+            workers,
+            nodes,
+            handoff_rate,
+            json,
+        } => {
+            let o = cluster::Options {
+                events,
+                rounds,
+                connections,
+                streams,
+                batch,
+                durability,
+                shards,
+                workers,
+                nodes,
+                handoff_rate,
+            };
+            o.check()?;
+            let bin = starling_bench::publish::starling_binary()?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            let report = rt.block_on(cluster::run(&o, &bin))?;
+            if json {
+                println!("{}", report.to_json(&o));
+            } else {
+                print!("{}", report.to_text(&o));
+            }
+            Ok(())
+        }
         Cmd::QuicPublish {
             events,
             batch,
