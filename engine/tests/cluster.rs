@@ -550,6 +550,26 @@ fn three_nodes_repartition_like_one() {
         // The cluster ran the join in a later stage fed through internal topics.
         let dfs = HttpClient::new(&n1.base()).dataflows().await.unwrap();
         assert!(dfs.to_string().contains("pv.stage1"), "{dfs}");
+        // Records that may be corrected later (an `updates` aggregate) cannot move between
+        // nodes as plain events yet: refused at submit, on a cluster only.
+        let retracting = r#"name: totals
+inputs: [{id: v, topic: views}]
+nodes:
+  - {id: per_user, op: aggregate, input: v, aggregates: [{name: n, fn: count}], emit: updates}
+  - {id: all, op: key_by, input: per_user, key: "'all'"}
+  - {id: total, op: aggregate, input: all, aggregates: [{name: users, fn: count}], emit: updates}
+outputs: [{name: total, from: total}]
+"#;
+        let err = HttpClient::new(&n3.base())
+            .submit(retracting)
+            .await
+            .expect_err("refused in a cluster");
+        assert!(err.to_string().contains("corrects what it emitted"), "{err}");
+        assert!(HttpClient::new(&n1.base()).dataflow("totals").await.is_err());
+        HttpClient::new(&single.base())
+            .submit(retracting)
+            .await
+            .expect("one node runs it");
     });
 }
 

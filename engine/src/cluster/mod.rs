@@ -88,6 +88,11 @@ pub(crate) struct Shared {
     moving_in: Mutex<HashMap<u32, Instant>>,
     started: Instant,
     repartition: repartition::Repartition,
+    /// Members gossip reports dead (refreshed every 100 ms). A member that crashed stays in
+    /// the agreed state until it is removed, but must not hold watermarks back or be asked
+    /// for its results. A member gossip has not reported yet counts as alive: assuming a
+    /// producer gone too early would close windows before its records arrive.
+    dead: Mutex<BTreeSet<NodeId>>,
 }
 
 /// What the node tells the cluster about itself.
@@ -171,6 +176,7 @@ impl Cluster {
             moving_in: Mutex::new(HashMap::new()),
             started: Instant::now(),
             repartition: repartition::Repartition::default(),
+            dead: Mutex::new(BTreeSet::new()),
         });
         engine
             .set_distribution(Arc::clone(&shared) as Arc<dyn Distribution>)
@@ -301,6 +307,17 @@ impl Shared {
         self.state.borrow().clone()
     }
 
+    /// Agreed members that gossip does not report dead, this node included.
+    fn live_members(&self) -> Vec<NodeId> {
+        let dead = self.dead.lock().map(|d| d.clone()).unwrap_or_default();
+        self.current()
+            .members
+            .keys()
+            .copied()
+            .filter(|n| *n == self.me || !dead.contains(n))
+            .collect()
+    }
+
     fn shard_of(&self, key: &Value) -> u32 {
         shard_of_hash(key.stable_hash(), self.shards)
     }
@@ -336,15 +353,17 @@ impl Shared {
     /// Checks that this node owns each shard at exactly the epoch the sender stamped; waits
     /// briefly when the sender's table is newer than ours.
     fn fence(&self, epochs: &[(u32, u64)]) -> Result<(), EngineError> {
+        let mut table = self.current();
         for &(shard, epoch) in epochs {
-            let mut check = fence::check_write(&self.current().table, self.me, shard, Epoch(epoch))
+            let mut check = fence::check_write(&table.table, self.me, shard, Epoch(epoch))
                 .map_err(|e| EngineError::BadRequest(e.to_string()))?;
             if matches!(check, fence::Fence::Ahead { .. }) {
                 let want = Epoch(epoch);
                 self.block(self.wait_for(Duration::from_secs(2), |s| {
                     s.table.get(shard).is_ok_and(|e| e.epoch >= want)
                 }));
-                check = fence::check_write(&self.current().table, self.me, shard, Epoch(epoch))
+                table = self.current();
+                check = fence::check_write(&table.table, self.me, shard, Epoch(epoch))
                     .map_err(|e| EngineError::BadRequest(e.to_string()))?;
             }
             if check != fence::Fence::Accept {
@@ -461,6 +480,13 @@ impl Shared {
     }
 }
 
+/// The shards a forward lists, sorted, to check each event against in O(log n).
+fn listed_shards(epochs: &[(u32, u64)]) -> Vec<u32> {
+    let mut v: Vec<u32> = epochs.iter().map(|(s, _)| *s).collect();
+    v.sort_unstable();
+    v
+}
+
 /// (shard, epoch) for every shard the rows fall in, from one table.
 fn epochs_of(state: &ClusterState, rows: &[(u32, Row)]) -> Vec<(u32, u64)> {
     epochs_for(state, rows.iter().map(|(s, _)| *s))
@@ -523,9 +549,10 @@ impl Distribution for Shared {
     ) -> Result<usize, EngineError> {
         let engine = self.engine()?;
         let key = engine.topic_spec(topic)?.key;
+        let listed = listed_shards(epochs);
         for row in &rows {
             let shard = key.map_or(0, |k| row.get(k).map_or(0, |v| self.shard_of(v)));
-            if !epochs.iter().any(|(s, _)| *s == shard) {
+            if listed.binary_search(&shard).is_err() {
                 return Err(EngineError::BadRequest(format!(
                     "an event of shard {shard} came without that shard's epoch"
                 )));
@@ -544,6 +571,18 @@ impl Distribution for Shared {
             .map(|s| s.definition)
             .collect();
         if parts.len() > 1 {
+            let retracting = engine.retracting_nodes(def)?;
+            if let Some(node) = stages::crossing(def)
+                .into_iter()
+                .find(|c| retracting.contains(c))
+            {
+                return Err(EngineError::BadRequest(format!(
+                    "in a cluster, the records of node `{node}` must move to other nodes (a \
+                     `key_by` reads it), but it corrects what it emitted (retractions) and only \
+                     insertions can move between nodes yet; re-key before that node, or make it \
+                     emit final results with no allowed lateness"
+                )));
+            }
             engine.check_definitions(&parts).map_err(|e| {
                 EngineError::BadRequest(format!(
                     "dataflow `{}` cannot be cut into stages for the cluster: {e}",
@@ -652,10 +691,8 @@ impl Distribution for Shared {
         let local = engine.subscribe_local(dataflow, output)?;
         let (tx, sub) = feed::<Arc<[Update]>>(engine.subscriber_queue());
         let peers: Vec<NodeId> = self
-            .current()
-            .members
-            .keys()
-            .copied()
+            .live_members()
+            .into_iter()
             .filter(|n| *n != self.me)
             .collect();
         // Each peer's subscription is registered before this returns, so everything
@@ -679,20 +716,41 @@ impl Distribution for Shared {
         for (p, mut s) in opened {
             let tx = tx.clone();
             tokio::spawn(async move {
-                loop {
-                    match s.next().await {
-                        Ok(Some(batch)) => {
-                            if !batch.is_empty() && !tx.send(Arc::from(batch)) {
-                                return;
-                            }
-                        }
-                        Ok(None) => return,
-                        Err(e) => {
-                            tx.end(format!("node {p:016x}: {e}"));
+                // The stream is read by its own task (reading a frame is not cancel-safe), so
+                // this one can also notice a reader that went away while the peer is quiet.
+                let (btx, mut brx) = tokio::sync::mpsc::channel(4);
+                let reader = tokio::spawn(async move {
+                    loop {
+                        let r = s.next().await;
+                        let more = matches!(r, Ok(Some(_)));
+                        if btx.send(r).await.is_err() || !more {
                             return;
                         }
                     }
+                });
+                let mut check = tokio::time::interval(Duration::from_millis(500));
+                loop {
+                    tokio::select! {
+                        r = brx.recv() => match r {
+                            Some(Ok(Some(batch))) => {
+                                if !batch.is_empty() && !tx.send(Arc::from(batch)) {
+                                    break;
+                                }
+                            }
+                            Some(Ok(None)) | None => break,
+                            Some(Err(e)) => {
+                                tx.end(format!("node {p:016x}: {e}"));
+                                break;
+                            }
+                        },
+                        _ = check.tick() => {
+                            if tx.is_ended() {
+                                break;
+                            }
+                        }
+                    }
                 }
+                reader.abort();
             });
         }
         std::thread::Builder::new()
@@ -722,11 +780,12 @@ impl Distribution for Shared {
     fn advance_watermark(&self, topic: &str, time: u64) -> Result<(), EngineError> {
         let engine = self.engine()?;
         engine.advance_watermark_local(topic, time)?;
+        let live = self.live_members();
         let peers: Vec<(NodeId, String)> = self
             .current()
             .members
             .iter()
-            .filter(|(n, _)| **n != self.me)
+            .filter(|(n, _)| **n != self.me && live.contains(n))
             .map(|(n, m)| (*n, m.http_addr.clone()))
             .collect();
         self.block(async {
@@ -763,9 +822,10 @@ impl Distribution for Shared {
         events: Vec<Event>,
     ) -> Result<usize, EngineError> {
         let engine = self.engine()?;
+        let listed = listed_shards(epochs);
         for e in &events {
             let shard = self.shard_of(&e.key);
-            if !epochs.iter().any(|(s, _)| *s == shard) {
+            if listed.binary_search(&shard).is_err() {
                 return Err(EngineError::BadRequest(format!(
                     "a record of shard {shard} came without that shard's epoch"
                 )));
@@ -899,6 +959,10 @@ async fn follow_loop(s: Arc<Shared>) {
             _ = tick.tick() => {}
         }
         let st = state.borrow_and_update().clone();
+        let dead: BTreeSet<NodeId> = s.membership.dead().await.into_iter().collect();
+        if let Ok(mut d) = s.dead.lock() {
+            *d = dead;
+        }
         for m in s.membership.members().await {
             s.peers.learn(
                 m.node_id,

@@ -19,11 +19,27 @@ pub struct PeerAddr {
     pub fingerprint: String,
 }
 
+/// Which connection to a peer: bulk data (forwards, subscriptions, reads) or control (Raft,
+/// watermark marks). Kept apart so Raft heartbeats never wait behind forwards held by
+/// back-pressure in the peer's per-connection request limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Lane {
+    Data,
+    Control,
+}
+
+/// How long opening a connection to a peer may take before the call fails (and is retried
+/// by its caller).
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+type Slot = Arc<tokio::sync::Mutex<Option<Arc<QuicClient>>>>;
+
 /// The pool.
 #[derive(Default)]
 pub struct Peers {
     addrs: Mutex<HashMap<NodeId, PeerAddr>>,
-    open: tokio::sync::Mutex<HashMap<NodeId, Arc<QuicClient>>>,
+    /// One slot per (peer, lane): a slow connect to one peer never blocks calls to another.
+    slots: Mutex<HashMap<(NodeId, Lane), Slot>>,
 }
 
 impl Peers {
@@ -40,25 +56,57 @@ impl Peers {
         self.addrs.lock().ok().and_then(|a| a.get(&node).cloned())
     }
 
-    /// The open connection to a peer, opened if needed.
+    /// The open data connection to a peer, opened if needed.
     pub async fn client(&self, node: NodeId) -> Result<Arc<QuicClient>, ClientError> {
+        self.client_on(node, Lane::Data).await
+    }
+
+    /// The open control connection to a peer (Raft, marks), opened if needed.
+    pub async fn control(&self, node: NodeId) -> Result<Arc<QuicClient>, ClientError> {
+        self.client_on(node, Lane::Control).await
+    }
+
+    async fn client_on(&self, node: NodeId, lane: Lane) -> Result<Arc<QuicClient>, ClientError> {
         let addr = self.addr(node).ok_or_else(|| {
             ClientError::Protocol(format!("node {node:016x} is not known (no gossip from it)"))
         })?;
-        let mut open = self.open.lock().await;
-        if let Some(c) = open.get(&node) {
+        let slot = {
+            let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+            Arc::clone(slots.entry((node, lane)).or_default())
+        };
+        let mut open = slot.lock().await;
+        if let Some(c) = open.as_ref() {
             if c.is_open() && c.connection().remote_address() == addr.quic {
                 return Ok(Arc::clone(c));
             }
         }
-        let c =
-            Arc::new(QuicClient::connect(addr.quic, Trust::Fingerprint(addr.fingerprint)).await?);
-        open.insert(node, Arc::clone(&c));
+        let connect = QuicClient::connect(addr.quic, Trust::Fingerprint(addr.fingerprint));
+        let c = tokio::time::timeout(CONNECT_TIMEOUT, connect)
+            .await
+            .map_err(|_| {
+                ClientError::Protocol(format!(
+                    "node {node:016x} at {} did not answer within {CONNECT_TIMEOUT:?}",
+                    addr.quic
+                ))
+            })??;
+        let c = Arc::new(c);
+        *open = Some(Arc::clone(&c));
         Ok(c)
     }
 
-    /// Forgets a peer's connection after a failure, so the next call reconnects.
+    /// Forgets a peer's connections after a failure, so the next call reconnects.
     pub async fn reset(&self, node: NodeId) {
-        self.open.lock().await.remove(&node);
+        let slots: Vec<Slot> = {
+            let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+            [Lane::Data, Lane::Control]
+                .iter()
+                .filter_map(|l| slots.get(&(node, *l)).cloned())
+                .collect()
+        };
+        for slot in slots {
+            if let Ok(mut s) = slot.try_lock() {
+                *s = None;
+            }
+        }
     }
 }

@@ -41,6 +41,10 @@ type Batch = (String, Vec<Event>);
 
 /// The per-node state of repartitioning.
 pub struct Repartition {
+    /// Per topic: a frontier read and how much was queued right after reading it; the mark
+    /// goes out once that much is delivered (under steady load something is always in
+    /// flight, so waiting for "nothing queued" would never send one).
+    waiting: Mutex<HashMap<String, (u64, u64)>>,
     tx: mpsc::UnboundedSender<Batch>,
     rx: Mutex<Option<mpsc::UnboundedReceiver<Batch>>>,
     counters: Mutex<HashMap<String, Arc<Counters>>>,
@@ -51,6 +55,7 @@ impl Default for Repartition {
     fn default() -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         Repartition {
+            waiting: Mutex::new(HashMap::new()),
             tx,
             rx: Mutex::new(Some(rx)),
             counters: Mutex::new(HashMap::new()),
@@ -107,13 +112,9 @@ pub async fn forward_loop(s: Arc<Shared>) {
             .collect();
         let mut delay = Duration::from_millis(5);
         loop {
-            match place(&s, &topic, pending).await {
-                Ok(left) if left.is_empty() => break,
-                Ok(left) => pending = left,
-                Err(e) => {
-                    tracing::error!(topic = %topic, error = %e, "stage records refused; dropped");
-                    break;
-                }
+            pending = place(&s, &topic, pending).await;
+            if pending.is_empty() {
+                break;
             }
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_millis(200));
@@ -125,12 +126,11 @@ pub async fn forward_loop(s: Arc<Shared>) {
     }
 }
 
-/// One attempt at placing records; returns those still to place.
-async fn place(
-    s: &Shared,
-    topic: &str,
-    pending: Vec<(u32, Event)>,
-) -> Result<Vec<(u32, Event)>, EngineError> {
+/// One attempt at placing records; returns those still to place. Every failure is retried
+/// (an owner that has not installed the next stage yet, a moving shard, a peer restarting)
+/// except records an owner refuses as malformed, which are logged and dropped: sending them
+/// again cannot help.
+async fn place(s: &Shared, topic: &str, pending: Vec<(u32, Event)>) -> Vec<(u32, Event)> {
     let state = s.current();
     let mut by_owner: HashMap<NodeId, Vec<(u32, Event)>> = HashMap::new();
     let mut left = Vec::new();
@@ -143,14 +143,21 @@ async fn place(
             _ => left.push((shard, e)),
         }
     }
-    let engine = s.engine()?;
+    if let Some(batch) = by_owner.remove(&s.me) {
+        let events: Vec<Event> = batch.iter().map(|(_, e)| e.clone()).collect();
+        match s
+            .engine()
+            .and_then(|engine| engine.publish_internal_local(topic, events))
+        {
+            Ok(_) => {}
+            Err(EngineError::UnknownTopic(_)) => left.extend(batch),
+            Err(e) => {
+                tracing::error!(topic, error = %e, "stage records refused here; dropped");
+            }
+        }
+    }
     let mut sends = Vec::new();
     for (owner, batch) in by_owner {
-        if owner == s.me {
-            let events: Vec<Event> = batch.into_iter().map(|(_, e)| e).collect();
-            engine.publish_internal_local(topic, events)?;
-            continue;
-        }
         let epochs = epochs_for(&state, batch.iter().map(|(sh, _)| *sh));
         sends.push(async move {
             let wire_events: Vec<_> = batch.iter().map(|(_, e)| wire::event_to_wire(e)).collect();
@@ -162,21 +169,19 @@ async fn place(
         });
     }
     for (owner, batch, r) in futures_util::future::join_all(sends).await {
-        if let Err(e) = r {
-            match e.code() {
-                Some(wire::codes::BAD_REQUEST) | Some(wire::codes::NOT_FOUND) => {
-                    return Err(EngineError::BadRequest(format!(
-                        "node {owner:016x} refused stage records: {e}"
-                    )))
-                }
-                Some(wire::codes::STALE_EPOCH) | Some(wire::codes::BUSY) => {}
-                _ => s.peers.reset(owner).await,
+        let Err(e) = r else { continue };
+        match e.code() {
+            Some(wire::codes::BAD_REQUEST) => {
+                tracing::error!(node = %format!("{owner:016x}"), error = %e, "stage records refused as malformed; dropped");
+                continue;
             }
-            tracing::debug!(node = %format!("{owner:016x}"), error = %e, "stage records not taken; retrying");
-            left.extend(batch);
+            Some(wire::codes::STALE_EPOCH | wire::codes::BUSY | wire::codes::NOT_FOUND) => {}
+            _ => s.peers.reset(owner).await,
         }
+        tracing::debug!(node = %format!("{owner:016x}"), error = %e, "stage records not taken; retrying");
+        left.extend(batch);
     }
-    Ok(left)
+    left
 }
 
 /// Every 100 ms: for each local stage that writes internal topics, tell every member how
@@ -187,7 +192,7 @@ pub async fn mark_loop(s: Arc<Shared>) {
         tick.tick().await;
         let Ok(engine) = s.engine() else { return };
         let state = s.current();
-        let members: Vec<NodeId> = state.members.keys().copied().collect();
+        let members: Vec<NodeId> = s.live_members();
         let mut marks: Vec<(String, u64)> = Vec::new();
         for stage in super::catalog_stages(&state) {
             if stage.writes.is_empty() {
@@ -199,14 +204,29 @@ pub async fn mark_loop(s: Arc<Shared>) {
             let frontier = info.frontier;
             for topic in &stage.writes {
                 let c = s.repartition.counters(topic);
-                // Read after the frontier: everything before it was queued by now.
-                let queued = c.queued.load(Ordering::SeqCst);
-                if c.delivered.load(Ordering::SeqCst) < queued {
-                    tracing::debug!(topic = %topic, queued, "mark waits for deliveries");
-                    continue;
+                let delivered = c.delivered.load(Ordering::SeqCst);
+                let mut waiting = s
+                    .repartition
+                    .waiting
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                // A frontier read earlier whose records are all delivered now can be sent.
+                if let Some(&(time, upto)) = waiting.get(topic) {
+                    if delivered >= upto {
+                        waiting.remove(topic);
+                        marks.push((topic.clone(), time));
+                    }
                 }
-                // Sent every tick, changed or not: a node that joined later learns it too.
-                marks.push((topic.clone(), frontier));
+                if !waiting.contains_key(topic) {
+                    // Read after the frontier: everything before it was queued by now.
+                    let queued = c.queued.load(Ordering::SeqCst);
+                    if delivered >= queued {
+                        // Sent every tick, changed or not: a node that joined later learns it.
+                        marks.push((topic.clone(), frontier));
+                    } else {
+                        waiting.insert(topic.clone(), (frontier, queued));
+                    }
+                }
             }
         }
         for (topic, time) in marks {
@@ -215,7 +235,7 @@ pub async fn mark_loop(s: Arc<Shared>) {
                     let _ = apply_mark(&s, &topic, s.me, time);
                     continue;
                 }
-                let r = match s.peers.client(*node).await {
+                let r = match s.peers.control(*node).await {
                     Ok(c) => c.mark(&topic, s.me, time).await,
                     Err(e) => Err(e),
                 };
@@ -240,7 +260,7 @@ pub fn apply_mark(s: &Shared, topic: &str, node: NodeId, time: u64) -> Result<()
         // This node has not installed the stage yet; the producer sends again.
         return Ok(());
     }
-    let members: Vec<NodeId> = s.current().members.keys().copied().collect();
+    let members: Vec<NodeId> = s.live_members();
     if !members.contains(&node) {
         return Err(EngineError::BadRequest(format!(
             "node {node:016x} is not a member"

@@ -22,7 +22,7 @@ impl RaftTransport for QuicRaftTransport {
     ) -> Result<Vec<u8>, TransportError> {
         let client = self
             .peers
-            .client(target)
+            .control(target)
             .await
             .map_err(|e| TransportError::Unreachable(e.to_string()))?;
         match client.raft(request).await {

@@ -81,6 +81,7 @@ impl Node {
             subscriber_queue: config.subscriber_queue,
             store,
             checkpoint_interval: Some(Duration::from_millis(config.checkpoint_interval_ms)),
+            clustered: config.cluster.is_some(),
             ..EngineConfig::default()
         };
         let engine = Arc::new(

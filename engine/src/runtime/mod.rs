@@ -58,6 +58,9 @@ pub struct EngineConfig {
     pub store: Option<Arc<Store>>,
     /// How often window state is checkpointed (with a store); `None` never.
     pub checkpoint_interval: Option<Duration>,
+    /// The node runs in a cluster: records a replay sends to internal repartition topics are
+    /// not published here (they belong to the owners of their keys, which already had them).
+    pub clustered: bool,
 }
 
 impl Default for EngineConfig {
@@ -70,6 +73,7 @@ impl Default for EngineConfig {
             max_queued_batches: 8,
             store: None,
             checkpoint_interval: Some(Duration::from_secs(60)),
+            clustered: false,
         }
     }
 }
@@ -432,6 +436,18 @@ impl Engine {
     /// submit would give, before the cluster is asked to agree on it.
     pub fn check_definition(&self, def: &Definition) -> Result<(), EngineError> {
         self.check_definitions(std::slice::from_ref(def))
+    }
+
+    /// The ids of a definition's nodes that may retract what they emitted (corrections,
+    /// `updates` aggregates, table joins): records that cannot cross nodes as plain events.
+    pub fn retracting_nodes(&self, def: &Definition) -> Result<Vec<String>, EngineError> {
+        let plan = plan::plan(def, &self.topic_specs())?;
+        Ok(plan
+            .nodes
+            .iter()
+            .filter(|n| !n.append_only)
+            .map(|n| n.id.clone())
+            .collect())
     }
 
     /// Plans definitions in order, each seeing the topics the earlier ones create (the stages
@@ -1144,12 +1160,15 @@ impl Inner {
     /// Appends trusted events (dataflow results) to a topic by name; in a cluster they go to
     /// the owners of their keys instead.
     pub(crate) fn publish_internal(&self, topic: &str, events: Vec<Event>) {
+        if self.config.clustered
+            && self.replaying.load(Ordering::Relaxed)
+            && plan::stages::is_internal_topic(topic)
+        {
+            // Replayed stage records: their owners had them before this node restarted.
+            return;
+        }
         if let Some(d) = self.distribution.get() {
-            // Not while the log is replayed: other nodes already have what a replay would
-            // send again.
-            if !self.replaying.load(Ordering::Relaxed) {
-                d.route_internal(topic, events);
-            }
+            d.route_internal(topic, events);
             return;
         }
         self.publish_internal_here(topic, events);

@@ -158,6 +158,16 @@ pub fn feed<T>(capacity: usize) -> (Feed<T>, Subscription<T>) {
     )
 }
 
+/// A dropped reader ends a fed subscription for every source (they stop at their next
+/// check instead of holding a thread and remote streams open).
+impl<T> Drop for Subscription<T> {
+    fn drop(&mut self) {
+        if let Ok(mut r) = self.reason.lock() {
+            r.get_or_insert_with(|| "the reader went away".to_string());
+        }
+    }
+}
+
 /// The reading end of a subscription.
 pub struct Subscription<T> {
     rx: Receiver<T>,
