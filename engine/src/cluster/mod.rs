@@ -391,7 +391,7 @@ impl Shared {
         topic: &str,
         pending: Vec<(u32, Row)>,
         wait: bool,
-    ) -> Result<(usize, Vec<(u32, Row)>, Option<String>), EngineError> {
+    ) -> Result<Placed, EngineError> {
         let state = self.current();
         let mut by_owner: HashMap<NodeId, Vec<(u32, Row)>> = HashMap::new();
         let mut left = Vec::new();
@@ -448,11 +448,13 @@ impl Shared {
             });
         }
         let (local, remote) = tokio::join!(local, futures_util::future::join_all(sends));
-        let (n, busy) = local?;
+        let (n, busy_rows) = local?;
         accepted += n;
-        if !busy.is_empty() {
+        let mut busy = false;
+        if !busy_rows.is_empty() {
             why = Some("this node's workers are busy".into());
-            left.extend(busy);
+            busy = true;
+            left.extend(busy_rows);
         }
         for (owner, rows, r) in remote {
             match r {
@@ -468,7 +470,8 @@ impl Shared {
                                 "node {owner:016x} refused the batch: {e}"
                             )))
                         }
-                        Some(wire::codes::STALE_EPOCH) | Some(wire::codes::BUSY) => {}
+                        Some(wire::codes::BUSY) => busy = true,
+                        Some(wire::codes::STALE_EPOCH) => {}
                         _ => self.peers.reset(owner).await,
                     }
                     why = Some(format!("node {owner:016x}: {e}"));
@@ -476,8 +479,25 @@ impl Shared {
                 }
             }
         }
-        Ok((accepted, left, why))
+        Ok(Placed {
+            accepted,
+            left,
+            why,
+            busy,
+        })
     }
+}
+
+/// What one pass of placing a publish did.
+struct Placed {
+    /// Events acknowledged in this pass.
+    accepted: usize,
+    /// Events still to place.
+    left: Vec<(u32, Row)>,
+    /// Why some could not be placed (the last reason seen).
+    why: Option<String>,
+    /// Whether an owner (this node or a peer) refused its part for lack of room.
+    busy: bool,
 }
 
 /// The shards a forward lists, sorted, to check each event against in O(log n).
@@ -522,10 +542,19 @@ impl Distribution for Shared {
             let mut state = self.state.clone();
             loop {
                 state.borrow_and_update();
-                let (n, left, why) = self.place(&engine, topic, pending, wait).await?;
+                let Placed {
+                    accepted: n,
+                    left,
+                    why,
+                    busy,
+                } = self.place(&engine, topic, pending, wait).await?;
                 accepted += n;
                 if left.is_empty() {
                     return Ok(accepted);
+                }
+                if busy && !wait && accepted == 0 {
+                    // Nothing was applied anywhere: the caller may back off and resend all.
+                    return Err(EngineError::Busy);
                 }
                 if Instant::now() > deadline {
                     return Err(EngineError::Unavailable(format!(
