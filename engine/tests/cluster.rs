@@ -21,6 +21,17 @@ fn member(seed: Option<&str>, name: &str) -> NodeProc {
     cluster_common::member_of("test", SHARDS, seed, name)
 }
 
+/// Three members a, b, c of cluster `test`, settled; with the gossip address to join through.
+async fn three() -> (NodeProc, NodeProc, NodeProc, String) {
+    let n1 = member(None, "a");
+    let seed = n1.banner_field("gossip");
+    let n2 = member(Some(&seed), "b");
+    let n3 = member(Some(&seed), "c");
+    let took = settled(&[&n1, &n2, &n3], 3, Duration::from_secs(60)).await;
+    println!("convergence: 3 nodes agreed on members, leader and every shard in {took:?}");
+    (n1, n2, n3, seed)
+}
+
 /// Events of `users` users, `per_user` each, in event-time order (no event is late).
 fn events(users: usize, per_user: usize) -> Vec<Json> {
     let mut out = Vec::new();
@@ -99,12 +110,7 @@ async fn wait_for_lines(lines: &Arc<Mutex<Vec<Json>>>, n: usize, limit: Duration
 fn three_nodes_give_the_results_of_one() {
     let rt = rt();
     rt.block_on(async {
-        let n1 = member(None, "a");
-        let seed = n1.banner_field("gossip");
-        let n2 = member(Some(&seed), "b");
-        let n3 = member(Some(&seed), "c");
-        let took = settled(&[&n1, &n2, &n3], 3, Duration::from_secs(60)).await;
-        println!("convergence: 3 nodes agreed on members, leader and every shard in {took:?}");
+        let (n1, n2, n3, _) = three().await;
         let view = cluster_view(&n1).await.unwrap();
         for (name, shards) in owned(&view) {
             assert!(
@@ -467,11 +473,7 @@ outputs:
 fn three_nodes_repartition_like_one() {
     let rt = rt();
     rt.block_on(async {
-        let n1 = member(None, "a");
-        let seed = n1.banner_field("gossip");
-        let n2 = member(Some(&seed), "b");
-        let n3 = member(Some(&seed), "c");
-        settled(&[&n1, &n2, &n3], 3, Duration::from_secs(60)).await;
+        let (n1, n2, n3, _) = three().await;
         let single = NodeProc::start(&["--shards", SHARDS]);
         let pages: Vec<Json> = (0..20)
             .map(|i| json!({"page": format!("/p{i}"), "ts": 999_000 + i, "category": format!("c{}", i % 4)}))
@@ -579,11 +581,7 @@ outputs: [{name: total, from: total}]
 fn a_stopped_member_rejoins_from_its_data_directory() {
     let rt = rt();
     rt.block_on(async {
-        let n1 = member(None, "a");
-        let seed = n1.banner_field("gossip");
-        let n2 = member(Some(&seed), "b");
-        let n3 = member(Some(&seed), "c");
-        settled(&[&n1, &n2, &n3], 3, Duration::from_secs(60)).await;
+        let (n1, n2, n3, seed) = three().await;
         let id = n3.banner_field("node_id");
         let mut n3 = n3;
         n3.sigterm();
