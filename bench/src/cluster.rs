@@ -28,8 +28,6 @@ use hdrhistogram::Histogram;
 use serde_json::{json, Value as Json};
 use starling_engine::client::http::HttpClient;
 use starling_engine::client::{QuicClient, Trust};
-use starling_engine::operators::Value;
-use starling_engine::quic::wire::{row_to_wire, WireValue};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The topic every part publishes to.
@@ -394,9 +392,8 @@ async fn wait_settled(members: &[&Member], n: usize) -> Result<Duration> {
 
 /// Creates the benchmark topic through `admin` and waits until every node knows it.
 async fn create_topic(admin: &Member, all: &[&Member]) -> Result<()> {
-    let decl = json!({"name": TOPIC, "key": "user", "time": "ts", "fields": [
-        {"name": "user", "type": "string"}, {"name": "ts", "type": "timestamp"},
-        {"name": "amount", "type": "int"}, {"name": "note", "type": "string"}]});
+    let mut decl = starling_bench::publish::bench_topic();
+    decl["name"] = json!(TOPIC);
     HttpClient::new(&admin.base())
         .create_topic(&decl)
         .await
@@ -415,28 +412,6 @@ async fn create_topic(admin: &Member, all: &[&Member]) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// Pre-built batches of typed rows (about 100 bytes per event, 10 000 keys).
-fn wire_batches(batch: usize, count: u64) -> Arc<Vec<Vec<Vec<WireValue>>>> {
-    let note = "an event of about one hundred bytes";
-    Arc::new(
-        (0..count)
-            .map(|b| {
-                (0..batch as u64)
-                    .map(|i| {
-                        let n = b * batch as u64 + i;
-                        row_to_wire(&[
-                            Value::str(&format!("user-{:05}", n % 10_000)),
-                            Value::Timestamp(1_000 + n as i64),
-                            Value::Int((n % 1000) as i64),
-                            Value::str(note),
-                        ])
-                    })
-                    .collect()
-            })
-            .collect(),
-    )
 }
 
 /// What a publisher saw.
@@ -479,7 +454,7 @@ fn is_retryable(e: &starling_engine::client::quic::ClientError) -> bool {
 }
 
 async fn run_load(load: Load) -> Result<LoadResult> {
-    let rows = wire_batches(load.batch, 16);
+    let rows = starling_bench::publish::wire_batches(load.batch, 16);
     let next = Arc::new(AtomicU64::new(0));
     let per_batch = load
         .rate

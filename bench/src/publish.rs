@@ -134,8 +134,36 @@ fn batch(seq: u64, size: usize) -> Vec<u8> {
     out
 }
 
+/// `count` pre-built batches of typed rows of [`bench_topic`] (10 000 keys), so that the
+/// client's own row building stays out of what is measured.
+pub fn wire_batches(
+    batch: usize,
+    count: u64,
+) -> Arc<Vec<Vec<Vec<starling_engine::quic::wire::WireValue>>>> {
+    use starling_engine::operators::Value;
+    use starling_engine::quic::wire::row_to_wire;
+    let note = "an event of about one hundred bytes";
+    Arc::new(
+        (0..count)
+            .map(|b| {
+                (0..batch as u64)
+                    .map(|i| {
+                        let n = b * batch as u64 + i;
+                        row_to_wire(&[
+                            Value::str(&format!("user-{:05}", n % 10_000)),
+                            Value::Timestamp(1_000 + n as i64),
+                            Value::Int((n % 1000) as i64),
+                            Value::str(note),
+                        ])
+                    })
+                    .collect()
+            })
+            .collect(),
+    )
+}
+
 /// The topic the publish benchmarks write to (about 100 bytes per event).
-fn bench_topic() -> serde_json::Value {
+pub fn bench_topic() -> serde_json::Value {
     json!({"name": "bench", "key": "user", "time": "ts", "fields": [
         {"name": "user", "type": "string"}, {"name": "ts", "type": "timestamp"},
         {"name": "amount", "type": "int"}, {"name": "note", "type": "string"}]})
@@ -252,30 +280,11 @@ pub async fn quic_publish(
     rate: Option<u64>,
 ) -> Result<PublishResult> {
     use starling_engine::client::{QuicClient, Trust};
-    use starling_engine::operators::Value;
-    use starling_engine::quic::wire::row_to_wire;
 
     HttpClient::new(http).create_topic(&bench_topic()).await?;
     let client = QuicClient::connect(quic, Trust::Fingerprint(fingerprint.to_string())).await?;
     let batches = events.div_ceil(batch_size as u64);
-    let note = "an event of about one hundred bytes";
-    let wire_batches: Arc<Vec<Vec<Vec<starling_engine::quic::wire::WireValue>>>> = Arc::new(
-        (0..batches.min(16))
-            .map(|b| {
-                (0..batch_size as u64)
-                    .map(|i| {
-                        let n = b * batch_size as u64 + i;
-                        row_to_wire(&[
-                            Value::str(&format!("user-{:05}", n % 10_000)),
-                            Value::Timestamp(1_000 + n as i64),
-                            Value::Int((n % 1000) as i64),
-                            Value::str(note),
-                        ])
-                    })
-                    .collect()
-            })
-            .collect(),
-    );
+    let wire_batches = wire_batches(batch_size, batches.min(16));
     let result = drive(batches, batch_size, streams, rate, {
         let client = client.clone();
         move |i| {
