@@ -1,24 +1,10 @@
 //! `starling-bench cluster` as a user runs it, with tiny sizes so the runner cannot rot: one
 //! round of 1 node against 3, three joins, a hand-off under load; one JSON object out.
 
-use std::path::PathBuf;
-use std::process::Command;
+mod common;
 
-/// The `starling` binary beside `starling-bench` (where the benchmark looks for it), built if
-/// this test runs before it was.
-fn ensure_starling() {
-    let exe = PathBuf::from(env!("CARGO_BIN_EXE_starling-bench"));
-    if exe.with_file_name("starling").exists() {
-        return;
-    }
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .args(["build", "-p", "starling-engine", "--bin", "starling"])
-        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-        .status()
-        .expect("cargo runs");
-    assert!(status.success(), "building the starling binary failed");
-}
+use common::ensure_starling;
+use std::process::Command;
 
 #[test]
 fn tiny_cluster_run_reports_every_part() {

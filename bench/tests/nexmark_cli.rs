@@ -2,27 +2,13 @@
 //! process and through a real node over QUIC and HTTP (so the runner cannot rot), and clear
 //! errors with a non-zero exit for what a user can get wrong.
 
-use std::path::PathBuf;
+mod common;
+
+use common::ensure_starling;
 use std::process::Command;
 
 fn bench() -> Command {
     Command::new(env!("CARGO_BIN_EXE_starling-bench"))
-}
-
-/// The `starling` binary beside `starling-bench` (where the in-node runs look for it),
-/// built if this test runs before it was.
-fn ensure_starling() {
-    let exe = PathBuf::from(env!("CARGO_BIN_EXE_starling-bench"));
-    if exe.with_file_name("starling").exists() {
-        return;
-    }
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .args(["build", "-p", "starling-engine", "--bin", "starling"])
-        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-        .status()
-        .expect("cargo runs");
-    assert!(status.success(), "building the starling binary failed");
 }
 
 fn run(args: &[&str]) -> (bool, String, String) {

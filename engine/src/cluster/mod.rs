@@ -421,7 +421,13 @@ impl Shared {
             let Some(rows) = local_rows else {
                 return Ok((0, Vec::new()));
             };
-            let plain: Vec<Row> = rows.iter().map(|(_, r)| r.clone()).collect();
+            // Kept for a retry only when the engine may answer busy (`wait` false); a waiting
+            // publish takes the rows as they are.
+            let (plain, keep): (Vec<Row>, Vec<(u32, Row)>) = if wait {
+                (rows.into_iter().map(|(_, r)| r).collect(), Vec::new())
+            } else {
+                (rows.iter().map(|(_, r)| r.clone()).collect(), rows)
+            };
             let e = Arc::clone(engine);
             let t = topic.to_string();
             let r = tokio::task::spawn_blocking(move || e.publish_local(&t, plain, wait))
@@ -431,7 +437,7 @@ impl Shared {
                 Ok(n) => Ok((n, Vec::new())),
                 // Other owners may already have their part: keep this one for the next round
                 // rather than answer `busy` for a batch partly applied.
-                Err(EngineError::Busy) => Ok((0, rows)),
+                Err(EngineError::Busy) => Ok((0, keep)),
                 Err(e) => Err(e),
             }
         };
@@ -595,13 +601,11 @@ impl Distribution for Shared {
         let engine = self.engine()?;
         engine.check_definition(def)?;
         // Each stage must plan too, or the cluster would agree on what cannot run.
-        let parts: Vec<Definition> = stages::split(def)
-            .into_iter()
-            .map(|s| s.definition)
-            .collect();
+        let cut = stages::split(def);
+        let parts: Vec<Definition> = cut.iter().map(|s| s.definition.clone()).collect();
         if parts.len() > 1 {
             let retracting = engine.retracting_nodes(def)?;
-            if let Some(node) = stages::crossing(def)
+            if let Some(node) = stages::crossing(&cut)
                 .into_iter()
                 .find(|c| retracting.contains(c))
             {
@@ -621,9 +625,9 @@ impl Distribution for Shared {
         }
         let text = serde_json::to_string(def).map_err(|e| EngineError::Internal(e.to_string()))?;
         let name = def.name.clone();
-        let last = stages::split(def)
+        let last = parts
             .last()
-            .map(|s| s.definition.name.clone())
+            .map(|d| d.name.clone())
             .unwrap_or_else(|| name.clone());
         self.block(async {
             if self
@@ -659,9 +663,9 @@ impl Distribution for Shared {
 
     fn create_topic(&self, def: &TopicDef) -> Result<(), EngineError> {
         let engine = self.engine()?;
-        // Checked (and a conflict found) here first, with the engine's own errors.
-        if let Ok(existing) = engine.topic_spec(&def.name) {
-            let _ = existing;
+        // An existing topic is checked here (identical: nothing to do; different: the
+        // engine's own conflict error), without asking the cluster.
+        if engine.topic_spec(&def.name).is_ok() {
             return engine.create_topic_local(def);
         }
         let text = serde_json::to_string(def).map_err(|e| EngineError::Internal(e.to_string()))?;
@@ -931,18 +935,19 @@ async fn leader_loop(s: Arc<Shared>) {
             let known = state.members.get(&m.node_id);
             if known.is_none_or(|k| k.quic_addr != info.quic_addr || k.http_addr != info.http_addr)
             {
-                if m.node_id != s.me {
-                    if let Err(e) = s.raft.add_node(m.node_id, info.clone()).await {
-                        tracing::warn!(node = %format!("{:016x}", m.node_id), error = %e, "could not add a member to Raft");
-                        continue;
-                    }
+                if m.node_id == s.me {
+                    // The leader itself (restarted at new addresses): only its record changes.
+                    let _ = s
+                        .propose(Command::AddMember {
+                            node: m.node_id,
+                            info,
+                        })
+                        .await;
+                } else if let Err(e) = s.raft.add_node(m.node_id, info).await {
+                    // `add_node` records the member (AddMember) as well as adding it to Raft.
+                    tracing::warn!(node = %format!("{:016x}", m.node_id), error = %e, "could not add a member to Raft");
+                    continue;
                 }
-                let _ = s
-                    .propose(Command::AddMember {
-                        node: m.node_id,
-                        info,
-                    })
-                    .await;
             }
             if m.state == MemberState::Leaving && known.is_some_and(|k| !k.leaving) {
                 let _ = s.propose(Command::SetLeaving { node: m.node_id }).await;

@@ -193,10 +193,10 @@ pub fn split(def: &Definition) -> Vec<Stage> {
 }
 
 /// The ids of the nodes whose records cross into a later stage (the producers of internal
-/// topics). A cut carries insertions only, so a caller refuses a split where one of these can
+/// topics), from the stages [`split`] made. A cut carries insertions only, so a caller refuses a split where one of these can
 /// retract.
-pub fn crossing(def: &Definition) -> Vec<String> {
-    split(def)
+pub fn crossing(stages: &[Stage]) -> Vec<String> {
+    stages
         .iter()
         .flat_map(|s| s.definition.nodes.iter())
         .filter_map(|n| match n {
@@ -299,7 +299,7 @@ outputs: [{name: pairs, from: j}, {name: total, from: top}, {name: raw, from: f}
         assert_eq!(s1.definition.outputs[0].name, "pairs");
         // Stage 2: the global count.
         assert_eq!(s[2].reads, ["_rp.j.g"]);
-        assert_eq!(crossing(&d), ["lk", "rk", "g"]);
+        assert_eq!(crossing(&s), ["lk", "rk", "g"]);
         assert_eq!(s[2].definition.outputs[0].name, "total");
     }
 
