@@ -19,6 +19,6 @@ pub mod runtime;
 
 pub use error::EngineError;
 pub use runtime::{
-    DataflowInfo, Engine, EngineConfig, Subscription, SubscriptionClosed, TopicInfo,
+    DataflowInfo, Engine, EngineConfig, ShardPart, Subscription, SubscriptionClosed, TopicInfo,
 };
 pub use starling_operators as operators;

@@ -394,6 +394,29 @@ impl QuicClient {
         }
     }
 
+    /// Node to node: one chunk of a moving shard's window state (or, `chunks` 0, records
+    /// of a shard the peer owns that reached this node late).
+    pub async fn handoff(
+        &self,
+        shard: u32,
+        epoch: u64,
+        chunk: u32,
+        chunks: u32,
+        parts: Vec<wire::WireShardPart>,
+    ) -> Result<(), ClientError> {
+        let req = Request::Handoff {
+            shard,
+            epoch,
+            chunk,
+            chunks,
+            parts,
+        };
+        match self.request(&req).await? {
+            Response::Ack { .. } => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// Node to node: one Raft message; returns the peer's serialised answer.
     pub async fn raft(&self, payload: Vec<u8>) -> Result<Vec<u8>, ClientError> {
         match self.request(&Request::Raft { payload }).await? {

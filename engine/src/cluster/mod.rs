@@ -9,6 +9,7 @@
 //! - a publish is split by shard: this node's part goes to its engine, the rest is forwarded
 //!   to the owners with their epochs, and events of a moving shard wait for the move.
 
+mod handoff;
 mod peers;
 mod repartition;
 mod scatter;
@@ -49,10 +50,6 @@ use crate::{DataflowInfo, Engine, EngineError, Subscription};
 const PLACE_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long a submit waits for the agreed definition to be installed here.
 const APPLY_TIMEOUT: Duration = Duration::from_secs(15);
-/// How long the receiver of a moving shard waits after the move began before completing it:
-/// writes the old owner accepted before it saw the move finish in that time. A straggler
-/// later than this is still logged (on the old owner) and acknowledged, never lost.
-const HANDOFF_DRAIN: Duration = Duration::from_millis(100);
 /// Hand-offs in flight at once, cluster-wide: more settle a join sooner, fewer hold fewer
 /// publishes back (a batch touching any moving shard waits for it).
 const MOVES_IN_FLIGHT: usize = 16;
@@ -88,6 +85,7 @@ pub(crate) struct Shared {
     moving_in: Mutex<HashMap<u32, Instant>>,
     started: Instant,
     repartition: repartition::Repartition,
+    handoffs: handoff::Handoffs,
     /// Members gossip reports dead (refreshed every 100 ms). A member that crashed stays in
     /// the agreed state until it is removed, but must not hold watermarks back or be asked
     /// for its results. A member gossip has not reported yet counts as alive: assuming a
@@ -176,6 +174,7 @@ impl Cluster {
             moving_in: Mutex::new(HashMap::new()),
             started: Instant::now(),
             repartition: repartition::Repartition::default(),
+            handoffs: handoff::Handoffs::default(),
             dead: Mutex::new(BTreeSet::new()),
         });
         engine
@@ -189,6 +188,7 @@ impl Cluster {
             tokio::spawn(follow_loop(Arc::clone(&shared))),
             tokio::spawn(repartition::forward_loop(Arc::clone(&shared))),
             tokio::spawn(repartition::mark_loop(Arc::clone(&shared))),
+            tokio::spawn(handoff::hand_off_loop(Arc::clone(&shared))),
         ];
         shared.membership.set_state(MemberState::Live).await;
         tracing::info!(node = %format!("{me:016x}"), cluster = %config.cluster_id, "joined the cluster");
@@ -868,6 +868,17 @@ impl Distribution for Shared {
         engine.publish_internal_local(topic, events)
     }
 
+    fn handoff(
+        &self,
+        shard: u32,
+        epoch: u64,
+        chunk: u32,
+        chunks: u32,
+        parts: Vec<crate::runtime::ShardPart>,
+    ) -> Result<(), EngineError> {
+        handoff::receive(self, shard, epoch, chunk, chunks, parts)
+    }
+
     fn mark(&self, topic: &str, node: u64, time: u64) -> Result<(), EngineError> {
         repartition::apply_mark(self, topic, node, time)
     }
@@ -1088,14 +1099,14 @@ fn sync_catalog(engine: &Engine, st: &ClusterState, s: &Shared) {
     }
 }
 
-/// Completes the moves of shards to this node once the old owner has had time to finish
-/// the writes it accepted before the move began (they are in its log; new ones are held by
-/// every router until the move completes).
+/// Completes moves of shards to this node whose old owner is gone (crashed or removed), so
+/// that no state will come; the old owner's hand-off completes every other move (see
+/// [`handoff`]).
 async fn complete_moves(s: &Shared, st: &ClusterState) {
     let incoming: Vec<u32> = st
         .table
         .iter()
-        .filter(|(_, e)| e.moving_to == Some(s.me))
+        .filter(|(_, e)| e.moving_to == Some(s.me) && handoff::owner_gone(s, e.owner))
         .map(|(shard, _)| shard)
         .collect();
     let ready: Vec<u32> = {
@@ -1107,7 +1118,7 @@ async fn complete_moves(s: &Shared, st: &ClusterState) {
         incoming
             .iter()
             .filter(|shard| {
-                now.duration_since(*moving.entry(**shard).or_insert(now)) >= HANDOFF_DRAIN
+                now.duration_since(*moving.entry(**shard).or_insert(now)) >= handoff::HANDOFF_DRAIN
             })
             .copied()
             .collect()

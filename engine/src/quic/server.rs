@@ -508,6 +508,23 @@ fn handle(engine: &Engine, frame: &[u8]) -> (&'static str, Outcome) {
                 )),
             },
         ),
+        ArchivedRequest::Handoff {
+            shard,
+            epoch,
+            chunk,
+            chunks,
+            parts,
+        } => (
+            "handoff",
+            handoff(
+                engine,
+                shard.to_native(),
+                epoch.to_native(),
+                chunk.to_native(),
+                chunks.to_native(),
+                parts,
+            ),
+        ),
         ArchivedRequest::Raft { payload } => (
             "raft",
             match engine.distribution() {
@@ -757,6 +774,32 @@ fn forward_events(
         .collect();
     let n = d.forwarded_events(topic.as_str(), &epochs, out)?;
     Ok(Response::Ack { accepted: n as u64 })
+}
+
+fn handoff(
+    engine: &Engine,
+    shard: u32,
+    epoch: u64,
+    chunk: u32,
+    chunks: u32,
+    parts: &ArchivedVec<wire::ArchivedWireShardPart>,
+) -> Result<Response, EngineError> {
+    let Some(d) = engine.distribution() else {
+        return Err(EngineError::BadRequest(
+            "this node is not part of a cluster".into(),
+        ));
+    };
+    let parts: Vec<crate::runtime::ShardPart> = parts
+        .iter()
+        .map(|p| crate::runtime::ShardPart {
+            dataflow: p.dataflow.as_str().to_string(),
+            node: p.node.as_str().to_string(),
+            shard: p.shard.to_native(),
+            bytes: p.bytes.as_slice().to_vec(),
+        })
+        .collect();
+    d.handoff(shard, epoch, chunk, chunks, parts)?;
+    Ok(Response::Ack { accepted: 0 })
 }
 
 fn typed_row(spec: &TopicSpec, cells: &[ArchivedWireValue]) -> Result<Vec<Value>, String> {

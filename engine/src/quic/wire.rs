@@ -81,6 +81,20 @@ pub struct WireEvent {
     pub row: Vec<WireValue>,
 }
 
+/// One shard's part of one window operator's state, handed from a shard's old owner to its
+/// new one (see [`crate::runtime::ShardPart`]).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct WireShardPart {
+    /// The dataflow (or stage) holding the operator.
+    pub dataflow: String,
+    /// The operator's node id.
+    pub node: String,
+    /// The shard.
+    pub shard: u32,
+    /// The state, an archive the receiver validates.
+    pub bytes: Vec<u8>,
+}
+
 /// A topic in a listing.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct WireTopic {
@@ -226,6 +240,23 @@ pub enum Request {
         node: u64,
         /// Its watermark for the topic.
         time: u64,
+    },
+    /// Node to node: window state of a shard moving from the sender to the receiver (or,
+    /// with `chunks` 0, records of a shard the receiver owns that reached the sender after
+    /// it handed the shard off). The receiver merges the parts and, once it has every
+    /// chunk, completes the move. Answered with `Ack`, or `stale_epoch` when the shard is
+    /// not moving to the receiver at `epoch` (then nothing is merged).
+    Handoff {
+        /// The shard.
+        shard: u32,
+        /// Its epoch in the sender's table.
+        epoch: u64,
+        /// This message's index, below `chunks`.
+        chunk: u32,
+        /// Messages the shard's state was cut into (0: stragglers, not a move).
+        chunks: u32,
+        /// The parts.
+        parts: Vec<WireShardPart>,
     },
     /// Node to node: one Raft message (serialised by the cluster crate). Answered with
     /// `Raft`.

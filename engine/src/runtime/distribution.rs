@@ -62,6 +62,17 @@ pub trait Distribution: Send + Sync {
     ) -> Result<usize, EngineError>;
     /// A producing node's watermark for an internal topic.
     fn mark(&self, topic: &str, node: u64, time: u64) -> Result<(), EngineError>;
+    /// Merges one chunk of a shard's window state that its old owner handed over, and
+    /// completes the move once every chunk is in (`chunks` 0: late records of a shard this
+    /// node already owns).
+    fn handoff(
+        &self,
+        shard: u32,
+        epoch: u64,
+        chunk: u32,
+        chunks: u32,
+        parts: Vec<super::ShardPart>,
+    ) -> Result<(), EngineError>;
     /// Answers one Raft message from a peer.
     fn raft(&self, payload: &[u8]) -> Vec<u8>;
     /// The live value of a KV key: a view is written on the node that processes the key, so

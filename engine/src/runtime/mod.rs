@@ -12,6 +12,7 @@
 
 mod checkpoint;
 mod distribution;
+mod handoff;
 mod recovery;
 mod subscribers;
 mod worker;
@@ -32,6 +33,7 @@ use starling_operators::render::{DataflowStats, Update};
 use starling_operators::{Event, Row, Value};
 
 pub use distribution::Distribution;
+pub use handoff::ShardPart;
 pub use subscribers::{feed, Feed, Subscribers, Subscription, SubscriptionClosed};
 use worker::Command;
 
@@ -182,6 +184,9 @@ pub(crate) struct Inner {
     pub(crate) busy: Vec<AtomicU64>,
     /// Cut-off counts of the outputs of dataflows since dropped.
     dropped_cut_off: AtomicU64,
+    /// Records of shards this node handed off that reached a window afterwards, waiting to
+    /// be sent to their owner (see [`Engine::stragglers`]).
+    stragglers: Arc<AtomicUsize>,
     /// The next node-wide log sequence number. Held while a publish is logged and handed to
     /// the workers, while a watermark mark is, and while a dataflow is installed, so that the
     /// log's order is the workers' order (see [`crate::durable`]).
@@ -230,6 +235,7 @@ impl Engine {
             queued: (0..workers).map(|_| AtomicUsize::new(0)).collect(),
             busy: (0..workers).map(|_| AtomicU64::new(0)).collect(),
             dropped_cut_off: AtomicU64::new(0),
+            stragglers: Arc::new(AtomicUsize::new(0)),
             ingest: Mutex::new(0),
             replaying: AtomicBool::new(false),
             distribution: std::sync::OnceLock::new(),
@@ -766,6 +772,8 @@ impl Engine {
             late_events: Arc::clone(&installed.late_events),
             stores,
             restore,
+            shards: self.inner.config.store.as_ref().map_or(0, |s| s.shards),
+            stragglers: Arc::clone(&self.inner.stragglers),
         };
         dataflows.insert(def.name.clone(), installed);
         // Broadcast before releasing the lock: a concurrent drop of the same name then

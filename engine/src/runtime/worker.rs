@@ -9,7 +9,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -20,7 +20,8 @@ use timely::dataflow::{InputHandle, ProbeHandle};
 use timely::worker::Worker;
 
 use starling_operators::plan::{Plan, WatermarkPolicy};
-use starling_operators::render::snapshot::Checkpoints;
+use starling_operators::render::handoff::Handoff;
+use starling_operators::render::snapshot::{self, Checkpoints};
 use starling_operators::render::{render, DataflowStats, Effects, RenderContext, Time, Update};
 use starling_operators::{Event, Value};
 
@@ -58,6 +59,17 @@ pub(crate) enum Command {
         dataflow: String,
         collector: Arc<super::checkpoint::Collector>,
     },
+    /// Cut the window state of these shards' keys out of every dataflow (none: only collect
+    /// diverted records) and hand it to `gather`.
+    HandOff {
+        shards: Arc<[u32]>,
+        gather: Arc<super::handoff::Gather>,
+    },
+    /// Merge state handed over for these shards, which this node owns again.
+    Adopt {
+        shards: Arc<[u32]>,
+        parts: Arc<Vec<super::handoff::ShardPart>>,
+    },
     /// End the dataflow's checkpoint: release its inputs as of log position `pos`.
     Release {
         dataflow: String,
@@ -78,6 +90,10 @@ pub(crate) struct InstallCommand {
     pub stores: starling_operators::render::state::Stores,
     /// State and positions to start from (a restart with a checkpoint).
     pub restore: Option<Arc<super::checkpoint::Restore>>,
+    /// Shards keys are spread over (0 without a store: nothing is ever handed off).
+    pub shards: u32,
+    /// Node-wide count of diverted records (see [`Handoff`]).
+    pub stragglers: Arc<AtomicUsize>,
 }
 
 struct LocalInput {
@@ -103,6 +119,7 @@ struct Running {
     probe: ProbeHandle<Time>,
     cmd: InstallCommand,
     checkpoints: Rc<Checkpoints>,
+    handoff: Rc<Handoff>,
     /// The checkpoint under way: its collector and what was fixed when it began.
     job: Option<Job>,
 }
@@ -144,6 +161,8 @@ pub(crate) fn run(worker: &mut Worker, rx: Receiver<Command>, inner: Weak<Inner>
         None => return,
     }
     let mut running: HashMap<String, Running> = HashMap::new();
+    // Releases whose parts the operators have not all cut out yet, oldest first.
+    let mut releases: VecDeque<Arc<super::handoff::Gather>> = VecDeque::new();
     loop {
         let mut stop = false;
         while let Ok(cmd) = rx.try_recv() {
@@ -199,6 +218,15 @@ pub(crate) fn run(worker: &mut Worker, rx: Receiver<Command>, inner: Weak<Inner>
                     collector,
                 } => begin_checkpoint(&mut running, &dataflow, collector, me),
                 Command::Release { dataflow, pos } => release(&mut running, &dataflow, pos, me),
+                Command::HandOff { shards, gather } => {
+                    for r in running.values() {
+                        if !shards.is_empty() {
+                            r.handoff.release(&shards);
+                        }
+                    }
+                    releases.push_back(gather);
+                }
+                Command::Adopt { shards, parts } => adopt(&running, &shards, &parts),
             }
         }
         if stop || inner.strong_count() == 0 {
@@ -219,6 +247,11 @@ pub(crate) fn run(worker: &mut Worker, rx: Receiver<Command>, inner: Weak<Inner>
             r.cmd.frontiers[me].store(f, Ordering::Release);
             finish_checkpoint(r, me);
         }
+        while !releases.is_empty() && running.values().all(|r| r.handoff.finished()) {
+            if let Some(gather) = releases.pop_front() {
+                hand_in(&running, &gather);
+            }
+        }
         if let Some(i) = inner.upgrade() {
             i.set_live(me, worker.installed_dataflows().len());
         }
@@ -236,6 +269,12 @@ fn install(worker: &mut Worker, cmd: InstallCommand, inner: &Weak<Inner>) -> Run
         Some(r) => Checkpoints::restoring(r.parts_of(me)),
         None => Rc::new(Checkpoints::default()),
     };
+    let handoff = Rc::new(Handoff::new(
+        cmd.shards,
+        me,
+        worker.peers(),
+        Arc::clone(&cmd.stragglers),
+    ));
     let ctx = RenderContext {
         effects: Rc::new(WorkerEffects {
             inner: inner.clone(),
@@ -244,6 +283,7 @@ fn install(worker: &mut Worker, cmd: InstallCommand, inner: &Weak<Inner>) -> Run
         stats: Arc::clone(&cmd.stats),
         stores: cmd.stores.clone(),
         checkpoints: Rc::clone(&checkpoints),
+        handoff: Rc::clone(&handoff),
     };
     let plan = Arc::clone(&cmd.plan);
     let (handles, probe) = worker.dataflow_named::<Time, _, _>(&plan.name, |scope| {
@@ -293,7 +333,49 @@ fn install(worker: &mut Worker, cmd: InstallCommand, inner: &Weak<Inner>) -> Run
         probe,
         cmd,
         checkpoints,
+        handoff,
         job: None,
+    }
+}
+
+/// Hands every dataflow's cut-out parts to a release's gather.
+fn hand_in(running: &HashMap<String, Running>, gather: &super::handoff::Gather) {
+    let mut parts = Vec::new();
+    let mut errors = Vec::new();
+    for (name, r) in running {
+        for (node, shard, moved) in r.handoff.take_out() {
+            if moved.is_empty() {
+                continue;
+            }
+            match snapshot::encode_moved(&moved) {
+                Ok(bytes) => parts.push(super::handoff::ShardPart {
+                    dataflow: name.clone(),
+                    node,
+                    shard,
+                    bytes,
+                }),
+                Err(e) => errors.push(format!("{name}/{node}, shard {shard}: {e}")),
+            }
+        }
+    }
+    gather.add(parts, errors);
+}
+
+/// Gives each dataflow the parts handed over for it, and the shards back.
+fn adopt(running: &HashMap<String, Running>, shards: &[u32], parts: &[super::handoff::ShardPart]) {
+    for (name, r) in running {
+        let mine: Vec<(String, snapshot::MovedSnap)> = parts
+            .iter()
+            .filter(|p| &p.dataflow == name)
+            .filter_map(|p| match snapshot::decode_moved(&p.bytes) {
+                Ok(m) => Some((p.node.clone(), m)),
+                Err(e) => {
+                    tracing::error!(dataflow = %name, node = %p.node, error = %e, "handed-over state could not be read");
+                    None
+                }
+            })
+            .collect();
+        r.handoff.adopt(shards, mine);
     }
 }
 

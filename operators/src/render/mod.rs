@@ -14,6 +14,7 @@
 pub mod accumulate;
 pub mod aggregate;
 pub mod distinct;
+pub mod handoff;
 pub mod join;
 pub mod sink;
 pub mod snapshot;
@@ -80,6 +81,8 @@ pub struct RenderContext {
     pub stores: state::Stores,
     /// Where window operators restore their state from and write their checkpoints to.
     pub checkpoints: Rc<snapshot::Checkpoints>,
+    /// Where window operators hand their keys' state over when a shard changes node.
+    pub handoff: Rc<handoff::Handoff>,
 }
 
 /// Renders `plan` in `scope`, reading `inputs` (one stream per plan input, in order).
@@ -136,6 +139,7 @@ pub fn render<'s>(
                 Arc::clone(&ctx.stats),
                 Rc::clone(&dead),
                 Rc::clone(&ctx.checkpoints),
+                Rc::clone(&ctx.handoff),
             ),
             NodeKind::Aggregate { input, aggs } => aggregate::aggregate(
                 streams[*input].clone(),

@@ -165,6 +165,72 @@ pub enum WindowSnap {
     Sessions(Vec<SessionSnap>),
 }
 
+/// One update on its way through a window's time-order stage, in wire form: a record that
+/// waited for the frontier (or arrived after its shard had left) when the shard moved.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct RecordSnap {
+    pub key: Vec<WireValue>,
+    pub time: u64,
+    pub row: Vec<WireValue>,
+    /// The timely time it entered at on the old owner.
+    pub at: u64,
+    pub diff: i64,
+}
+
+impl RecordSnap {
+    /// The wire form of an update.
+    pub fn of(u: &crate::render::Update) -> RecordSnap {
+        RecordSnap {
+            key: flat(&u.0.key),
+            time: u.0.time,
+            row: row_to_wire(&u.0.row),
+            at: u.1,
+            diff: u.2 as i64,
+        }
+    }
+
+    /// The update back.
+    pub fn restore(&self) -> Result<crate::render::Update, String> {
+        let event = crate::event::Event {
+            key: unflat(&self.key)?,
+            time: self.time,
+            row: row_from_wire(&self.row)?,
+        };
+        Ok((event, self.at, self.diff as isize))
+    }
+}
+
+/// One shard's part of one window operator's state, handed to the shard's new owner when
+/// the shard moves (ARCHITECTURE §5): open panes or sessions of the shard's keys, and the
+/// records of those keys that had not reached the window yet.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+pub struct MovedSnap {
+    pub panes: Vec<PaneSnap>,
+    pub sessions: Vec<SessionSnap>,
+    pub records: Vec<RecordSnap>,
+}
+
+impl MovedSnap {
+    /// Whether there is nothing to hand over.
+    pub fn is_empty(&self) -> bool {
+        self.panes.is_empty() && self.sessions.is_empty() && self.records.is_empty()
+    }
+}
+
+/// Encodes a moved part.
+pub fn encode_moved(s: &MovedSnap) -> Result<Vec<u8>, String> {
+    rkyv::to_bytes::<rancor::Error>(s)
+        .map(|b| b.to_vec())
+        .map_err(|e| e.to_string())
+}
+
+/// Decodes (and validates) a moved part: it comes from another node.
+pub fn decode_moved(bytes: &[u8]) -> Result<MovedSnap, String> {
+    let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len());
+    aligned.extend_from_slice(bytes);
+    rkyv::from_bytes::<MovedSnap, rancor::Error>(&aligned).map_err(|e| e.to_string())
+}
+
 /// Encodes a snapshot.
 pub fn encode(s: &WindowSnap) -> Result<Vec<u8>, String> {
     rkyv::to_bytes::<rancor::Error>(s)

@@ -23,6 +23,7 @@ use hashbrown::hash_map::EntryRef;
 use rustc_hash::FxBuildHasher;
 
 type HashMap<K, V> = hashbrown::HashMap<K, V, FxBuildHasher>;
+type HashSet<K> = hashbrown::HashSet<K, FxBuildHasher>;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -32,8 +33,11 @@ use timely::dataflow::operators::generic::{InputHandleCore, Operator};
 use timely::dataflow::operators::Capability;
 
 use super::accumulate::{new_group, results_into, Acc};
+use super::handoff::Handoff;
 use super::sink::DeadLetters;
-use super::snapshot::{self, AccSnap, Checkpoints, GroupSnap, PaneSnap, SessionSnap, WindowSnap};
+use super::snapshot::{
+    self, AccSnap, Checkpoints, GroupSnap, MovedSnap, PaneSnap, RecordSnap, SessionSnap, WindowSnap,
+};
 use super::{DataflowStats, Diff, Time, Update, Updates};
 use crate::definition::EmitMode;
 use crate::event::Event;
@@ -67,6 +71,9 @@ struct Pane {
     /// counts as state. It is kept until the frontier is past that point, so that a
     /// checkpoint taken exactly there still holds the result it has just emitted.
     closed: bool,
+    /// Keys whose result another node emitted before their shard moved here: left out of
+    /// this node's emission, and corrected like emitted ones. Almost always empty.
+    done: HashSet<Value>,
 }
 
 impl Pane {
@@ -82,10 +89,12 @@ impl Pane {
         self.emitted = true;
         let cap = self.cap.take()?;
         let start = self.start;
+        let done = &self.done;
         Some((
             cap,
             self.groups
                 .iter()
+                .filter(move |(k, _)| done.is_empty() || !done.contains(*k))
                 .map(move |(k, accs)| (result_event(k, start, end, accs), end, 1)),
         ))
     }
@@ -121,13 +130,41 @@ pub fn window_aggregate<'s>(
     stats: Arc<DataflowStats>,
     dead: Rc<DeadLetters>,
     ckpt: Rc<Checkpoints>,
+    handoff: Rc<Handoff>,
 ) -> Updates<'s> {
     let name = format!("Window {}", cfg.name);
-    let s = in_time_order(s, &name);
+    let stash = stash_node(&cfg.name);
+    let s = in_time_order_moving(s, &name, Some((Rc::clone(&handoff), stash)));
+    let parts = Parts {
+        stats,
+        dead,
+        ckpt,
+        handoff,
+    };
     match cfg.window {
-        WindowSpec::Session { gap } => sessions(s, cfg, gap, stats, dead, ckpt, &name),
-        WindowSpec::Tumbling { size } => panes(s, cfg, size, size, stats, dead, ckpt, &name),
-        WindowSpec::Sliding { size, slide } => panes(s, cfg, size, slide, stats, dead, ckpt, &name),
+        WindowSpec::Session { gap } => sessions(s, cfg, gap, parts, &name),
+        WindowSpec::Tumbling { size } => panes(s, cfg, size, size, parts, &name),
+        WindowSpec::Sliding { size, slide } => panes(s, cfg, size, slide, parts, &name),
+    }
+}
+
+/// What a window operator shares with its worker.
+struct Parts {
+    stats: Arc<DataflowStats>,
+    dead: Rc<DeadLetters>,
+    ckpt: Rc<Checkpoints>,
+    handoff: Rc<Handoff>,
+}
+
+/// The hand-off name of a window's time-order stage.
+fn stash_node(window: &str) -> String {
+    format!("{window}~stash")
+}
+
+fn group_snap(k: &Value, accs: &[Acc]) -> GroupSnap {
+    GroupSnap {
+        key: crate::flat::row_to_wire(std::slice::from_ref(k)),
+        accs: accs.iter().map(AccSnap::of).collect(),
     }
 }
 
@@ -160,11 +197,59 @@ fn eval_aggs(cfg: &WindowConfig, e: &Event, vals: &mut Vec<Value>, dead: &DeadLe
 /// `updates` included) is the same whatever the schedule. The price is that results wait for
 /// the watermark to move past the time their inputs entered at.
 pub(crate) fn in_time_order<'s>(s: Updates<'s>, name: &str) -> Updates<'s> {
+    in_time_order_moving(s, name, None)
+}
+
+/// [`in_time_order`] for a window that hands its keys' state over when their shard moves:
+/// records waiting here move with the shard, and records handed over wait here again.
+fn in_time_order_moving<'s>(
+    s: Updates<'s>,
+    name: &str,
+    handoff: Option<(Rc<Handoff>, String)>,
+) -> Updates<'s> {
     let exchange = Exchange::new(|u: &Update| u.0.key.stable_hash());
-    s.unary_frontier::<Out, _, _, _>(exchange, &format!("{name} (in time order)"), |_, _| {
+    let scope = s.scope();
+    s.unary_frontier::<Out, _, _, _>(exchange, &format!("{name} (in time order)"), |initial, info| {
         let mut stash = TimeStash::new();
+        // Follows the input frontier: what records handed over from another node wait under.
+        let mut spare = handoff.as_ref().map(|(h, node)| {
+            h.register(node, scope.activator_for(info.address.clone()));
+            initial.clone()
+        });
+        drop(initial);
         move |(input, frontier), output| {
-            stash_by_time(input, &mut stash);
+            if let Some((h, node)) = &handoff {
+                follow(&mut spare, frontier.frontier().first());
+                for part in h.take_adopted(node) {
+                    let Some(sp) = spare.as_ref() else { break };
+                    for r in &part.records {
+                        match r.restore() {
+                            Ok(u) if h.owns_here(&u.0.key) => {
+                                let t = u.1.max(*sp.time());
+                                let entry = stash.entry(t).or_insert_with(|| (sp.delayed(&t), Vec::new()));
+                                entry.1.push(vec![u]);
+                            }
+                            Ok(_) => {}
+                            Err(e) => tracing::error!(node = %node, error = %e, "a handed-over record could not be read"),
+                        }
+                    }
+                }
+            }
+            match &handoff {
+                // Records of released keys that arrive after the release (they were in a
+                // channel from another worker) go to the shard's new owner.
+                Some((h, node)) if h.any_released() => {
+                    let divert = |u: &Update| match h.released_shard(&u.0.key) {
+                        Some(shard) => {
+                            h.divert(node, shard, u);
+                            true
+                        }
+                        None => false,
+                    };
+                    stash_diverting(input, &mut stash, Some(&divert));
+                }
+                _ => stash_by_time(input, &mut stash),
+            }
             while let Some(entry) = stash.first_entry() {
                 if frontier.less_equal(entry.key()) {
                     break;
@@ -175,8 +260,39 @@ pub(crate) fn in_time_order<'s>(s: Updates<'s>, name: &str) -> Updates<'s> {
                     session.give_container(&mut b);
                 }
             }
+            if let Some((h, node)) = &handoff {
+                if h.take_due(node) {
+                    take_released_records(h, node, &mut stash);
+                }
+            }
         }
     })
+}
+
+/// Moves a spare capability up to the frontier (dropping it once the input is done).
+fn follow(spare: &mut Option<Capability<Time>>, frontier: Option<&Time>) {
+    match (spare.as_mut(), frontier) {
+        (Some(cap), Some(t)) if cap.time() < t => cap.downgrade(t),
+        (Some(_), None) => *spare = None,
+        _ => {}
+    }
+}
+
+/// Takes the waiting records of released keys out of `stash`, into the hand-off.
+fn take_released_records(h: &Handoff, node: &str, stash: &mut TimeStash) {
+    for (_, batches) in stash.values_mut() {
+        for batch in batches.iter_mut() {
+            batch.retain(|u| match h.released_shard(&u.0.key) {
+                Some(shard) => {
+                    h.part(node, shard, |m| m.records.push(RecordSnap::of(u)));
+                    false
+                }
+                None => true,
+            });
+        }
+        batches.retain(|b| !b.is_empty());
+    }
+    stash.retain(|_, (_, batches)| !batches.is_empty());
 }
 
 /// Updates waiting for the frontier to pass their time: per time, a capability for it and
@@ -191,9 +307,23 @@ pub(crate) fn stash_by_time<P>(
 ) where
     P: timely::communication::Pull<timely::dataflow::channels::Message<Time, Vec<Update>>>,
 {
+    stash_diverting(input, stash, None)
+}
+
+/// [`stash_by_time`], leaving out the records `divert` takes.
+fn stash_diverting<P>(
+    input: &mut InputHandleCore<Time, Vec<Update>, P>,
+    stash: &mut TimeStash,
+    divert: Option<&dyn Fn(&Update) -> bool>,
+) where
+    P: timely::communication::Pull<timely::dataflow::channels::Message<Time, Vec<Update>>>,
+{
     input.for_each_stamp(|stamp, data| {
         let Some(&least) = stamp.least() else { return };
         for batch in data {
+            if let Some(divert) = divert {
+                batch.retain(|u| !divert(u));
+            }
             let first = batch.first().map(|u| u.1);
             if batch.iter().all(|u| Some(u.1) == first) {
                 if let Some(t) = first.map(|t| t.max(least)) {
@@ -233,20 +363,26 @@ fn apply(accs: &mut [Acc], vals: &[Value], diff: Diff) {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn panes<'s>(
     s: Updates<'s>,
     cfg: WindowConfig,
     size: u64,
     slide: u64,
-    stats: Arc<DataflowStats>,
-    dead: Rc<DeadLetters>,
-    ckpt: Rc<Checkpoints>,
+    parts: Parts,
     name: &str,
 ) -> Updates<'s> {
     let scope = s.scope();
+    let Parts {
+        stats,
+        dead,
+        ckpt,
+        handoff,
+    } = parts;
     s.unary_frontier::<Out, _, _, _>(Pipeline, name, move |initial, info| {
         ckpt.register(scope.activator_for(info.address.clone()));
+        handoff.register(&cfg.name, scope.activator_for(info.address.clone()));
+        let stash = stash_node(&cfg.name);
+        let mut spare = Some(initial.clone());
         let mut panes: BTreeMap<Time, Pane> = BTreeMap::new();
         if let Some(bytes) = ckpt.take_restore(&cfg.name) {
             match restore_panes(&bytes, &initial) {
@@ -263,6 +399,15 @@ fn panes<'s>(
         let lateness = cfg.lateness;
         let updates = cfg.emit == EmitMode::Updates;
         move |(input, frontier), output| {
+            follow(&mut spare, frontier.frontier().first());
+            for part in handoff.take_adopted(&cfg.name) {
+                let Some(sp) = spare.as_ref() else { break };
+                match adopt_panes(&part, sp, &mut panes, updates, &handoff, &stats) {
+                    Ok(emit) if !emit.is_empty() => output.session(sp).give_iterator(emit.into_iter()),
+                    Ok(_) => {}
+                    Err(e) => tracing::error!(node = %cfg.name, error = %e, "handed-over window state could not be read"),
+                }
+            }
             input.for_each_stamp(|stamp, data| {
                 // `in_time_order` releases each time's updates under that time's stamp, so
                 // every record here is handled at the stamp's time.
@@ -270,6 +415,10 @@ fn panes<'s>(
                 let cap: Capability<Time> = stamp.delayed(&now, 0);
                 for batch in data {
                     for (e, _, diff) in batch.drain(..) {
+                        if let Some(shard) = handoff.released_shard(&e.key) {
+                            handoff.divert(&stash, shard, &(e, now, diff));
+                            continue;
+                        }
                         if !eval_aggs(&cfg, &e, &mut vals, &dead) {
                             continue;
                         }
@@ -287,6 +436,7 @@ fn panes<'s>(
                                     emitted: updates || end < now,
                                     cap: (!updates && end >= now).then(|| cap.delayed(&end)),
                                     closed: false,
+                                    done: HashSet::default(),
                                 });
                                 if !pane.emitted && end < now {
                                     // Emit before correcting, whatever the schedule was.
@@ -301,7 +451,9 @@ fn panes<'s>(
                                         (v.insert(new_group(&cfg.aggs, cfg.append_only)), true)
                                     }
                                 };
-                                if pane.emitted {
+                                if pane.emitted
+                                    || (!pane.done.is_empty() && pane.done.contains(&e.key))
+                                {
                                     let mut session = output.session(&cap);
                                     if !fresh {
                                         session.give((
@@ -331,6 +483,9 @@ fn panes<'s>(
                     output.session(&pcap).give_iterator(results);
                 }
             }
+            if handoff.take_due(&cfg.name) {
+                take_released_panes(&handoff, &cfg.name, &mut panes, &stats);
+            }
             // Before retirement: a window that ends at the checkpoint's time emits at that
             // time, which is still on its way to the sinks; the checkpoint keeps it.
             ckpt.offer(&cfg.name, frontier.frontier().as_ref(), |time| {
@@ -347,10 +502,7 @@ fn panes<'s>(
                             groups: p
                                 .groups
                                 .iter()
-                                .map(|(k, accs)| GroupSnap {
-                                    key: crate::flat::row_to_wire(std::slice::from_ref(k)),
-                                    accs: accs.iter().map(AccSnap::of).collect(),
-                                })
+                                .map(|(k, accs)| group_snap(k, accs))
                                 .collect(),
                         })
                         .collect(),
@@ -384,14 +536,21 @@ fn sessions<'s>(
     s: Updates<'s>,
     cfg: WindowConfig,
     gap: u64,
-    stats: Arc<DataflowStats>,
-    dead: Rc<DeadLetters>,
-    ckpt: Rc<Checkpoints>,
+    parts: Parts,
     name: &str,
 ) -> Updates<'s> {
     let scope = s.scope();
+    let Parts {
+        stats,
+        dead,
+        ckpt,
+        handoff,
+    } = parts;
     s.unary_frontier::<Out, _, _, _>(Pipeline, name, move |initial, info| {
         ckpt.register(scope.activator_for(info.address.clone()));
+        handoff.register(&cfg.name, scope.activator_for(info.address.clone()));
+        let stash = stash_node(&cfg.name);
+        let mut spare = Some(initial.clone());
         let mut by_key: HashMap<Value, Vec<Session>> = HashMap::default();
         // (end, key) of every session not yet retired, to find what the frontier closes.
         let mut index: BTreeSet<(Time, Value)> = BTreeSet::new();
@@ -417,6 +576,20 @@ fn sessions<'s>(
         let lateness = cfg.lateness;
         let updates = cfg.emit == EmitMode::Updates;
         move |(input, frontier), output| {
+            follow(&mut spare, frontier.frontier().first());
+            for part in handoff.take_adopted(&cfg.name) {
+                let Some(sp) = spare.as_ref() else { break };
+                let mut state = SessionState {
+                    by_key: &mut by_key,
+                    index: &mut index,
+                    caps: &mut caps,
+                };
+                match adopt_sessions(&part, sp, &mut state, updates, &handoff, &stats) {
+                    Ok(emit) if !emit.is_empty() => output.session(sp).give_iterator(emit.into_iter()),
+                    Ok(_) => {}
+                    Err(e) => tracing::error!(node = %cfg.name, error = %e, "handed-over sessions could not be read"),
+                }
+            }
             input.for_each_stamp(|stamp, data| {
                 // `in_time_order` releases each time's updates under that time's stamp, so
                 // every record here is handled at the stamp's time.
@@ -424,6 +597,10 @@ fn sessions<'s>(
                 let cap: Capability<Time> = stamp.delayed(&now, 0);
                 for batch in data {
                     for (e, _, diff) in batch.drain(..) {
+                        if let Some(shard) = handoff.released_shard(&e.key) {
+                            handoff.divert(&stash, shard, &(e, now, diff));
+                            continue;
+                        }
                         if !eval_aggs(&cfg, &e, &mut vals, &dead) {
                             continue;
                         }
@@ -513,6 +690,30 @@ fn sessions<'s>(
                 }
                 caps.retain(|end, _| *end > f);
             }
+            if handoff.take_due(&cfg.name) {
+                let taken: Vec<(Value, Vec<Session>)> = by_key
+                    .extract_if(|k, _| handoff.released_shard(k).is_some())
+                    .collect();
+                for (key, list) in taken {
+                    let Some(shard) = handoff.released_shard(&key) else { continue };
+                    let wire = crate::flat::row_to_wire(std::slice::from_ref(&key));
+                    let mut snaps = Vec::with_capacity(list.len());
+                    for s in list {
+                        index.remove(&(s.end, key.clone()));
+                        if !s.closed {
+                            stats.add_window_state(-1);
+                        }
+                        snaps.push(SessionSnap {
+                            key: wire.clone(),
+                            start: s.start,
+                            end: s.end,
+                            emitted: s.emitted,
+                            accs: s.accs.iter().map(AccSnap::of).collect(),
+                        });
+                    }
+                    handoff.part(&cfg.name, shard, |m| m.sessions.extend(snaps));
+                }
+            }
             ckpt.offer(&cfg.name, frontier.frontier().as_ref(), |time| {
                 WindowSnap::Sessions(
                     by_key
@@ -559,6 +760,156 @@ fn sessions<'s>(
     })
 }
 
+/// Takes the released keys' groups out of every pane, into the hand-off.
+fn take_released_panes(
+    h: &Handoff,
+    node: &str,
+    panes: &mut BTreeMap<Time, Pane>,
+    stats: &DataflowStats,
+) {
+    for (&end, pane) in panes.iter_mut() {
+        let taken: Vec<(Value, Vec<Acc>)> = pane
+            .groups
+            .extract_if(|k, _| h.released_shard(k).is_some())
+            .collect();
+        if !pane.closed {
+            stats.add_window_state(-(taken.len() as i64));
+        }
+        for (key, accs) in taken {
+            let Some(shard) = h.released_shard(&key) else {
+                continue;
+            };
+            let emitted = pane.emitted || pane.done.remove(&key);
+            let group = group_snap(&key, &accs);
+            let start = pane.start;
+            h.part(node, shard, |m| {
+                match m
+                    .panes
+                    .iter_mut()
+                    .find(|p| p.end == end && p.emitted == emitted)
+                {
+                    Some(p) => p.groups.push(group),
+                    None => m.panes.push(PaneSnap {
+                        start,
+                        end,
+                        emitted,
+                        groups: vec![group],
+                    }),
+                }
+            });
+        }
+    }
+}
+
+/// Merges the panes handed over from a shard's old owner (the keys this worker owns).
+/// Returns the results to emit at once: windows this node had already emitted for its own
+/// keys, or whose end its frontier has passed, while the old owner had not.
+fn adopt_panes(
+    part: &MovedSnap,
+    spare: &Capability<Time>,
+    panes: &mut BTreeMap<Time, Pane>,
+    updates: bool,
+    h: &Handoff,
+    stats: &DataflowStats,
+) -> Result<Vec<Update>, String> {
+    let now = *spare.time();
+    let mut emit = Vec::new();
+    for p in &part.panes {
+        for g in &p.groups {
+            let (key, accs) = snapshot::restore_group(g)?;
+            if !h.owns_here(&key) {
+                continue;
+            }
+            let pane = panes.entry(p.end).or_insert_with(|| Pane {
+                start: p.start,
+                groups: HashMap::default(),
+                emitted: updates,
+                cap: None,
+                closed: false,
+                done: HashSet::default(),
+            });
+            if p.emitted || updates {
+                // The old owner emitted it; later corrections continue from there.
+                if !pane.emitted {
+                    pane.done.insert(key.clone());
+                }
+            } else if pane.emitted {
+                emit.push((result_event(&key, p.start, p.end, &accs), now, 1));
+            } else if pane.cap.is_none() {
+                // Ends where the frontier is or later: emitted when the frontier passes.
+                pane.cap = Some(spare.delayed(&p.end.max(now)));
+            }
+            if !pane.closed {
+                stats.add_window_state(1);
+            }
+            match pane.groups.entry(key) {
+                hashbrown::hash_map::Entry::Occupied(mut o) => {
+                    for (a, b) in o.get_mut().iter_mut().zip(accs) {
+                        a.merge(b);
+                    }
+                }
+                hashbrown::hash_map::Entry::Vacant(v) => {
+                    v.insert(accs);
+                }
+            }
+        }
+    }
+    Ok(emit)
+}
+
+/// A session operator's state, borrowed for an adoption.
+struct SessionState<'a> {
+    by_key: &'a mut HashMap<Value, Vec<Session>>,
+    index: &'a mut BTreeSet<(Time, Value)>,
+    caps: &'a mut BTreeMap<Time, Capability<Time>>,
+}
+
+/// Merges the sessions handed over from a shard's old owner (the keys this worker owns);
+/// returns the results to emit at once (sessions the frontier here has already closed).
+fn adopt_sessions(
+    part: &MovedSnap,
+    spare: &Capability<Time>,
+    st: &mut SessionState<'_>,
+    updates: bool,
+    h: &Handoff,
+    stats: &DataflowStats,
+) -> Result<Vec<Update>, String> {
+    let now = *spare.time();
+    let mut emit = Vec::new();
+    for s in &part.sessions {
+        let key = crate::flat::value_from_wire(&s.key)?;
+        if !h.owns_here(&key) {
+            continue;
+        }
+        let accs: Vec<Acc> = s
+            .accs
+            .iter()
+            .map(AccSnap::restore)
+            .collect::<Result<_, _>>()?;
+        let mut emitted = s.emitted || updates;
+        if !emitted {
+            if s.end <= now {
+                emit.push((result_event(&key, s.start, s.end, &accs), now, 1));
+                emitted = true;
+            } else {
+                st.caps
+                    .entry(s.end)
+                    .or_insert_with(|| spare.delayed(&s.end));
+            }
+        }
+        st.index.insert((s.end, key.clone()));
+        stats.add_window_state(1);
+        st.by_key.entry(key).or_default().push(Session {
+            start: s.start,
+            end: s.end,
+            accs,
+            emitted,
+            closed: false,
+        });
+    }
+    Ok(emit)
+}
+
 /// Panes back from a snapshot, with a capability at the end of each pane not yet emitted.
 fn restore_panes(bytes: &[u8], initial: &Capability<Time>) -> Result<BTreeMap<Time, Pane>, String> {
     let WindowSnap::Panes(list) = snapshot::decode(bytes)? else {
@@ -579,6 +930,7 @@ fn restore_panes(bytes: &[u8], initial: &Capability<Time>) -> Result<BTreeMap<Ti
                 emitted: p.emitted,
                 cap: (!p.emitted).then(|| initial.delayed(&p.end)),
                 closed: false,
+                done: HashSet::default(),
             },
         );
     }

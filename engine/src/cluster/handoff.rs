@@ -1,0 +1,373 @@
+//! Moving a shard's operator state with the shard (ARCHITECTURE §5, scale-out).
+//!
+//! When the leader begins moving shard `s` from `O` to `N`, every router holds `s`'s new
+//! events and `O` refuses them (fencing). Then:
+//!
+//! 1. `O` waits [`HANDOFF_DRAIN`] for the writes it accepted before the move to reach its
+//!    workers, and releases `s`: its window operators cut `s`'s keys (open panes and
+//!    sessions, and records still waiting for the frontier) out of their state
+//!    ([`Engine::release_shards`]). From then on `O` counts nothing of `s`.
+//! 2. `O` sends the parts to `N` in chunks under the QUIC frame limit, retrying until `N`
+//!    acknowledges each. A move the leader aborts meanwhile gives the parts back to `O`.
+//! 3. `N` merges each chunk into its own running dataflows (once per chunk, so a retried
+//!    chunk is not counted twice) and, with every chunk in, proposes `CompleteMove`; the
+//!    routers then release `s`'s events to `N` at the next epoch.
+//! 4. A record of `s` still in a channel inside `O` when it released `s` is diverted when it
+//!    reaches a window, and sent to `s`'s owner on the next tick (`chunks = 0`).
+//!
+//! So each key's windows are counted by one node at a time, and the results equal those of
+//! a cluster that never changed (the new owner emits a window the old one had not).
+//!
+//! The event log is not copied: `O` keeps `s`'s past events (a restart of `O` replays them;
+//! see the note in docs/design.md), and `N`'s log holds `s`'s events from the move on.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use starling_cluster::{controller, NodeId};
+
+use super::Shared;
+use crate::quic::wire::{WireShardPart, MAX_FRAME};
+use crate::runtime::ShardPart;
+use crate::EngineError;
+
+/// How long the old owner lets writes it accepted before a move reach its workers before it
+/// cuts the shard's state out.
+pub(super) const HANDOFF_DRAIN: Duration = Duration::from_millis(100);
+
+/// Bytes of parts per message, well under the frame limit.
+const CHUNK_BYTES: usize = MAX_FRAME / 4;
+
+/// Hand-offs of one node, both directions.
+#[derive(Default)]
+pub(super) struct Handoffs {
+    /// Shards moving away from this node: when each was first seen moving.
+    first_seen: Mutex<HashMap<u32, Instant>>,
+    /// State cut out and not yet acknowledged by the receiver, by shard.
+    outbox: Mutex<HashMap<u32, Outgoing>>,
+    /// Records diverted after a release, waiting for their shard's owner.
+    stragglers: Mutex<Vec<ShardPart>>,
+    /// Chunks merged here, by (shard, epoch) of the move.
+    adopted: Mutex<HashMap<(u32, u64), BTreeSet<u32>>>,
+}
+
+struct Outgoing {
+    to: NodeId,
+    epoch: u64,
+    chunks: Vec<Vec<ShardPart>>,
+    acked: Vec<bool>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Cuts parts into messages of at most [`CHUNK_BYTES`] (a part larger than that goes alone).
+fn chunks_of(parts: Vec<ShardPart>) -> Vec<Vec<ShardPart>> {
+    let mut out: Vec<Vec<ShardPart>> = vec![Vec::new()];
+    let mut size = 0;
+    for p in parts {
+        if size + p.bytes.len() > CHUNK_BYTES && out.last().is_some_and(|c| !c.is_empty()) {
+            out.push(Vec::new());
+            size = 0;
+        }
+        size += p.bytes.len();
+        if let Some(c) = out.last_mut() {
+            c.push(p);
+        }
+    }
+    out
+}
+
+fn to_wire(parts: &[ShardPart]) -> Vec<WireShardPart> {
+    parts
+        .iter()
+        .map(|p| WireShardPart {
+            dataflow: p.dataflow.clone(),
+            node: p.node.clone(),
+            shard: p.shard,
+            bytes: p.bytes.clone(),
+        })
+        .collect()
+}
+
+/// The old owner's side: releases shards moving away, sends their state, gives aborted
+/// moves' state back, and sends stragglers on.
+pub(super) async fn hand_off_loop(s: Arc<Shared>) {
+    let mut state = s.state.clone();
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    loop {
+        tokio::select! {
+            r = state.changed() => if r.is_err() { return },
+            _ = tick.tick() => {}
+        }
+        if s.engine().is_err() {
+            return;
+        }
+        if let Err(e) = step(&s).await {
+            tracing::debug!(error = %e, "hand-off step");
+        }
+    }
+}
+
+async fn step(s: &Arc<Shared>) -> Result<(), EngineError> {
+    let st = s.current();
+    let engine = s.engine()?;
+    // Moves that ended: an abort gives the state back to this node's dataflows.
+    let back: Vec<(u32, Vec<ShardPart>)> = {
+        let mut outbox = lock(&s.handoffs.outbox);
+        let ended: Vec<u32> = outbox
+            .iter()
+            .filter(|(shard, o)| {
+                st.table
+                    .get(**shard)
+                    .map_or(true, |e| e.moving_to != Some(o.to) || e.epoch.0 != o.epoch)
+            })
+            .map(|(shard, _)| *shard)
+            .collect();
+        ended
+            .into_iter()
+            .filter_map(|shard| {
+                let o = outbox.remove(&shard)?;
+                let aborted = st
+                    .table
+                    .get(shard)
+                    .is_ok_and(|e| e.owner == Some(s.me) && e.moving_to.is_none());
+                if aborted {
+                    Some((shard, o.chunks.into_iter().flatten().collect()))
+                } else {
+                    if o.acked.iter().any(|a| !a) {
+                        tracing::warn!(shard, "a move completed before its state was delivered");
+                    }
+                    None
+                }
+            })
+            .collect()
+    };
+    for (shard, parts) in back {
+        tracing::info!(shard, "move aborted: the shard's state stays here");
+        engine.adopt_shards(&[shard], parts)?;
+    }
+
+    // Moves past the drain that have not been released yet.
+    let outgoing: Vec<(u32, u64, NodeId)> = st
+        .table
+        .iter()
+        .filter(|(_, e)| e.owner == Some(s.me))
+        .filter_map(|(shard, e)| match e.moving_to {
+            Some(to) if to != s.me => Some((shard, e.epoch.0, to)),
+            _ => None,
+        })
+        .collect();
+    let ready: Vec<(u32, u64, NodeId)> = {
+        let mut seen = lock(&s.handoffs.first_seen);
+        seen.retain(|shard, _| outgoing.iter().any(|(s2, _, _)| s2 == shard));
+        let outbox = lock(&s.handoffs.outbox);
+        let now = Instant::now();
+        outgoing
+            .iter()
+            .filter(|(shard, _, _)| !outbox.contains_key(shard))
+            .filter(|(shard, _, _)| {
+                now.duration_since(*seen.entry(*shard).or_insert(now)) >= HANDOFF_DRAIN
+            })
+            .copied()
+            .collect()
+    };
+    if !ready.is_empty() {
+        let shards: Vec<u32> = ready.iter().map(|(shard, _, _)| *shard).collect();
+        let e2 = Arc::clone(&engine);
+        let parts = tokio::task::spawn_blocking(move || e2.release_shards(&shards))
+            .await
+            .map_err(|e| EngineError::Internal(e.to_string()))??;
+        let mut by_shard: HashMap<u32, Vec<ShardPart>> = HashMap::new();
+        for p in parts {
+            by_shard.entry(p.shard).or_default().push(p);
+        }
+        let mut outbox = lock(&s.handoffs.outbox);
+        for (shard, epoch, to) in ready {
+            let chunks = chunks_of(by_shard.remove(&shard).unwrap_or_default());
+            let acked = vec![false; chunks.len()];
+            outbox.insert(
+                shard,
+                Outgoing {
+                    to,
+                    epoch,
+                    chunks,
+                    acked,
+                },
+            );
+        }
+        // Parts of shards not asked for are diverted records: they go to their owners.
+        lock(&s.handoffs.stragglers).extend(by_shard.into_values().flatten());
+    }
+
+    // Send what is not acknowledged yet, every shard at once.
+    let pending: Vec<(u32, u64, NodeId, u32, u32, Vec<WireShardPart>)> = {
+        let outbox = lock(&s.handoffs.outbox);
+        outbox
+            .iter()
+            .flat_map(|(shard, o)| {
+                o.chunks
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| !o.acked[*i])
+                    .map(|(i, c)| {
+                        (
+                            *shard,
+                            o.epoch,
+                            o.to,
+                            i as u32,
+                            o.chunks.len() as u32,
+                            to_wire(c),
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    let sends = pending
+        .into_iter()
+        .map(|(shard, epoch, to, chunk, chunks, parts)| {
+            let s = Arc::clone(s);
+            async move {
+                let r = match s.peers.client(to).await {
+                    Ok(c) => c.handoff(shard, epoch, chunk, chunks, parts).await,
+                    Err(e) => Err(e),
+                };
+                (shard, epoch, chunk, r)
+            }
+        });
+    for (shard, epoch, chunk, r) in futures_util::future::join_all(sends).await {
+        match r {
+            Ok(()) => {
+                if let Some(o) = lock(&s.handoffs.outbox).get_mut(&shard) {
+                    if o.epoch == epoch {
+                        if let Some(a) = o.acked.get_mut(chunk as usize) {
+                            *a = true;
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::debug!(shard, chunk, error = %e, "hand-off chunk not delivered yet"),
+        }
+    }
+
+    // Records diverted after a release: to whoever owns their shard now.
+    if engine.stragglers() > 0 {
+        let e2 = Arc::clone(&engine);
+        let parts = tokio::task::spawn_blocking(move || e2.release_shards(&[]))
+            .await
+            .map_err(|e| EngineError::Internal(e.to_string()))??;
+        let n = parts.len();
+        lock(&s.handoffs.stragglers).extend(parts);
+        tracing::warn!(
+            parts = n,
+            "records reached a window after their shard was handed off; sending them on"
+        );
+    }
+    send_stragglers(s, &st, &engine).await
+}
+
+/// Sends diverted records to their shard's owner (merging them here if it is this node).
+async fn send_stragglers(
+    s: &Arc<Shared>,
+    st: &starling_cluster::ClusterState,
+    engine: &crate::Engine,
+) -> Result<(), EngineError> {
+    let parts = std::mem::take(&mut *lock(&s.handoffs.stragglers));
+    let mut keep = Vec::new();
+    for p in parts {
+        let Ok(e) = st.table.get(p.shard) else {
+            continue;
+        };
+        match (e.owner, e.moving_to) {
+            (Some(o), None) if o == s.me => engine.adopt_shards(&[], vec![p])?,
+            (Some(o), None) => {
+                let r = match s.peers.client(o).await {
+                    Ok(c) => {
+                        c.handoff(p.shard, e.epoch.0, 0, 0, to_wire(std::slice::from_ref(&p)))
+                            .await
+                    }
+                    Err(e) => Err(e),
+                };
+                if let Err(err) = r {
+                    tracing::debug!(shard = p.shard, error = %err, "stragglers not delivered yet");
+                    keep.push(p);
+                }
+            }
+            // Moving again: wait until it has an owner.
+            _ => keep.push(p),
+        }
+    }
+    lock(&s.handoffs.stragglers).extend(keep);
+    Ok(())
+}
+
+/// The new owner's side: merges one chunk handed over, completing the move once every chunk
+/// of it is in.
+pub(super) fn receive(
+    s: &Shared,
+    shard: u32,
+    epoch: u64,
+    chunk: u32,
+    chunks: u32,
+    parts: Vec<ShardPart>,
+) -> Result<(), EngineError> {
+    let engine = s.engine()?;
+    if let Some(p) = parts.iter().find(|p| p.shard != shard) {
+        return Err(EngineError::BadRequest(format!(
+            "a part of shard {} came with the state of shard {shard}",
+            p.shard
+        )));
+    }
+    let st = s.current();
+    let entry = st
+        .table
+        .get(shard)
+        .map_err(|e| EngineError::BadRequest(e.to_string()))?;
+    if chunks == 0 {
+        if entry.owner != Some(s.me) || entry.moving_to.is_some() {
+            return Err(EngineError::StaleEpoch(format!(
+                "shard {shard} is not settled on this node"
+            )));
+        }
+        return engine.adopt_shards(&[], parts);
+    }
+    if chunk >= chunks {
+        return Err(EngineError::BadRequest(format!(
+            "chunk {chunk} of {chunks}: the index must be below the count"
+        )));
+    }
+    if entry.moving_to != Some(s.me) || entry.epoch.0 != epoch {
+        // A retry of a move this node has already completed.
+        if entry.owner == Some(s.me) && entry.epoch.0 > epoch && entry.moving_to.is_none() {
+            return Ok(());
+        }
+        return Err(EngineError::StaleEpoch(format!(
+            "shard {shard} is not moving to this node at epoch {epoch}"
+        )));
+    }
+    let complete = {
+        let mut adopted = lock(&s.handoffs.adopted);
+        adopted.retain(|(s2, e2), _| *s2 != shard || *e2 == epoch);
+        let got = adopted.entry((shard, epoch)).or_default();
+        if !got.contains(&chunk) {
+            engine.adopt_shards(&[shard], parts)?;
+            got.insert(chunk);
+        }
+        got.len() as u32 >= chunks
+    };
+    if complete {
+        if let Some(command) = controller::complete(&st, shard, s.me) {
+            s.block(s.propose(command))?;
+        }
+    }
+    Ok(())
+}
+
+/// Whether a shard moving to this node should complete without state: its old owner is no
+/// longer a live member (it crashed or was removed), so nobody will send any.
+pub(super) fn owner_gone(s: &Shared, owner: Option<NodeId>) -> bool {
+    owner.is_none_or(|o| !s.live_members().contains(&o))
+}

@@ -1,0 +1,269 @@
+//! Moving window state between engines when shards change owner (ARCHITECTURE §5): the old
+//! engine cuts some shards' keys out of its running windows, the new one merges them into
+//! its own, and together they give the results of one engine that saw everything.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{click, consolidate, drain, settle, CLICKS_TOPIC};
+use serde_json::Value as Json;
+use starling_engine::durable::{Durability, Store, StoreOptions};
+use starling_engine::operators::Value;
+use starling_engine::{Engine, EngineConfig, EngineError, ShardPart};
+
+const SHARDS: u32 = 8;
+
+fn engine_on(dir: &Path, workers: usize) -> Engine {
+    let store = Store::open(
+        dir,
+        StoreOptions {
+            durability: Durability::Batch { interval_ms: 50 },
+            shards: SHARDS,
+            ..StoreOptions::default()
+        },
+    )
+    .expect("store opens");
+    Engine::start(EngineConfig {
+        workers,
+        clock_interval: Duration::from_millis(20),
+        store: Some(Arc::new(store)),
+        checkpoint_interval: None,
+        ..EngineConfig::default()
+    })
+    .expect("engine starts")
+}
+
+fn def(window: &str) -> String {
+    format!(
+        "name: win\n{CLICKS_TOPIC}\ninputs:\n  - id: c\n    topic: clicks\n    watermark: {{max_delay: 5s, idle_timeout: 0s}}\nnodes:\n  - {{id: w, op: window, input: c, {window}}}\n  - id: agg\n    op: aggregate\n    input: w\n    aggregates:\n      - {{name: n, fn: count}}\n      - {{name: s, fn: sum, expr: amount}}\n      - {{name: hi, fn: max, expr: amount}}\noutputs:\n  - {{name: out, from: agg}}\n"
+    )
+}
+
+/// 40 batches of 50 clicks over 100 s of event time, out of order within 2 s, over 40 users.
+fn batches() -> Vec<Vec<(String, Json)>> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    (0..40u64)
+        .map(|b| {
+            (0..50u64)
+                .map(|i| {
+                    let ts = (b * 50 + i) * 50 + 3_000 - next() % 2_000;
+                    let user = format!("u{}", next() % 40);
+                    let j = click(&user, ts, (next() % 100) as i64);
+                    (user, j)
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn publish(engine: &Engine, batch: &[Json]) {
+    if !batch.is_empty() {
+        engine.publish_json("clicks", batch).expect("publish");
+    }
+}
+
+/// Feeds half the input to `old`, moves `moved` shards to `new`, feeds the rest to whichever
+/// engine owns each key, and returns the two engines' results together.
+fn run_moved(
+    window: &str,
+    old_workers: usize,
+    new_workers: usize,
+    moved: &[u32],
+) -> (BTreeMap<String, isize>, usize) {
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let old = engine_on(d1.path(), old_workers);
+    let new = engine_on(d2.path(), new_workers);
+    for e in [&old, &new] {
+        e.install_text(&def(window)).unwrap();
+    }
+    let (s_old, s_new) = (
+        old.subscribe("win", "out").unwrap(),
+        new.subscribe("win", "out").unwrap(),
+    );
+    let all = batches();
+    let (first, second) = all.split_at(all.len() / 2);
+    for b in first {
+        publish(&old, &b.iter().map(|(_, j)| j.clone()).collect::<Vec<_>>());
+    }
+    let parts = old.release_shards(moved).unwrap();
+    let moved_bytes: usize = parts.iter().map(|p| p.bytes.len()).sum();
+    assert!(parts.iter().all(|p| moved.contains(&p.shard)), "{parts:?}");
+    new.adopt_shards(moved, parts).unwrap();
+    let store = old.store().unwrap().clone();
+    for b in second {
+        let (to_new, to_old): (Vec<_>, Vec<_>) = b
+            .iter()
+            .partition(|(user, _)| moved.contains(&store.shard_of(&Value::str(user))));
+        publish(
+            &old,
+            &to_old
+                .into_iter()
+                .map(|(_, j)| j.clone())
+                .collect::<Vec<_>>(),
+        );
+        publish(
+            &new,
+            &to_new
+                .into_iter()
+                .map(|(_, j)| j.clone())
+                .collect::<Vec<_>>(),
+        );
+    }
+    for e in [&old, &new] {
+        settle(e, "win", "clicks", 200_000);
+    }
+    assert_eq!(old.stragglers(), 0);
+    let mut both = drain(&s_old);
+    both.extend(drain(&s_new));
+    (consolidate(&both), moved_bytes)
+}
+
+fn reference(window: &str) -> BTreeMap<String, isize> {
+    let d = tempfile::tempdir().unwrap();
+    let e = engine_on(d.path(), 2);
+    e.install_text(&def(window)).unwrap();
+    let sub = e.subscribe("win", "out").unwrap();
+    for b in batches() {
+        publish(&e, &b.iter().map(|(_, j)| j.clone()).collect::<Vec<_>>());
+    }
+    settle(&e, "win", "clicks", 200_000);
+    consolidate(&drain(&sub))
+}
+
+#[test]
+fn moved_tumbling_windows_give_the_results_of_one_engine() {
+    let window = "kind: tumbling, size: 10s";
+    let expected = reference(window);
+    assert!(expected.len() > 300, "{}", expected.len());
+    assert!(expected.values().all(|d| *d == 1));
+    // Different worker counts: the receiver spreads the keys by its own exchange.
+    let (got, bytes) = run_moved(window, 2, 3, &[0, 3, 5]);
+    assert!(bytes > 0, "open windows were moved");
+    assert_eq!(got, expected);
+}
+
+#[test]
+fn moved_sliding_windows_give_the_results_of_one_engine() {
+    let window = "kind: sliding, size: 10s, slide: 5s";
+    let expected = reference(window);
+    let (got, _) = run_moved(window, 3, 1, &[1, 2, 6, 7]);
+    assert_eq!(got, expected);
+}
+
+#[test]
+fn moved_sessions_give_the_results_of_one_engine() {
+    let window = "kind: session, gap: 3s";
+    let expected = reference(window);
+    assert!(!expected.is_empty());
+    let (got, bytes) = run_moved(window, 2, 2, &[0, 1, 2, 3]);
+    assert!(bytes > 0, "open sessions were moved");
+    assert_eq!(got, expected);
+}
+
+#[test]
+fn moving_every_shard_and_back_loses_nothing() {
+    // The whole state goes to the other engine and comes back: the released flags are
+    // cleared by the adoption, so the old engine counts its keys again.
+    let window = "kind: tumbling, size: 10s";
+    let expected = reference(window);
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = engine_on(d1.path(), 2);
+    let b = engine_on(d2.path(), 2);
+    for e in [&a, &b] {
+        e.install_text(&def(window)).unwrap();
+    }
+    let sa = a.subscribe("win", "out").unwrap();
+    let sb = b.subscribe("win", "out").unwrap();
+    let all: Vec<u32> = (0..SHARDS).collect();
+    let data = batches();
+    let (first, rest) = data.split_at(15);
+    let (second, third) = rest.split_at(10);
+    let feed = |e: &Engine, bs: &[Vec<(String, Json)>]| {
+        for batch in bs {
+            publish(e, &batch.iter().map(|(_, j)| j.clone()).collect::<Vec<_>>());
+        }
+    };
+    feed(&a, first);
+    b.adopt_shards(&all, a.release_shards(&all).unwrap())
+        .unwrap();
+    feed(&b, second);
+    a.adopt_shards(&all, b.release_shards(&all).unwrap())
+        .unwrap();
+    feed(&a, third);
+    for e in [&a, &b] {
+        settle(e, "win", "clicks", 200_000);
+    }
+    let mut both = drain(&sa);
+    both.extend(drain(&sb));
+    assert_eq!(consolidate(&both), expected);
+}
+
+#[test]
+fn bad_handed_over_state_is_refused_or_skipped_without_harm() {
+    let d = tempfile::tempdir().unwrap();
+    let e = engine_on(d.path(), 2);
+    e.install_text(&def("kind: tumbling, size: 10s")).unwrap();
+    let sub = e.subscribe("win", "out").unwrap();
+    // A dataflow this node does not run: refused whole.
+    let unknown = ShardPart {
+        dataflow: "nope".into(),
+        node: "w".into(),
+        shard: 0,
+        bytes: vec![1, 2, 3],
+    };
+    assert!(matches!(
+        e.adopt_shards(&[0], vec![unknown]),
+        Err(EngineError::UnknownDataflow(_))
+    ));
+    // Garbage, an empty archive, a truncated one, an unknown operator: logged and skipped.
+    let mut parts = vec![
+        ShardPart {
+            dataflow: "win".into(),
+            node: "w".into(),
+            shard: 0,
+            bytes: vec![0xff; 64],
+        },
+        ShardPart {
+            dataflow: "win".into(),
+            node: "w".into(),
+            shard: 0,
+            bytes: Vec::new(),
+        },
+    ];
+    // A real part, cut short.
+    let d2 = tempfile::tempdir().unwrap();
+    let other = engine_on(d2.path(), 1);
+    other
+        .install_text(&def("kind: tumbling, size: 10s"))
+        .unwrap();
+    publish(&other, &[click("u1", 1_000, 5), click("u2", 1_500, 7)]);
+    let real = other
+        .release_shards(&(0..SHARDS).collect::<Vec<_>>())
+        .unwrap();
+    assert!(!real.is_empty());
+    for p in &real {
+        let mut cut = p.clone();
+        cut.bytes.truncate(p.bytes.len() / 2);
+        parts.push(cut);
+        let mut elsewhere = p.clone();
+        elsewhere.node = "agg".into();
+        parts.push(elsewhere);
+    }
+    e.adopt_shards(&[0], parts).unwrap();
+    // Still working, and none of it was counted.
+    publish(&e, &[click("u3", 2_000, 1)]);
+    settle(&e, "win", "clicks", 50_000);
+    let got = consolidate(&drain(&sub));
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got.keys().next().unwrap().contains("u3"));
+}
