@@ -186,7 +186,16 @@ async fn step(s: &Arc<Shared>) -> Result<(), EngineError> {
         }
         let mut outbox = lock(&s.handoffs.outbox);
         for (shard, epoch, to) in ready {
-            let chunks = chunks_of(by_shard.remove(&shard).unwrap_or_default());
+            let parts = by_shard.remove(&shard).unwrap_or_default();
+            tracing::info!(
+                shard,
+                epoch,
+                to = %format!("{to:016x}"),
+                parts = parts.len(),
+                bytes = parts.iter().map(|p| p.bytes.len()).sum::<usize>(),
+                "released a moving shard's state"
+            );
+            let chunks = chunks_of(parts);
             let acked = vec![false; chunks.len()];
             outbox.insert(
                 shard,
@@ -353,6 +362,15 @@ pub(super) fn receive(
         adopted.retain(|(s2, e2), _| *s2 != shard || *e2 == epoch);
         let got = adopted.entry((shard, epoch)).or_default();
         if !got.contains(&chunk) {
+            tracing::info!(
+                shard,
+                epoch,
+                chunk,
+                chunks,
+                parts = parts.len(),
+                bytes = parts.iter().map(|p| p.bytes.len()).sum::<usize>(),
+                "merging a moving shard's state"
+            );
             engine.adopt_shards(&[shard], parts)?;
             got.insert(chunk);
         }

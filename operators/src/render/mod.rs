@@ -101,7 +101,7 @@ pub fn render<'s>(
     ));
     for node in &plan.nodes {
         let s = match &node.kind {
-            NodeKind::Input { input } => inputs[*input].clone(),
+            NodeKind::Input { input } => stateless::pass(inputs[*input].clone(), &node.id),
             NodeKind::Map { input, exprs } => stateless::map(
                 streams[*input].clone(),
                 &node.id,

@@ -51,6 +51,24 @@ pub fn map<'s>(s: Updates<'s>, name: &str, exprs: Vec<Expr>, dead: Rc<DeadLetter
     })
 }
 
+/// Passes an input's batches on unchanged. Timely's input handle leaves records in the
+/// buffers of a downstream exchange until its time moves, which under a watermark that
+/// stands still (a long `max_delay`) can be a long while; an operator's output is flushed
+/// each time it runs, so after this step every record a worker was given reaches its keyed
+/// operator on the next step. Shard hand-offs rely on that to find every record.
+pub fn pass<'s>(s: Updates<'s>, name: &str) -> Updates<'s> {
+    s.unary::<Out, _, _, _>(Pipeline, &format!("Input {name}"), |_, _| {
+        |input, output| {
+            input.for_each_stamp(|cap, data| {
+                let mut session = output.session(&cap);
+                for batch in data {
+                    session.give_container(batch);
+                }
+            });
+        }
+    })
+}
+
 /// Keeps the events for which `predicate` is true.
 pub fn filter<'s>(
     s: Updates<'s>,
