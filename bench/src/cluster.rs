@@ -8,9 +8,10 @@
 //! 2. **Convergence**: from spawning a node with `--seed` until every node's `/v1/cluster`
 //!    lists it, until it owns its first shard, and until the cluster is `settled`; for the
 //!    2nd, 3rd, 4th … node.
-//! 3. **Hand-off**: while a paced publisher runs, a 3rd node joins a 2-node cluster and later
-//!    leaves through `POST /v1/cluster/leave`; time until settled divided by the shards whose
-//!    owner changed.
+//! 3. **Hand-off**: while a paced publisher runs into a windowed dataflow (per user, 10 s
+//!    windows, so every moving shard carries open window state), a 3rd node joins a 2-node
+//!    cluster and later leaves through `POST /v1/cluster/leave`; time until settled divided by
+//!    the shards whose owner changed.
 //!
 //! Every child is killed when its [`Member`] is dropped, on error and on panic alike.
 
@@ -775,6 +776,13 @@ async fn handoff(o: &Options, spec: &Spec) -> Result<Handoff> {
     .await?;
     wait_settled(&[&h1, &h2], 2).await?;
     create_topic(&h1, &[&h1, &h2]).await?;
+    // Keyed window state to move with every shard (per user, 10 s windows).
+    HttpClient::new(&h1.base())
+        .submit(&format!(
+            "name: per_user\ninputs:\n  - {{id: c, topic: {TOPIC}, watermark: {{max_delay: 5s, idle_timeout: 1s}}}}\nnodes:\n  - {{id: w, op: window, input: c, kind: tumbling, size: 10s}}\n  - id: agg\n    op: aggregate\n    input: w\n    aggregates: [{{name: n, fn: count}}, {{name: s, fn: sum, expr: amount}}]\noutputs:\n  - {{name: out, from: agg}}\n"
+        ))
+        .await
+        .context("submitting the windowed dataflow whose state the hand-off moves")?;
     let clients = connect(&[&h1, &h2], 2).await?;
     let stop = Arc::new(AtomicBool::new(false));
     let phase = Arc::new(AtomicU8::new(0));

@@ -181,6 +181,23 @@ fn records_waiting_for_the_watermark_move_too() {
     assert_eq!(got, expected);
 }
 
+fn join_def(max_delay: &str) -> String {
+    format!(
+        "name: win\n{CLICKS_TOPIC}\ninputs:\n  - {{id: a, topic: clicks, watermark: {{max_delay: {max_delay}, idle_timeout: 0s}}}}\n  - {{id: b, topic: clicks, watermark: {{max_delay: {max_delay}, idle_timeout: 0s}}}}\nnodes:\n  - {{id: lo, op: filter, input: a, where: 'amount < 50'}}\n  - {{id: hi, op: filter, input: b, where: 'amount >= 50'}}\n  - {{id: j, op: join, kind: interval, left: lo, right: hi, within: 2s}}\noutputs:\n  - {{name: out, from: j}}\n"
+    )
+}
+
+#[test]
+fn a_moved_interval_join_finds_every_pair_one_engine_finds() {
+    for max_delay in ["3s", "3600s"] {
+        let expected = reference_with(&join_def(max_delay));
+        assert!(expected.len() > 200, "{}", expected.len());
+        let (got, bytes) = run_moved_with(&join_def(max_delay), 2, 3, &[0, 2, 5, 7]);
+        assert!(bytes > 0, "kept and waiting events were moved");
+        assert_eq!(got, expected, "max_delay {max_delay}");
+    }
+}
+
 #[test]
 fn moved_sliding_windows_give_the_results_of_one_engine() {
     let window = "kind: sliding, size: 10s, slide: 5s";

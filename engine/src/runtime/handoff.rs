@@ -10,6 +10,8 @@
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use starling_operators::render::handoff::state_that_stays;
+
 use super::worker::Command;
 use super::Engine;
 use crate::EngineError;
@@ -93,6 +95,19 @@ impl Engine {
     /// node they move to can carry on from it; records of those keys that reach a window
     /// later are diverted, not counted. With no shards, collects only what was diverted.
     pub fn release_shards(&self, shards: &[u32]) -> Result<Vec<ShardPart>, EngineError> {
+        if !shards.is_empty() {
+            for (name, d) in self.inner.lock_dataflows().iter() {
+                let stays = state_that_stays(&d.plan);
+                if !stays.is_empty() {
+                    tracing::warn!(
+                        dataflow = %name,
+                        shards = ?shards,
+                        nodes = ?stays,
+                        "shards leave this node, but some of this dataflow's state does not move with them"
+                    );
+                }
+            }
+        }
         let shards: Arc<[u32]> = shards.into();
         let mut parts = self.hand_off_round(&shards)?;
         if !shards.is_empty() {

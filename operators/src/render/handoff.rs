@@ -25,7 +25,30 @@ use timely::scheduling::Activator;
 
 use super::snapshot::{MovedSnap, RecordSnap};
 use super::Update;
+use crate::plan::{NodeKind, Plan};
 use crate::value::Value;
+
+/// The nodes of `plan` whose state stays on a node when a shard leaves it, with why: the
+/// cluster warns when it moves a shard of such a dataflow. Windows and interval joins move
+/// their keyed state; differential operators keep theirs in arrangements that cannot be cut
+/// by key, and store writers write to the node's own stores.
+pub fn state_that_stays(plan: &Plan) -> Vec<(String, &'static str)> {
+    plan.nodes
+        .iter()
+        .filter_map(|n| {
+            let why = match n.kind {
+                NodeKind::Aggregate { .. } => "an unwindowed aggregate",
+                NodeKind::TableJoin { .. } => "a table join",
+                NodeKind::Distinct { .. } => "distinct",
+                NodeKind::KvPut { .. } => "a KV view (written on the node that computed it)",
+                NodeKind::Series { .. } => "a series (written on the node that computed it)",
+                NodeKind::VectorUpsert { .. } => "a vector collection (kept per node)",
+                _ => return None,
+            };
+            Some((n.id.clone(), why))
+        })
+        .collect()
+}
 
 /// One worker's meeting point for shard hand-offs of one dataflow.
 pub struct Handoff {

@@ -22,7 +22,11 @@ use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Capability;
 
-use super::window::{stash_by_time, TimeStash};
+use std::rc::Rc;
+
+use super::handoff::Handoff;
+use super::snapshot::{MovedSnap, RecordSnap};
+use super::window::{follow, stash_by_time, stash_diverting, take_released_records, TimeStash};
 use super::{Time, Update, Updates};
 use crate::event::{Event, Row};
 use crate::value::Value;
@@ -110,6 +114,34 @@ impl Side {
         self.by_key.entry(key).or_default().push((time, row));
     }
 
+    /// Takes the events of released keys out, into the hand-off as records (their horizon
+    /// in `at`).
+    fn take_released(&mut self, h: &Handoff, node: &str, horizon: impl Fn(Time) -> Time) {
+        let taken: Vec<(Value, Vec<(Time, Row)>)> = self
+            .by_key
+            .extract_if(|k, _| h.released_shard(k).is_some())
+            .collect();
+        for (key, events) in taken {
+            let Some(shard) = h.released_shard(&key) else {
+                continue;
+            };
+            h.part(node, shard, |m| {
+                for (time, row) in events {
+                    m.records.push(RecordSnap::of(&(
+                        Event {
+                            key: key.clone(),
+                            time,
+                            row,
+                        },
+                        horizon(time),
+                        1,
+                    )));
+                }
+            });
+        }
+        // `expiries` may still name the keys: expiring a key that is gone does nothing.
+    }
+
     /// Forgets every event whose horizon is at or before `now`.
     fn expire(&mut self, now: Time, horizon: impl Fn(Time) -> Time) {
         let keep = self.expiries.split_off(&(now + 1));
@@ -135,12 +167,35 @@ impl Side {
 /// until the frontier passes `time + within + lateness`, when no partner can arrive any
 /// more. Hash maps per key instead of differential arrangements: the join sees only
 /// insertions, so there is nothing to consolidate, and nothing is sorted.
+/// What an interval join needs to know.
+pub struct IntervalConfig {
+    pub name: String,
+    pub within: u64,
+    pub lateness: u64,
+}
+
+/// The hand-off names of an interval join's parts: per side, its waiting records and the
+/// events it keeps for partners.
+fn join_parts(name: &str) -> [[String; 2]; 2] {
+    [
+        [format!("{name}~left"), format!("{name}~left~kept")],
+        [format!("{name}~right"), format!("{name}~right~kept")],
+    ]
+}
+
 pub fn interval_join<'s>(
     left: Updates<'s>,
     right: Updates<'s>,
-    within: u64,
-    lateness: u64,
+    cfg: IntervalConfig,
+    handoff: Rc<Handoff>,
 ) -> Updates<'s> {
+    let IntervalConfig {
+        name,
+        within,
+        lateness,
+    } = cfg;
+    let parts = join_parts(&name);
+    let scope = left.scope();
     let horizon = move |t: Time| {
         t.saturating_add(within)
             .saturating_add(lateness)
@@ -152,12 +207,53 @@ pub fn interval_join<'s>(
         Exchange::new(by_key),
         Exchange::new(by_key),
         "Interval join",
-        move |_, _| {
+        move |initial, info| {
+            for p in parts.iter().flatten() {
+                handoff.register(p, scope.activator_for(info.address.clone()));
+            }
+            let mut spare = Some(initial);
             let mut stash: [TimeStash; 2] = [TimeStash::new(), TimeStash::new()];
             let mut sides: [Side; 2] = [Side::default(), Side::default()];
             move |(in1, f1), (in2, f2), output| {
-                stash_by_time(in1, &mut stash[0]);
-                stash_by_time(in2, &mut stash[1]);
+                // Both sides' records wait for both frontiers: the spare follows the lower.
+                let lower = [f1.frontier().first(), f2.frontier().first()]
+                    .into_iter()
+                    .flatten()
+                    .min()
+                    .copied();
+                follow(&mut spare, lower.as_ref());
+                for (side, [waiting, kept]) in parts.iter().enumerate() {
+                    let (w, k) = (handoff.take_adopted(waiting), handoff.take_adopted(kept));
+                    let Some(sp) = spare.as_ref() else { break };
+                    adopt_join(
+                        w,
+                        k,
+                        waiting,
+                        sp,
+                        &handoff,
+                        &mut stash[side],
+                        &mut sides[side],
+                    );
+                }
+                if handoff.any_released() {
+                    for (side, input) in [0usize, 1].into_iter().zip([&parts[0][0], &parts[1][0]]) {
+                        let divert = |u: &Update| match handoff.released_shard(&u.0.key) {
+                            Some(shard) => {
+                                handoff.divert(input, shard, u);
+                                true
+                            }
+                            None => false,
+                        };
+                        if side == 0 {
+                            stash_diverting(in1, &mut stash[0], Some(&divert));
+                        } else {
+                            stash_diverting(in2, &mut stash[1], Some(&divert));
+                        }
+                    }
+                } else {
+                    stash_by_time(in1, &mut stash[0]);
+                    stash_by_time(in2, &mut stash[1]);
+                }
                 loop {
                     // The earliest stashed time that both frontiers have passed.
                     let next = stash
@@ -215,9 +311,49 @@ pub fn interval_join<'s>(
                         }
                     }
                 }
+                for (side, [waiting, kept]) in parts.iter().enumerate() {
+                    if handoff.take_due(waiting) {
+                        take_released_records(&handoff, waiting, &mut stash[side]);
+                    }
+                    if handoff.take_due(kept) {
+                        sides[side].take_released(&handoff, kept, horizon);
+                    }
+                }
             }
         },
     )
+}
+
+/// Merges one side's parts handed over from a shard's old owner: waiting records wait here
+/// again (at the frontier if theirs has passed), kept events are kept until their horizon.
+fn adopt_join(
+    waiting: Vec<MovedSnap>,
+    kept: Vec<MovedSnap>,
+    node: &str,
+    spare: &Capability<Time>,
+    h: &Handoff,
+    stash: &mut TimeStash,
+    side: &mut Side,
+) {
+    let mine = |r: &RecordSnap| match r.restore() {
+        Ok(u) if h.owns_here(&u.0.key) => Some(u),
+        Ok(_) => None,
+        Err(e) => {
+            tracing::error!(node = %node, error = %e, "a handed-over join record could not be read");
+            None
+        }
+    };
+    for u in waiting.iter().flat_map(|m| &m.records).filter_map(mine) {
+        let t = u.1.max(*spare.time());
+        stash
+            .entry(t)
+            .or_insert_with(|| (spare.delayed(&t), Vec::new()))
+            .1
+            .push(vec![u]);
+    }
+    for (e, horizon, _) in kept.iter().flat_map(|m| &m.records).filter_map(mine) {
+        side.insert(e.key, e.time, e.row, horizon);
+    }
 }
 
 /// Renders a stream–table join. `right_is_table` says the right side already retracts

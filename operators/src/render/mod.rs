@@ -154,8 +154,12 @@ pub fn render<'s>(
             } => join::interval_join(
                 streams[*left].clone(),
                 streams[*right].clone(),
-                *within,
-                node.lateness,
+                join::IntervalConfig {
+                    name: node.id.clone(),
+                    within: *within,
+                    lateness: node.lateness,
+                },
+                Rc::clone(&ctx.handoff),
             ),
             NodeKind::TableJoin { left, right } => join::table_join(
                 streams[*left].clone(),

@@ -270,7 +270,7 @@ fn in_time_order_moving<'s>(
 }
 
 /// Moves a spare capability up to the frontier (dropping it once the input is done).
-fn follow(spare: &mut Option<Capability<Time>>, frontier: Option<&Time>) {
+pub(crate) fn follow(spare: &mut Option<Capability<Time>>, frontier: Option<&Time>) {
     match (spare.as_mut(), frontier) {
         (Some(cap), Some(t)) if cap.time() < t => cap.downgrade(t),
         (Some(_), None) => *spare = None,
@@ -279,7 +279,7 @@ fn follow(spare: &mut Option<Capability<Time>>, frontier: Option<&Time>) {
 }
 
 /// Takes the waiting records of released keys out of `stash`, into the hand-off.
-fn take_released_records(h: &Handoff, node: &str, stash: &mut TimeStash) {
+pub(crate) fn take_released_records(h: &Handoff, node: &str, stash: &mut TimeStash) {
     for (_, batches) in stash.values_mut() {
         for batch in batches.iter_mut() {
             batch.retain(|u| match h.released_shard(&u.0.key) {
@@ -311,7 +311,7 @@ pub(crate) fn stash_by_time<P>(
 }
 
 /// [`stash_by_time`], leaving out the records `divert` takes.
-fn stash_diverting<P>(
+pub(crate) fn stash_diverting<P>(
     input: &mut InputHandleCore<Time, Vec<Update>, P>,
     stash: &mut TimeStash,
     divert: Option<&dyn Fn(&Update) -> bool>,
