@@ -1,5 +1,5 @@
 //! Hostile input for the node-to-node QUIC requests (`Forward`, `Raft`,
-//! `SubscribeOutputLocal`), sent as raw frames to real node processes: each is refused with a
+//! `SubscribeOutputLocal`, `Handoff`), sent as raw frames to real node processes: each is refused with a
 //! stable code or a refusal in the Raft reply, nothing of a refused batch is applied, and the
 //! node stays healthy and in its cluster.
 
@@ -15,6 +15,7 @@ use starling_cluster::raft::{RaftRpc, RpcRequest};
 use starling_cluster::{shard_of_hash, Command};
 use starling_engine::client::http::HttpClient;
 use starling_engine::client::quic::{QuicClient, Trust};
+use starling_engine::operators::render::snapshot;
 use starling_engine::operators::Value;
 use starling_engine::quic::wire::{self, Request, Response, WireValue, MAX_FRAME};
 
@@ -78,6 +79,22 @@ fn forward(topic: &str, epochs: Vec<(u32, u64)>, rows: Vec<Vec<WireValue>>) -> R
 }
 
 /// How many events a node's log of `topic` holds.
+fn handoff(
+    shard: u32,
+    epoch: u64,
+    chunk: u32,
+    chunks: u32,
+    parts: Vec<wire::WireShardPart>,
+) -> Request {
+    Request::Handoff {
+        shard,
+        epoch,
+        chunk,
+        chunks,
+        parts,
+    }
+}
+
 async fn logged(node: &NodeProc, topic: &str) -> usize {
     read_log(node, topic)
         .await
@@ -117,6 +134,9 @@ fn a_single_node_refuses_node_to_node_requests() {
         )
         .await;
         assert_eq!(code(&r), "not_found", "{r:?}");
+        let r = ask(&c, &handoff(0, 1, 0, 1, Vec::new())).await;
+        assert_eq!(code(&r), "bad_request", "{r:?}");
+        assert!(message(&r).contains("not part of a cluster"), "{r:?}");
         assert_eq!(logged(&node, "clicks").await, 0);
         let (status, _) =
             node.raw(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
@@ -316,6 +336,88 @@ fn a_member_refuses_hostile_node_to_node_requests() {
         )
         .await;
         assert_eq!(code(&r), "not_found", "{r:?}");
+
+        // Shard state handed over: for a shard that is not moving here, a shard outside the
+        // table, a chunk index past the count, a part of another shard: refused. Late
+        // records (`chunks` 0) for a dataflow this node does not run: not found. Garbage
+        // bytes for one it runs: accepted and skipped (logged), nothing counted.
+        HttpClient::new(&node.base())
+            .submit(&node_common::window_yaml("w", "clicks"))
+            .await
+            .unwrap();
+        let part = |dataflow: &str, shard: u32, bytes: Vec<u8>| wire::WireShardPart {
+            dataflow: dataflow.into(),
+            // The window's hand-off name is its (fused) aggregate's id.
+            node: "per_user".into(),
+            shard,
+            bytes,
+        };
+        let r = ask(
+            &c,
+            &handoff(shard, epoch, 0, 1, vec![part("w", shard, vec![0; 8])]),
+        )
+        .await;
+        assert_eq!(code(&r), "stale_epoch", "{r:?}");
+        let r = ask(&c, &handoff(99_999, 1, 0, 1, Vec::new())).await;
+        assert_eq!(code(&r), "bad_request", "{r:?}");
+        let r = ask(&c, &handoff(shard, epoch, 5, 2, Vec::new())).await;
+        assert_eq!(code(&r), "bad_request", "{r:?}");
+        let r = ask(
+            &c,
+            &handoff(shard, epoch, 0, 1, vec![part("w", shard + 1, Vec::new())]),
+        )
+        .await;
+        assert_eq!(code(&r), "bad_request", "{r:?}");
+        let r = ask(
+            &c,
+            &handoff(shard, epoch, 0, 0, vec![part("nope", shard, vec![1, 2])]),
+        )
+        .await;
+        assert_eq!(code(&r), "not_found", "{r:?}");
+        let mut junk = vec![
+            part("w", shard, vec![0xff; 4096]),
+            part("w", shard, Vec::new()),
+            part("w", shard, b"\x00\x00\x00\x00not an archive".to_vec()),
+        ];
+        let mut stash_junk = part("w", shard, vec![7; 100]);
+        stash_junk.node = "per_user~stash".into();
+        junk.push(stash_junk);
+        let mut unknown_node = part("w", shard, vec![7; 100]);
+        unknown_node.node = "nobody".into();
+        junk.push(unknown_node);
+        let r = ask(&c, &handoff(shard, epoch, 0, 0, junk)).await;
+        assert_eq!(r, Response::Ack { accepted: 0 });
+        // The control: one well-formed late record is counted, the junk was not.
+        let record = snapshot::MovedSnap {
+            records: vec![snapshot::RecordSnap {
+                key: wire::row_to_wire(&[Value::str("u1")]),
+                time: 5,
+                row: wire::row_to_wire(&[Value::str("u1"), Value::Timestamp(5), Value::Int(3)]),
+                at: 0,
+                diff: 1,
+            }],
+            ..Default::default()
+        };
+        let bytes = snapshot::encode_moved(&record).unwrap();
+        let mut good = part("w", shard, bytes);
+        good.node = "per_user~stash".into();
+        let r = ask(&c, &handoff(shard, epoch, 0, 0, vec![good])).await;
+        assert_eq!(r, Response::Ack { accepted: 0 });
+        let admin = HttpClient::new(&node.base());
+        admin.advance_watermark("clicks", 20_000).await.unwrap();
+        let mut counted = Json::Null;
+        for _ in 0..100 {
+            counted = admin.dataflow("w").await.unwrap()["counters"]["output_updates"].clone();
+            if counted.as_u64() == Some(1) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(
+            counted.as_u64(),
+            Some(1),
+            "one window result, from the good record only"
+        );
 
         // Healthy, still the only member, not leaving, nothing moved.
         let (status, _) =
