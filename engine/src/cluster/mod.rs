@@ -746,44 +746,47 @@ impl Distribution for Shared {
             }
             Ok::<_, EngineError>(opened)
         })?;
-        for (p, mut s) in opened {
+        let mut subscribed: BTreeSet<NodeId> = opened.iter().map(|(p, _)| *p).collect();
+        subscribed.insert(self.me);
+        for (p, s) in opened {
+            tokio::spawn(forward_results(p, s, tx.clone(), self.state.clone()));
+        }
+        // Members that join later are added as soon as they run the dataflow, which is
+        // before the leader gives them a shard (that waits for the controller's next round
+        // and the hand-off drain), so their results are merged too.
+        {
+            let mut state = self.state.clone();
+            let peers = Arc::clone(&self.peers);
             let tx = tx.clone();
+            let (dataflow, output) = (dataflow.to_string(), output.to_string());
             tokio::spawn(async move {
-                // The stream is read by its own task (reading a frame is not cancel-safe), so
-                // this one can also notice a reader that went away while the peer is quiet.
-                let (btx, mut brx) = tokio::sync::mpsc::channel(4);
-                let reader = tokio::spawn(async move {
-                    loop {
-                        let r = s.next().await;
-                        let more = matches!(r, Ok(Some(_)));
-                        if btx.send(r).await.is_err() || !more {
-                            return;
-                        }
-                    }
-                });
-                let mut check = tokio::time::interval(Duration::from_millis(500));
                 loop {
                     tokio::select! {
-                        r = brx.recv() => match r {
-                            Some(Ok(Some(batch))) => {
-                                if !batch.is_empty() && !tx.send(Arc::from(batch)) {
-                                    break;
-                                }
-                            }
-                            Some(Ok(None)) | None => break,
-                            Some(Err(e)) => {
-                                tx.end(format!("node {p:016x}: {e}"));
-                                break;
-                            }
-                        },
-                        _ = check.tick() => {
-                            if tx.is_ended() {
-                                break;
-                            }
+                        r = state.changed() => if r.is_err() { return },
+                        _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                    }
+                    if tx.is_ended() {
+                        return;
+                    }
+                    let new: Vec<NodeId> = state
+                        .borrow()
+                        .members
+                        .keys()
+                        .filter(|m| !subscribed.contains(m))
+                        .copied()
+                        .collect();
+                    for p in new {
+                        let opened = match peers.client(p).await {
+                            Ok(c) => c.subscribe_output_local(&dataflow, &output).await,
+                            Err(e) => Err(e),
+                        };
+                        // Not yet (the dataflow is still being installed there): next round.
+                        if let Ok(s) = opened {
+                            subscribed.insert(p);
+                            tokio::spawn(forward_results(p, s, tx.clone(), state.clone()));
                         }
                     }
                 }
-                reader.abort();
             });
         }
         std::thread::Builder::new()
@@ -991,6 +994,55 @@ fn member_info(m: &Member) -> MemberInfo {
         http_addr: m.http_addr.to_string(),
         leaving: m.state == MemberState::Leaving,
     }
+}
+
+/// Copies one peer's results into a merged subscription until either side ends. A peer that
+/// left the cluster (or is leaving) ends its part quietly: its shards, and their results,
+/// are on the other members now.
+async fn forward_results(
+    p: NodeId,
+    mut s: crate::client::quic::QuicSubscription<Update>,
+    tx: crate::runtime::Feed<Arc<[Update]>>,
+    state: watch::Receiver<Arc<ClusterState>>,
+) {
+    // The stream is read by its own task (reading a frame is not cancel-safe), so this one
+    // can also notice a reader that went away while the peer is quiet.
+    let (btx, mut brx) = tokio::sync::mpsc::channel(4);
+    let reader = tokio::spawn(async move {
+        loop {
+            let r = s.next().await;
+            let more = matches!(r, Ok(Some(_)));
+            if btx.send(r).await.is_err() || !more {
+                return;
+            }
+        }
+    });
+    let mut check = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            r = brx.recv() => match r {
+                Some(Ok(Some(batch))) => {
+                    if !batch.is_empty() && !tx.send(Arc::from(batch)) {
+                        break;
+                    }
+                }
+                Some(Ok(None)) | None => break,
+                Some(Err(e)) => {
+                    let gone = state.borrow().members.get(&p).is_none_or(|m| m.leaving);
+                    if !gone {
+                        tx.end(format!("node {p:016x}: {e}"));
+                    }
+                    break;
+                }
+            },
+            _ = check.tick() => {
+                if tx.is_ended() {
+                    break;
+                }
+            }
+        }
+    }
+    reader.abort();
 }
 
 /// On every node: follow the committed state (install the catalog, learn peers, complete
