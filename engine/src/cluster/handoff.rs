@@ -130,10 +130,9 @@ async fn step(s: &Arc<Shared>) -> Result<(), EngineError> {
             .into_iter()
             .filter_map(|shard| {
                 let o = outbox.remove(&shard)?;
-                let aborted = st
-                    .table
-                    .get(shard)
-                    .is_ok_and(|e| e.owner == Some(s.me) && e.moving_to.is_none());
+                // Still ours (aborted, or aborted and moving elsewhere now): the state goes
+                // back into this node's dataflows, and a new move releases it again.
+                let aborted = st.table.get(shard).is_ok_and(|e| e.owner == Some(s.me));
                 if aborted {
                     Some((shard, o.chunks.into_iter().flatten().collect()))
                 } else {

@@ -226,9 +226,7 @@ pub fn encode_moved(s: &MovedSnap) -> Result<Vec<u8>, String> {
 
 /// Decodes (and validates) a moved part: it comes from another node.
 pub fn decode_moved(bytes: &[u8]) -> Result<MovedSnap, String> {
-    let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len());
-    aligned.extend_from_slice(bytes);
-    rkyv::from_bytes::<MovedSnap, rancor::Error>(&aligned).map_err(|e| e.to_string())
+    rkyv::from_bytes::<MovedSnap, rancor::Error>(&aligned(bytes)).map_err(|e| e.to_string())
 }
 
 /// Encodes a snapshot.
@@ -240,9 +238,15 @@ pub fn encode(s: &WindowSnap) -> Result<Vec<u8>, String> {
 
 /// Decodes (and validates) a snapshot.
 pub fn decode(bytes: &[u8]) -> Result<WindowSnap, String> {
+    rkyv::from_bytes::<WindowSnap, rancor::Error>(&aligned(bytes)).map_err(|e| e.to_string())
+}
+
+/// A copy of `bytes` aligned for rkyv's validation (bytes from a file or a frame may start
+/// anywhere).
+fn aligned(bytes: &[u8]) -> rkyv::util::AlignedVec<16> {
     let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len());
     aligned.extend_from_slice(bytes);
-    rkyv::from_bytes::<WindowSnap, rancor::Error>(&aligned).map_err(|e| e.to_string())
+    aligned
 }
 
 /// A key and its accumulators back from a snapshot.
