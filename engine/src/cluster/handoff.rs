@@ -149,6 +149,33 @@ async fn step(s: &Arc<Shared>) -> Result<(), EngineError> {
         engine.adopt_shards(&[shard], parts)?;
     }
 
+    // On the receiving side: a move that completed needs no record of its chunks any more;
+    // one that was aborted after some chunks were merged here leaves state this node must not
+    // count (the old owner takes its copy back), so it is cut out again and dropped.
+    let dropped: Vec<u32> = {
+        let mut adopted = lock(&s.handoffs.adopted);
+        let mut dropped = Vec::new();
+        adopted.retain(|(shard, _), _| match st.table.get(*shard) {
+            Ok(e) if e.moving_to == Some(s.me) => true,
+            Ok(e) if e.owner == Some(s.me) => false,
+            _ => {
+                dropped.push(*shard);
+                false
+            }
+        });
+        dropped
+    };
+    if !dropped.is_empty() {
+        let e2 = Arc::clone(&engine);
+        let d2 = dropped.clone();
+        let parts = tokio::task::spawn_blocking(move || e2.release_shards(&d2))
+            .await
+            .map_err(|e| EngineError::Internal(e.to_string()))??;
+        tracing::warn!(shards = ?dropped, "moves to this node were aborted after state arrived; dropped it");
+        lock(&s.handoffs.stragglers)
+            .extend(parts.into_iter().filter(|p| !dropped.contains(&p.shard)));
+    }
+
     // Moves past the drain that have not been released yet.
     let outgoing: Vec<(u32, u64, NodeId)> = st
         .table
@@ -358,7 +385,6 @@ pub(super) fn receive(
     }
     let complete = {
         let mut adopted = lock(&s.handoffs.adopted);
-        adopted.retain(|(s2, e2), _| *s2 != shard || *e2 == epoch);
         let got = adopted.entry((shard, epoch)).or_default();
         if !got.contains(&chunk) {
             tracing::info!(
