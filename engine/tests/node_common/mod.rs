@@ -29,19 +29,31 @@ impl NodeProc {
     /// Like [`NodeProc::start`], on an existing directory (`<dir>/data` is the data dir), so a
     /// node can be restarted on what a previous one left.
     pub fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> NodeProc {
+        NodeProc::spawn(Command::new(BIN), "127.0.0.1", dir, extra)
+    }
+
+    /// Starts `starling node` through `command` (the binary itself, or a wrapper such as
+    /// `ip netns exec NS <binary>`), listening on `ip` with OS-chosen ports.
+    pub fn spawn(
+        mut command: Command,
+        ip: &str,
+        dir: tempfile::TempDir,
+        extra: &[&str],
+    ) -> NodeProc {
         // Appended to, so the log of a restarted node follows its predecessor's.
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(dir.path().join("node.log"))
             .expect("log file");
-        let mut child = Command::new(BIN)
+        let any_port = format!("{ip}:0");
+        let mut child = command
             .args([
                 "node",
                 "--http",
-                "127.0.0.1:0",
+                &any_port,
                 "--quic",
-                "127.0.0.1:0",
+                &any_port,
                 "--workers",
                 "2",
                 "--data-dir",
