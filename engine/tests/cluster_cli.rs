@@ -71,7 +71,8 @@ fn status_lists_members_and_leave_moves_every_shard() {
     );
     let after = owned_by_name(&rt.block_on(cluster_view(a)).expect("cluster view"));
     assert_eq!(after["a"], 16, "{after:?}");
-    assert_eq!(after["b"], 0, "{after:?}");
+    // b may already be removed from the members (it owns nothing).
+    assert_eq!(after.get("b").copied().unwrap_or(0), 0, "{after:?}");
     // b is marked as leaving in its status, or, once the leader removed it (it owns
     // nothing), no longer listed as a member.
     let (code, out, _) = cli(&b.base(), &["status", "--node", &b.base()], None);

@@ -78,7 +78,7 @@ fn forward(topic: &str, epochs: Vec<(u32, u64)>, rows: Vec<Vec<WireValue>>) -> R
     }
 }
 
-/// How many events a node's log of `topic` holds.
+/// A `Handoff` request.
 fn handoff(
     shard: u32,
     epoch: u64,
@@ -95,6 +95,7 @@ fn handoff(
     }
 }
 
+/// How many events a node's log of `topic` holds.
 async fn logged(node: &NodeProc, topic: &str) -> usize {
     read_log(node, topic)
         .await

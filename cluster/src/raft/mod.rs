@@ -168,6 +168,9 @@ pub struct ClusterRaft {
     transport: Arc<dyn ErasedTransport>,
     state: watch::Receiver<Arc<ClusterState>>,
     settings: RaftSettings,
+    /// When this node last heard from a leader it accepts (an `AppendEntries`, heartbeats
+    /// included, that it did not refuse for a higher vote): what a follower's lease runs on.
+    last_leader_contact: Arc<std::sync::Mutex<std::time::Instant>>,
 }
 
 fn stopped<E: std::fmt::Display>(e: E) -> RaftError {
@@ -224,6 +227,7 @@ impl ClusterRaft {
             transport,
             state,
             settings,
+            last_leader_contact: Arc::new(std::sync::Mutex::new(std::time::Instant::now())),
         })
     }
 
@@ -500,7 +504,15 @@ impl ClusterRaft {
         }
         match request.rpc {
             RaftRpc::AppendEntries(rpc) => {
-                RaftRpcReply::AppendEntries(self.raft.append_entries(rpc).await)
+                let received = std::time::Instant::now();
+                let reply = self.raft.append_entries(rpc).await;
+                if matches!(&reply, Ok(r) if !matches!(r, openraft::raft::AppendEntriesResponse::HigherVote(_)))
+                {
+                    if let Ok(mut t) = self.last_leader_contact.lock() {
+                        *t = (*t).max(received);
+                    }
+                }
+                RaftRpcReply::AppendEntries(reply)
             }
             RaftRpc::Vote(rpc) => RaftRpcReply::Vote(self.raft.vote(rpc).await),
             RaftRpc::InstallSnapshot(rpc) => {
@@ -545,6 +557,28 @@ impl ClusterRaft {
     /// True if this node believes it leads: the engine runs placement decisions only here.
     pub fn is_leader(&self) -> bool {
         self.leader() == Some(self.id)
+    }
+
+    /// Whether this node may still act on its ownership (ARCHITECTURE §5, fencing): a leader
+    /// while a majority of voters acknowledged it within `lease`, a follower while its
+    /// leader's last heartbeat is younger than `lease`, the only voter always. A node cut off
+    /// from the majority therefore stops accepting writes once `lease` has passed, which must
+    /// be shorter than the time the majority needs to declare it dead and move its shards.
+    pub fn lease_valid(&self, lease: Duration) -> bool {
+        let m = self.raft.metrics().borrow().clone();
+        let voters: Vec<NodeId> = m.membership_config.membership().voter_ids().collect();
+        if voters == [self.id] {
+            return true;
+        }
+        if m.current_leader == Some(self.id) {
+            return m
+                .millis_since_quorum_ack
+                .is_some_and(|ms| u128::from(ms) < lease.as_millis());
+        }
+        self.last_leader_contact
+            .lock()
+            .map(|t| t.elapsed() < lease)
+            .unwrap_or(false)
     }
 
     /// The current voters (by the latest membership this node knows).

@@ -107,6 +107,26 @@ pub struct QuicClient {
 impl QuicClient {
     /// Connects to `addr`, trusting the server as `trust` says.
     pub async fn connect(addr: SocketAddr, trust: Trust) -> Result<QuicClient, ClientError> {
+        QuicClient::connect_with(addr, trust, None).await
+    }
+
+    /// Like [`QuicClient::connect`], for a node talking to another node: keep-alives every
+    /// second and the connection declared dead after `idle` without a packet, so a request
+    /// to a peer that froze (SIGSTOP, a hung host) fails in `idle` rather than in quinn's
+    /// 30 s default, and the caller can route around it.
+    pub async fn connect_peer(
+        addr: SocketAddr,
+        trust: Trust,
+        idle: Duration,
+    ) -> Result<QuicClient, ClientError> {
+        QuicClient::connect_with(addr, trust, Some(idle)).await
+    }
+
+    async fn connect_with(
+        addr: SocketAddr,
+        trust: Trust,
+        idle: Option<Duration>,
+    ) -> Result<QuicClient, ClientError> {
         let provider = tls::provider();
         let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
             .with_protocol_versions(&[&rustls::version::TLS13])?;
@@ -135,7 +155,15 @@ impl QuicClient {
             .map_err(|e| ClientError::Tls(rustls::Error::General(e.to_string())))?;
         let mut config = quinn::ClientConfig::new(Arc::new(crypto));
         let mut transport = quinn::TransportConfig::default();
-        transport.keep_alive_interval(Some(Duration::from_secs(5)));
+        match idle {
+            Some(idle) => {
+                transport.keep_alive_interval(Some(Duration::from_secs(1)));
+                transport.max_idle_timeout(quinn::IdleTimeout::try_from(idle).ok());
+            }
+            None => {
+                transport.keep_alive_interval(Some(Duration::from_secs(5)));
+            }
+        }
         config.transport_config(Arc::new(transport));
         let bind: SocketAddr = if addr.is_ipv4() {
             (Ipv4Addr::UNSPECIFIED, 0).into()

@@ -50,6 +50,12 @@ use crate::{DataflowInfo, Engine, EngineError, Subscription};
 const PLACE_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long a submit waits for the agreed definition to be installed here.
 const APPLY_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a node keeps accepting writes for its shards without hearing from the Raft
+/// majority. Must stay well under the failure detection time (gossip marks a silent node
+/// dead after about 2–3 s with 200 ms gossip, and only then does the leader move its
+/// shards), and well over the Raft heartbeat (100 ms) so a busy node does not refuse writes
+/// for a late heartbeat.
+const LEASE: Duration = Duration::from_millis(1500);
 /// Hand-offs in flight at once, cluster-wide: more settle a join sooner, fewer hold fewer
 /// publishes back (a batch touching any moving shard waits for it).
 const MOVES_IN_FLIGHT: usize = 16;
@@ -350,9 +356,25 @@ impl Shared {
         }
     }
 
+    /// Refuses writes once this node has lost touch with the Raft majority for longer than
+    /// [`LEASE`]: by then the majority may be about to give its shards to others.
+    fn check_lease(&self) -> Result<(), EngineError> {
+        if self.raft.lease_valid(LEASE) {
+            Ok(())
+        } else {
+            Err(EngineError::Unavailable(format!(
+                "this node has not heard from a majority of the cluster for over {} ms, so it \
+                 accepts no writes for its shards until it does (they may be moving to other \
+                 nodes); publish to another node or retry",
+                LEASE.as_millis()
+            )))
+        }
+    }
+
     /// Checks that this node owns each shard at exactly the epoch the sender stamped; waits
     /// briefly when the sender's table is newer than ours.
     fn fence(&self, epochs: &[(u32, u64)]) -> Result<(), EngineError> {
+        self.check_lease()?;
         let mut table = self.current();
         for &(shard, epoch) in epochs {
             let mut check = fence::check_write(&table.table, self.me, shard, Epoch(epoch))
@@ -416,7 +438,13 @@ impl Shared {
         let mut accepted = 0;
         // This node's part is written while the other owners' parts travel: the ack waits for
         // the slowest write, not for the sum of them.
-        let local_rows = by_owner.remove(&self.me);
+        let mut local_rows = by_owner.remove(&self.me);
+        if local_rows.is_some() {
+            if let Err(e) = self.check_lease() {
+                why = Some(e.to_string());
+                left.extend(local_rows.take().unwrap_or_default());
+            }
+        }
         let local = async {
             let Some(rows) = local_rows else {
                 return Ok((0, Vec::new()));

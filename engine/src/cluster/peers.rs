@@ -31,6 +31,11 @@ pub enum Lane {
 /// How long opening a connection to a peer may take before the call fails (and is retried
 /// by its caller).
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+/// A peer silent this long (no packet, keep-alives every second) is taken as gone: requests
+/// to it fail and are routed again. Long enough that a peer busy under back-pressure (its
+/// QUIC stack still answers) is never cut off; short enough that a frozen one is noticed in
+/// about the time gossip takes to declare it dead.
+const PEER_IDLE: std::time::Duration = std::time::Duration::from_secs(5);
 
 type Slot = Arc<tokio::sync::Mutex<Option<Arc<QuicClient>>>>;
 
@@ -80,7 +85,8 @@ impl Peers {
                 return Ok(Arc::clone(c));
             }
         }
-        let connect = QuicClient::connect(addr.quic, Trust::Fingerprint(addr.fingerprint));
+        let connect =
+            QuicClient::connect_peer(addr.quic, Trust::Fingerprint(addr.fingerprint), PEER_IDLE);
         let c = tokio::time::timeout(CONNECT_TIMEOUT, connect)
             .await
             .map_err(|_| {
