@@ -50,6 +50,12 @@ pub(super) struct Handoffs {
     stragglers: Mutex<Vec<ShardPart>>,
     /// Chunks merged here, by (shard, epoch) of the move.
     adopted: Mutex<HashMap<(u32, u64), BTreeSet<u32>>>,
+    /// Shards whose keys this node's dataflows no longer count.
+    released: Mutex<BTreeSet<u32>>,
+    /// Set when a move to this node completed: once no more are arriving, the dataflows are
+    /// checkpointed, so that a restart restores the state that came over (it is in no log
+    /// of this node) instead of rebuilding only the part logged here.
+    checkpoint_due: std::sync::atomic::AtomicBool,
 }
 
 struct Outgoing {
@@ -147,6 +153,23 @@ async fn step(s: &Arc<Shared>) -> Result<(), EngineError> {
     for (shard, parts) in back {
         tracing::info!(shard, "move aborted: the shard's state stays here");
         engine.adopt_shards(&[shard], parts)?;
+        lock(&s.handoffs.released).remove(&shard);
+    }
+    reconcile(s, &st, &engine).await?;
+    let arriving = st.table.iter().any(|(_, e)| e.moving_to == Some(s.me));
+    if !arriving
+        && s.handoffs
+            .checkpoint_due
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
+    {
+        let e2 = Arc::clone(&engine);
+        tokio::task::spawn_blocking(move || {
+            for d in e2.dataflows() {
+                if let Err(e) = e2.checkpoint(&d.name) {
+                    tracing::debug!(dataflow = %d.name, error = %e, "no checkpoint after a hand-off");
+                }
+            }
+        });
     }
 
     // On the receiving side: a move that completed needs no record of its chunks any more;
@@ -172,6 +195,7 @@ async fn step(s: &Arc<Shared>) -> Result<(), EngineError> {
             .await
             .map_err(|e| EngineError::Internal(e.to_string()))??;
         tracing::warn!(shards = ?dropped, "moves to this node were aborted after state arrived; dropped it");
+        lock(&s.handoffs.released).extend(dropped.iter().copied());
         lock(&s.handoffs.stragglers)
             .extend(parts.into_iter().filter(|p| !dropped.contains(&p.shard)));
     }
@@ -210,6 +234,7 @@ async fn step(s: &Arc<Shared>) -> Result<(), EngineError> {
         for p in parts {
             by_shard.entry(p.shard).or_default().push(p);
         }
+        lock(&s.handoffs.released).extend(ready.iter().map(|(shard, _, _)| *shard));
         let mut outbox = lock(&s.handoffs.outbox);
         for (shard, epoch, to) in ready {
             let parts = by_shard.remove(&shard).unwrap_or_default();
@@ -304,6 +329,73 @@ async fn step(s: &Arc<Shared>) -> Result<(), EngineError> {
     send_stragglers(s, &st, &engine).await
 }
 
+/// Makes what this node's dataflows count match the table, for what no hand-off covered:
+/// after a restart the log replay rebuilds state for every shard this node ever owned, so
+/// shards owned elsewhere now are released and their replayed state dropped (their owner
+/// has the real state); a shard given to this node by a plain assignment (no hand-off) is
+/// taken back. Waits until this node has caught up with the committed table.
+async fn reconcile(
+    s: &Arc<Shared>,
+    st: &starling_cluster::ClusterState,
+    engine: &Arc<crate::Engine>,
+) -> Result<(), EngineError> {
+    if !(s.started.elapsed() > Duration::from_secs(2) || s.raft.is_leader()) {
+        return Ok(());
+    }
+    let (stale, taken): (Vec<u32>, Vec<u32>) = {
+        let released = lock(&s.handoffs.released);
+        let outbox = lock(&s.handoffs.outbox);
+        let stale = st
+            .table
+            .iter()
+            .filter(|(shard, e)| {
+                e.owner.is_some_and(|o| o != s.me)
+                    && e.moving_to != Some(s.me)
+                    && !released.contains(shard)
+            })
+            .map(|(shard, _)| shard)
+            .collect();
+        let taken = st
+            .table
+            .iter()
+            .filter(|(shard, e)| {
+                e.owner == Some(s.me)
+                    && e.moving_to.is_none()
+                    && released.contains(shard)
+                    && !outbox.contains_key(shard)
+            })
+            .map(|(shard, _)| shard)
+            .collect();
+        (stale, taken)
+    };
+    if !taken.is_empty() {
+        engine.adopt_shards(&taken, Vec::new())?;
+        let mut released = lock(&s.handoffs.released);
+        for shard in &taken {
+            released.remove(shard);
+        }
+    }
+    if !stale.is_empty() {
+        let e2 = Arc::clone(engine);
+        let s2 = stale.clone();
+        let parts = tokio::task::spawn_blocking(move || e2.release_shards(&s2))
+            .await
+            .map_err(|e| EngineError::Internal(e.to_string()))??;
+        let (dropped, others): (Vec<ShardPart>, Vec<ShardPart>) =
+            parts.into_iter().partition(|p| stale.contains(&p.shard));
+        if !dropped.is_empty() {
+            tracing::info!(
+                shards = stale.len(),
+                parts = dropped.len(),
+                "dropped state this node rebuilt for shards other nodes own"
+            );
+        }
+        lock(&s.handoffs.stragglers).extend(others);
+        lock(&s.handoffs.released).extend(stale);
+    }
+    Ok(())
+}
+
 /// Sends diverted records to their shard's owner (merging them here if it is this node).
 async fn send_stragglers(
     s: &Arc<Shared>,
@@ -386,6 +478,7 @@ pub(super) fn receive(
     let complete = {
         let mut adopted = lock(&s.handoffs.adopted);
         let got = adopted.entry((shard, epoch)).or_default();
+        lock(&s.handoffs.released).remove(&shard);
         if !got.contains(&chunk) {
             tracing::info!(
                 shard,
@@ -405,6 +498,9 @@ pub(super) fn receive(
         if let Some(command) = controller::complete(&st, shard, s.me) {
             s.block(s.propose(command))?;
         }
+        s.handoffs
+            .checkpoint_due
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
     Ok(())
 }
