@@ -170,7 +170,7 @@ pub struct ClusterRaft {
     settings: RaftSettings,
     /// When this node last heard from a leader it accepts (an `AppendEntries`, heartbeats
     /// included, that it did not refuse for a higher vote): what a follower's lease runs on.
-    last_leader_contact: Arc<std::sync::Mutex<std::time::Instant>>,
+    last_leader_contact: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
 }
 
 fn stopped<E: std::fmt::Display>(e: E) -> RaftError {
@@ -210,15 +210,18 @@ impl ClusterRaft {
         let (store, state) = DiskStore::open(&dir.join("raft"), node_id, cluster_id, shards)?;
         let (log_store, state_machine) = Adaptor::new(store);
         let transport: Arc<dyn ErasedTransport> = transport;
+        let metrics: network::MetricsCell = Arc::default();
         let network = NetworkFactory {
             transport: transport.clone(),
             cluster_id: Arc::from(cluster_id),
             me: node_id,
             max_bytes: settings.max_rpc_bytes,
+            metrics: Arc::clone(&metrics),
         };
         let raft = Raft::new(node_id, Arc::new(config), network, log_store, state_machine)
             .await
             .map_err(stopped)?;
+        let _ = metrics.set(raft.metrics());
         tracing::info!(node = node_id, cluster = cluster_id, "Raft member started");
         Ok(ClusterRaft {
             id: node_id,
@@ -227,7 +230,9 @@ impl ClusterRaft {
             transport,
             state,
             settings,
-            last_leader_contact: Arc::new(std::sync::Mutex::new(std::time::Instant::now())),
+            // No lease before a leader has been heard: a node restarting on a stale table
+            // must not take writes for shards that moved while it was away.
+            last_leader_contact: Arc::new(std::sync::Mutex::new(None)),
         })
     }
 
@@ -441,6 +446,7 @@ impl ClusterRaft {
             from: self.id,
             to: leader,
             rpc: RaftRpc::ClientWrite(command.clone()),
+            lease_age_ms: None,
         });
         let uncertain = |reason: String| ProposeError::Uncertain {
             leader: Some(leader),
@@ -506,10 +512,19 @@ impl ClusterRaft {
             RaftRpc::AppendEntries(rpc) => {
                 let received = std::time::Instant::now();
                 let reply = self.raft.append_entries(rpc).await;
-                if matches!(&reply, Ok(r) if !matches!(r, openraft::raft::AppendEntriesResponse::HigherVote(_)))
-                {
+                // Renewed only by a leader that a majority acknowledged recently, counted
+                // from that acknowledgement, and only when this node's log matched.
+                let matched = matches!(
+                    &reply,
+                    Ok(openraft::raft::AppendEntriesResponse::Success
+                        | openraft::raft::AppendEntriesResponse::PartialSuccess(_))
+                );
+                let acked = request
+                    .lease_age_ms
+                    .and_then(|age| received.checked_sub(Duration::from_millis(age)));
+                if let (true, Some(at)) = (matched, acked) {
                     if let Ok(mut t) = self.last_leader_contact.lock() {
-                        *t = (*t).max(received);
+                        *t = Some(t.map_or(at, |t| t.max(at)));
                     }
                 }
                 RaftRpcReply::AppendEntries(reply)
@@ -577,7 +592,7 @@ impl ClusterRaft {
         }
         self.last_leader_contact
             .lock()
-            .map(|t| t.elapsed() < lease)
+            .map(|t| t.is_some_and(|t| t.elapsed() < lease))
             .unwrap_or(false)
     }
 

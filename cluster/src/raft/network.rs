@@ -103,7 +103,17 @@ pub struct RpcRequest {
     pub to: NodeId,
     /// The message itself.
     pub rpc: RaftRpc,
+    /// On `AppendEntries` from a leader: how long ago a majority last acknowledged it, so a
+    /// follower's lease never outlives its leader's (a leader cut off from the majority
+    /// must not keep its followers' leases alive).
+    #[serde(default)]
+    pub lease_age_ms: Option<u64>,
 }
+
+/// Where a node's own Raft metrics are read from, once Raft has started.
+pub(crate) type MetricsCell = Arc<
+    std::sync::OnceLock<tokio::sync::watch::Receiver<openraft::RaftMetrics<NodeId, BasicNode>>>,
+>;
 
 /// Why the leader did not apply a forwarded proposal.
 #[derive(Debug, Clone, Error, PartialEq, Eq, Serialize, Deserialize)]
@@ -149,6 +159,7 @@ pub(crate) struct NetworkFactory {
     pub(crate) cluster_id: Arc<str>,
     pub(crate) me: NodeId,
     pub(crate) max_bytes: usize,
+    pub(crate) metrics: MetricsCell,
 }
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
@@ -162,6 +173,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             target,
             addr: node.addr.clone(),
             max_bytes: self.max_bytes,
+            metrics: self.metrics.clone(),
         }
     }
 }
@@ -174,6 +186,7 @@ pub(crate) struct Connection {
     target: NodeId,
     addr: String,
     max_bytes: usize,
+    metrics: MetricsCell,
 }
 
 #[derive(Debug, Error)]
@@ -185,11 +198,23 @@ impl Connection {
         &self,
         rpc: RaftRpc,
     ) -> Result<RaftRpcReply, RPCError<NodeId, BasicNode, E>> {
+        let lease_age_ms = match rpc {
+            RaftRpc::AppendEntries(_) => self.metrics.get().and_then(|m| {
+                let m = m.borrow();
+                if m.current_leader == Some(self.me) {
+                    m.millis_since_quorum_ack
+                } else {
+                    None
+                }
+            }),
+            _ => None,
+        };
         let request = encode(&RpcRequest {
             cluster_id: self.cluster_id.to_string(),
             from: self.me,
             to: self.target,
             rpc,
+            lease_age_ms,
         });
         let reply = match self
             .transport

@@ -426,15 +426,14 @@ impl QuicClient {
     /// of a shard the peer owns that reached this node late).
     pub async fn handoff(
         &self,
-        shard: u32,
-        epoch: u64,
-        chunk: u32,
-        chunks: u32,
+        (shard, epoch, release): (u32, u64, u64),
+        (chunk, chunks): (u32, u32),
         parts: Vec<wire::WireShardPart>,
     ) -> Result<(), ClientError> {
         let req = Request::Handoff {
             shard,
             epoch,
+            release,
             chunk,
             chunks,
             parts,

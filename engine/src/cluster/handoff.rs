@@ -48,8 +48,8 @@ pub(super) struct Handoffs {
     outbox: Mutex<HashMap<u32, Outgoing>>,
     /// Records diverted after a release, waiting for their shard's owner.
     stragglers: Mutex<Vec<ShardPart>>,
-    /// Chunks merged here, by (shard, epoch) of the move.
-    adopted: Mutex<HashMap<(u32, u64), BTreeSet<u32>>>,
+    /// Per shard moving here: the release whose chunks were merged, and which chunks.
+    adopted: Mutex<HashMap<u32, Adopted>>,
     /// Shards whose keys this node's dataflows no longer count.
     released: Mutex<BTreeSet<u32>>,
     /// Set when a move to this node completed: once no more are arriving, the dataflows are
@@ -61,8 +61,37 @@ pub(super) struct Handoffs {
 struct Outgoing {
     to: NodeId,
     epoch: u64,
+    /// This release's id (see `Request::Handoff`).
+    release: u64,
     chunks: Vec<Vec<ShardPart>>,
     acked: Vec<bool>,
+    /// When the last chunk was acknowledged: a receiver that has not completed the move
+    /// long after (it restarted and lost what it had merged) gets every chunk again.
+    all_acked: Option<Instant>,
+}
+
+/// (shard, epoch, release) of one release of a moving shard.
+type MoveId = (u32, u64, u64);
+
+/// What a receiver merged of one shard's release.
+struct Adopted {
+    epoch: u64,
+    release: u64,
+    chunks: BTreeSet<u32>,
+}
+
+/// How long a sender waits for a receiver that acknowledged every chunk to complete the move
+/// before it sends them all again.
+const RESEND_AFTER: Duration = Duration::from_secs(10);
+
+/// A release id unique to this process and node, without coordination.
+fn new_release(me: NodeId) -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    (t ^ me.rotate_left(17) ^ n.rotate_left(40)).max(1)
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -178,7 +207,7 @@ async fn step(s: &Arc<Shared>) -> Result<(), EngineError> {
     let dropped: Vec<u32> = {
         let mut adopted = lock(&s.handoffs.adopted);
         let mut dropped = Vec::new();
-        adopted.retain(|(shard, _), _| match st.table.get(*shard) {
+        adopted.retain(|shard, _| match st.table.get(*shard) {
             Ok(e) if e.moving_to == Some(s.me) => true,
             Ok(e) if e.owner == Some(s.me) => false,
             _ => {
@@ -253,8 +282,10 @@ async fn step(s: &Arc<Shared>) -> Result<(), EngineError> {
                 Outgoing {
                     to,
                     epoch,
+                    release: new_release(s.me),
                     chunks,
                     acked,
+                    all_acked: None,
                 },
             );
         }
@@ -263,8 +294,14 @@ async fn step(s: &Arc<Shared>) -> Result<(), EngineError> {
     }
 
     // Send what is not acknowledged yet, every shard at once.
-    let pending: Vec<(u32, u64, NodeId, u32, u32, Vec<WireShardPart>)> = {
-        let outbox = lock(&s.handoffs.outbox);
+    let pending: Vec<(MoveId, NodeId, u32, u32, Vec<WireShardPart>)> = {
+        let mut outbox = lock(&s.handoffs.outbox);
+        for o in outbox.values_mut() {
+            if o.all_acked.is_some_and(|t| t.elapsed() > RESEND_AFTER) {
+                o.acked.iter_mut().for_each(|a| *a = false);
+                o.all_acked = None;
+            }
+        }
         outbox
             .iter()
             .flat_map(|(shard, o)| {
@@ -274,8 +311,7 @@ async fn step(s: &Arc<Shared>) -> Result<(), EngineError> {
                     .filter(|(i, _)| !o.acked[*i])
                     .map(|(i, c)| {
                         (
-                            *shard,
-                            o.epoch,
+                            (*shard, o.epoch, o.release),
                             o.to,
                             i as u32,
                             o.chunks.len() as u32,
@@ -286,25 +322,26 @@ async fn step(s: &Arc<Shared>) -> Result<(), EngineError> {
             })
             .collect()
     };
-    let sends = pending
-        .into_iter()
-        .map(|(shard, epoch, to, chunk, chunks, parts)| {
-            let s = Arc::clone(s);
-            async move {
-                let r = match s.peers.client(to).await {
-                    Ok(c) => c.handoff(shard, epoch, chunk, chunks, parts).await,
-                    Err(e) => Err(e),
-                };
-                (shard, epoch, chunk, r)
-            }
-        });
-    for (shard, epoch, chunk, r) in futures_util::future::join_all(sends).await {
+    let sends = pending.into_iter().map(|(id, to, chunk, chunks, parts)| {
+        let s = Arc::clone(s);
+        async move {
+            let r = match s.peers.client(to).await {
+                Ok(c) => c.handoff(id, (chunk, chunks), parts).await,
+                Err(e) => Err(e),
+            };
+            (id, chunk, r)
+        }
+    });
+    for ((shard, _, release), chunk, r) in futures_util::future::join_all(sends).await {
         match r {
             Ok(()) => {
                 if let Some(o) = lock(&s.handoffs.outbox).get_mut(&shard) {
-                    if o.epoch == epoch {
+                    if o.release == release {
                         if let Some(a) = o.acked.get_mut(chunk as usize) {
                             *a = true;
+                        }
+                        if o.all_acked.is_none() && o.acked.iter().all(|a| *a) {
+                            o.all_acked = Some(Instant::now());
                         }
                     }
                 }
@@ -413,8 +450,12 @@ async fn send_stragglers(
             (Some(o), None) => {
                 let r = match s.peers.client(o).await {
                     Ok(c) => {
-                        c.handoff(p.shard, e.epoch.0, 0, 0, to_wire(std::slice::from_ref(&p)))
-                            .await
+                        c.handoff(
+                            (p.shard, e.epoch.0, 0),
+                            (0, 0),
+                            to_wire(std::slice::from_ref(&p)),
+                        )
+                        .await
                     }
                     Err(e) => Err(e),
                 };
@@ -435,10 +476,8 @@ async fn send_stragglers(
 /// of it is in.
 pub(super) fn receive(
     s: &Shared,
-    shard: u32,
-    epoch: u64,
-    chunk: u32,
-    chunks: u32,
+    (shard, epoch, release): (u32, u64, u64),
+    (chunk, chunks): (u32, u32),
     parts: Vec<ShardPart>,
 ) -> Result<(), EngineError> {
     let engine = s.engine()?;
@@ -453,6 +492,22 @@ pub(super) fn receive(
         .table
         .get(shard)
         .map_err(|e| EngineError::BadRequest(e.to_string()))?;
+    // Parts of a dataflow the cluster no longer runs (dropped during the move) are left
+    // out; a dataflow agreed but not installed here yet makes the chunk wait (`not_found`).
+    let agreed: BTreeSet<String> = super::catalog_stages(&st)
+        .into_iter()
+        .map(|stage| stage.definition.name)
+        .collect();
+    let (parts, gone): (Vec<ShardPart>, Vec<ShardPart>) = parts
+        .into_iter()
+        .partition(|p| agreed.contains(&p.dataflow));
+    if !gone.is_empty() {
+        tracing::warn!(
+            shard,
+            parts = gone.len(),
+            "state of dataflows the cluster dropped was left out"
+        );
+    }
     if chunks == 0 {
         if entry.owner != Some(s.me) || entry.moving_to.is_some() {
             return Err(EngineError::StaleEpoch(format!(
@@ -475,25 +530,45 @@ pub(super) fn receive(
             "shard {shard} is not moving to this node at epoch {epoch}"
         )));
     }
-    let complete = {
-        let mut adopted = lock(&s.handoffs.adopted);
-        let got = adopted.entry((shard, epoch)).or_default();
-        lock(&s.handoffs.released).remove(&shard);
-        if !got.contains(&chunk) {
-            tracing::info!(
-                shard,
-                epoch,
-                chunk,
-                chunks,
-                parts = parts.len(),
-                bytes = parts.iter().map(|p| p.bytes.len()).sum::<usize>(),
-                "merging a moving shard's state"
-            );
-            engine.adopt_shards(&[shard], parts)?;
-            got.insert(chunk);
-        }
-        got.len() as u32 >= chunks
-    };
+    let mut adopted = lock(&s.handoffs.adopted);
+    if adopted
+        .get(&shard)
+        .is_some_and(|a| (a.epoch, a.release) != (epoch, release))
+    {
+        // An earlier release of this shard (a move aborted and begun again, or an old owner
+        // that restarted) was merged here: its state is cut out and dropped before the new
+        // release, which holds everything, is merged.
+        adopted.remove(&shard);
+        let old = engine.release_shards(&[shard])?;
+        let (_, others): (Vec<ShardPart>, Vec<ShardPart>) =
+            old.into_iter().partition(|p| p.shard == shard);
+        lock(&s.handoffs.stragglers).extend(others);
+        tracing::warn!(
+            shard,
+            "replaced the state of an earlier release of this shard"
+        );
+    }
+    let got = adopted.entry(shard).or_insert_with(|| Adopted {
+        epoch,
+        release,
+        chunks: BTreeSet::new(),
+    });
+    lock(&s.handoffs.released).remove(&shard);
+    if !got.chunks.contains(&chunk) {
+        tracing::info!(
+            shard,
+            epoch,
+            chunk,
+            chunks,
+            parts = parts.len(),
+            bytes = parts.iter().map(|p| p.bytes.len()).sum::<usize>(),
+            "merging a moving shard's state"
+        );
+        engine.adopt_shards(&[shard], parts)?;
+        got.chunks.insert(chunk);
+    }
+    let complete = got.chunks.len() as u32 >= chunks;
+    drop(adopted);
     if complete {
         if let Some(command) = controller::complete(&st, shard, s.me) {
             s.block(s.propose(command))?;

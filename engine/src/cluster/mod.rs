@@ -903,11 +903,11 @@ impl Distribution for Shared {
         &self,
         shard: u32,
         epoch: u64,
-        chunk: u32,
-        chunks: u32,
+        release: u64,
+        (chunk, chunks): (u32, u32),
         parts: Vec<crate::runtime::ShardPart>,
     ) -> Result<(), EngineError> {
-        handoff::receive(self, shard, epoch, chunk, chunks, parts)
+        handoff::receive(self, (shard, epoch, release), (chunk, chunks), parts)
     }
 
     fn mark(&self, topic: &str, node: u64, time: u64) -> Result<(), EngineError> {

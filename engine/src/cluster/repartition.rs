@@ -144,15 +144,21 @@ async fn place(s: &Shared, topic: &str, pending: Vec<(u32, Event)>) -> Vec<(u32,
         }
     }
     if let Some(batch) = by_owner.remove(&s.me) {
-        let events: Vec<Event> = batch.iter().map(|(_, e)| e.clone()).collect();
-        match s
-            .engine()
-            .and_then(|engine| engine.publish_internal_local(topic, events))
-        {
-            Ok(_) => {}
-            Err(EngineError::UnknownTopic(_)) => left.extend(batch),
-            Err(e) => {
-                tracing::error!(topic, error = %e, "stage records refused here; dropped");
+        if s.check_lease().is_err() {
+            // Cut off from the majority: kept until this node hears from it (and learns
+            // whether the shards are still its own).
+            left.extend(batch);
+        } else {
+            let events: Vec<Event> = batch.iter().map(|(_, e)| e.clone()).collect();
+            match s
+                .engine()
+                .and_then(|engine| engine.publish_internal_local(topic, events))
+            {
+                Ok(_) => {}
+                Err(EngineError::UnknownTopic(_)) => left.extend(batch),
+                Err(e) => {
+                    tracing::error!(topic, error = %e, "stage records refused here; dropped");
+                }
             }
         }
     }

@@ -511,6 +511,7 @@ fn handle(engine: &Engine, frame: &[u8]) -> (&'static str, Outcome) {
         ArchivedRequest::Handoff {
             shard,
             epoch,
+            release,
             chunk,
             chunks,
             parts,
@@ -518,10 +519,8 @@ fn handle(engine: &Engine, frame: &[u8]) -> (&'static str, Outcome) {
             "handoff",
             handoff(
                 engine,
-                shard.to_native(),
-                epoch.to_native(),
-                chunk.to_native(),
-                chunks.to_native(),
+                (shard.to_native(), epoch.to_native(), release.to_native()),
+                (chunk.to_native(), chunks.to_native()),
                 parts,
             ),
         ),
@@ -778,10 +777,8 @@ fn forward_events(
 
 fn handoff(
     engine: &Engine,
-    shard: u32,
-    epoch: u64,
-    chunk: u32,
-    chunks: u32,
+    (shard, epoch, release): (u32, u64, u64),
+    (chunk, chunks): (u32, u32),
     parts: &ArchivedVec<wire::ArchivedWireShardPart>,
 ) -> Result<Response, EngineError> {
     let Some(d) = engine.distribution() else {
@@ -798,7 +795,7 @@ fn handoff(
             bytes: p.bytes.as_slice().to_vec(),
         })
         .collect();
-    d.handoff(shard, epoch, chunk, chunks, parts)?;
+    d.handoff(shard, epoch, release, (chunk, chunks), parts)?;
     Ok(Response::Ack { accepted: 0 })
 }
 

@@ -251,6 +251,10 @@ pub enum Request {
         shard: u32,
         /// Its epoch in the sender's table.
         epoch: u64,
+        /// Which release of the shard's state this is (a move aborted and begun again, or
+        /// an old owner that restarted, releases anew): the receiver replaces the state of
+        /// an older release instead of adding to it.
+        release: u64,
         /// This message's index, below `chunks`.
         chunk: u32,
         /// Messages the shard's state was cut into (0: stragglers, not a move).

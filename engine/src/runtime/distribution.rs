@@ -69,8 +69,8 @@ pub trait Distribution: Send + Sync {
         &self,
         shard: u32,
         epoch: u64,
-        chunk: u32,
-        chunks: u32,
+        release: u64,
+        chunk: (u32, u32),
         parts: Vec<super::ShardPart>,
     ) -> Result<(), EngineError>;
     /// Answers one Raft message from a peer.

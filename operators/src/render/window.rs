@@ -90,12 +90,15 @@ impl Pane {
         let cap = self.cap.take()?;
         let start = self.start;
         let done = &self.done;
+        // At `end`, or later for a window handed over after this node's frontier had passed
+        // its end (its capability is at that frontier): never below the capability.
+        let at = end.max(*cap.time());
         Some((
             cap,
             self.groups
                 .iter()
                 .filter(move |(k, _)| done.is_empty() || !done.contains(*k))
-                .map(move |(k, accs)| (result_event(k, start, end, accs), end, 1)),
+                .map(move |(k, accs)| (result_event(k, start, end, accs), at, 1)),
         ))
     }
 }
@@ -829,9 +832,13 @@ fn adopt_panes(
                 done: HashSet::default(),
             });
             if p.emitted || updates {
-                // The old owner emitted it; later corrections continue from there.
+                // The old owner emitted it; later corrections continue from there. The pane
+                // still needs a capability for this node's own keys that may join it.
                 if !pane.emitted {
                     pane.done.insert(key.clone());
+                    if pane.cap.is_none() {
+                        pane.cap = Some(spare.delayed(&p.end.max(now)));
+                    }
                 }
             } else if pane.emitted {
                 emit.push((result_event(&key, p.start, p.end, &accs), now, 1));
