@@ -206,8 +206,11 @@ async fn step(s: &Arc<Shared>) -> Result<(), EngineError> {
     // count (the old owner takes its copy back), so it is cut out again and dropped.
     let dropped: Vec<u32> = {
         let mut adopted = lock(&s.handoffs.adopted);
+        // The table as of now, not as of this step's start: a chunk merged meanwhile was
+        // merged against a table at least this new.
+        let now = s.current();
         let mut dropped = Vec::new();
-        adopted.retain(|shard, _| match st.table.get(*shard) {
+        adopted.retain(|shard, _| match now.table.get(*shard) {
             Ok(e) if e.moving_to == Some(s.me) => true,
             Ok(e) if e.owner == Some(s.me) => false,
             _ => {
