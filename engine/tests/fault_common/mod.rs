@@ -186,41 +186,33 @@ impl Lab {
             return false;
         }
         let loss = format!("{loss_percent}%");
-        run(&[
-            "ip",
-            "netns",
-            "exec",
-            &self.hosts[i].ns,
-            "tc",
-            "qdisc",
-            "replace",
-            "dev",
-            "eth0",
-            "root",
-            "netem",
-            "delay",
-            delay,
-            "loss",
-            &loss,
-        ])
+        self.root_qdisc(
+            i,
+            &["replace", "root", "netem", "delay", delay, "loss", &loss],
+        )
         .expect("netem");
         true
     }
 
     /// Removes host `i`'s delay and loss.
     pub fn clear_netem(&self, i: usize) {
-        let _ = run(&[
+        let _ = self.root_qdisc(i, &["del", "root"]);
+    }
+
+    /// `tc qdisc <op> dev eth0 <rest>` in host `i`'s namespace.
+    fn root_qdisc(&self, i: usize, args: &[&str]) -> Result<(), String> {
+        let mut cmd = vec![
             "ip",
             "netns",
             "exec",
             &self.hosts[i].ns,
             "tc",
             "qdisc",
-            "del",
-            "dev",
-            "eth0",
-            "root",
-        ]);
+            args[0],
+        ];
+        cmd.extend(["dev", "eth0"]);
+        cmd.extend(&args[1..]);
+        run(&cmd)
     }
 }
 
