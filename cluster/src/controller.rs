@@ -14,7 +14,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::placement::targets;
+use crate::placement::{targets, weight};
 use crate::state::{ClusterState, Command};
 use crate::table::{NodeId, ShardId};
 
@@ -40,7 +40,12 @@ pub fn eligible(state: &ClusterState, live: &BTreeSet<NodeId>) -> BTreeSet<NodeI
 ///   serving until the receiver completes the move), at most `max_moves_in_flight` moves in
 ///   flight in total, counting the ones already in progress; shards leaving a leaving node go
 ///   first, so that a graceful leave finishes soon;
-/// - a leaving member that owns and receives no shard is removed (`RemoveMember`).
+/// - with replication (R > 1): a dead owner's shard is `Promote`d to an in-sync replica
+///   (the target if it is one), or waits when every in-sync replica is gone; replicas that
+///   died are removed; the R − 1 wanted replicas (see `replicas_of`) are added, and a shard
+///   moves only to a node that is already an in-sync replica;
+/// - a leaving member that owns, receives and replicates no shard is removed
+///   (`RemoveMember`).
 ///
 /// `CompleteMove` is never proposed here: only the receiver knows when it has the data (see
 /// [`complete`]). A move in progress to an eligible node is left to finish even if the target
@@ -54,12 +59,20 @@ pub fn next_commands(
     let target = targets(state.table.len(), &eligible);
     let serving = |n: NodeId| state.members.contains_key(&n) && live.contains(&n);
     let leaving = |n: NodeId| state.members.get(&n).is_some_and(|m| m.leaving);
+    let r = state.replication_factor() as usize;
 
     let mut out = Vec::new();
     let mut in_flight = 0usize;
     // (owner is not leaving, shard, to): leaving owners sort first.
     let mut wanted: Vec<(bool, ShardId, NodeId)> = Vec::new();
     for (shard, entry) in state.table.iter() {
+        // Replicas that died or left the cluster are dropped at once: the owner waits for
+        // every in-sync replica before it acknowledges with `acks = all`.
+        for n in entry.replicas.iter().chain(&entry.joining) {
+            if !serving(*n) {
+                out.push(Command::RemoveReplica { shard, node: *n });
+            }
+        }
         let Some(goal) = target.get(shard as usize).copied().flatten() else {
             // No eligible node: nothing can be placed, but a move to an ineligible receiver
             // is still given up.
@@ -68,23 +81,58 @@ pub fn next_commands(
             }
             continue;
         };
-        match entry.owner {
-            Some(owner) if serving(owner) => {
-                if let Some(to) = entry.moving_to {
-                    if eligible.contains(&to) {
-                        in_flight += 1;
-                    } else {
-                        out.push(Command::AbortMove { shard, to });
-                        if owner != goal {
-                            wanted.push((!leaving(owner), shard, goal));
-                        }
-                    }
-                } else if owner != goal {
+        let owner = match entry.owner {
+            Some(owner) if serving(owner) => owner,
+            // Unowned: nothing to hand over.
+            None => {
+                out.push(Command::Assign { shard, node: goal });
+                continue;
+            }
+            // The owner is gone: an in-sync replica holds every acknowledged event, so it
+            // takes over; without one, a shard that never had replicas starts afresh, and
+            // one whose replicas are all gone waits for one to come back (Kafka's clean
+            // leader election) rather than lose what they acknowledged.
+            Some(_) => {
+                let alive: Vec<NodeId> = entry
+                    .replicas
+                    .iter()
+                    .copied()
+                    .filter(|n| serving(*n))
+                    .collect();
+                if let Some(best) = alive
+                    .iter()
+                    .copied()
+                    .max_by_key(|n| (*n == goal, eligible.contains(n), weight(*n, shard)))
+                {
+                    out.push(Command::Promote { shard, node: best });
+                } else if entry.replicas.is_empty() {
+                    out.push(Command::Assign { shard, node: goal });
+                }
+                continue;
+            }
+        };
+        replicas_of(
+            state,
+            shard,
+            (owner, goal),
+            &eligible,
+            &serving,
+            r,
+            &mut out,
+        );
+        if let Some(to) = entry.moving_to {
+            if eligible.contains(&to) {
+                in_flight += 1;
+            } else {
+                out.push(Command::AbortMove { shard, to });
+                if owner != goal {
                     wanted.push((!leaving(owner), shard, goal));
                 }
             }
-            // Unowned, or the owner is gone: nothing to hand over.
-            _ => out.push(Command::Assign { shard, node: goal }),
+        } else if owner != goal && (r == 1 || entry.replicas.contains(&goal)) {
+            // With replication the new owner first copies the log as a replica, so a move
+            // hands over only the operator state and the log stays one sequence of offsets.
+            wanted.push((!leaving(owner), shard, goal));
         }
     }
     wanted.sort_unstable();
@@ -96,15 +144,61 @@ pub fn next_commands(
             .map(|(_, shard, to)| Command::BeginMove { shard, to }),
     );
     for (node, info) in &state.members {
-        let busy = state
-            .table
-            .iter()
-            .any(|(_, e)| e.owner == Some(*node) || e.moving_to == Some(*node));
+        // An in-sync replica stays until the replicas that replace it are in sync.
+        let busy = state.table.iter().any(|(_, e)| {
+            e.owner == Some(*node) || e.moving_to == Some(*node) || e.replicas.contains(node)
+        });
         if info.leaving && !busy {
             out.push(Command::RemoveMember { node: *node });
         }
     }
     out
+}
+
+/// The replica changes one served shard needs: the nodes it should have are the R − 1
+/// eligible nodes of highest rendezvous weight besides its target owner, plus the target
+/// itself while the shard still has to move there. Missing ones are added (joining);
+/// unwanted ones are removed, an in-sync one only while enough wanted replicas are in sync
+/// to keep R copies.
+fn replicas_of(
+    state: &ClusterState,
+    shard: ShardId,
+    (owner, goal): (NodeId, NodeId),
+    eligible: &BTreeSet<NodeId>,
+    serving: &dyn Fn(NodeId) -> bool,
+    r: usize,
+    out: &mut Vec<Command>,
+) {
+    let Ok(entry) = state.table.get(shard) else {
+        return;
+    };
+    let mut ranked: Vec<NodeId> = eligible.iter().copied().filter(|n| *n != goal).collect();
+    ranked.sort_unstable_by_key(|n| std::cmp::Reverse((weight(*n, shard), *n)));
+    let mut want: BTreeSet<NodeId> = ranked.into_iter().take(r - 1).collect();
+    if goal != owner && r > 1 {
+        want.insert(goal);
+    }
+    want.remove(&owner);
+    // Replicas that are not serving were removed by the caller already.
+    let live = |n: &NodeId| serving(*n);
+    for n in &want {
+        if !entry.replicas.contains(n) && !entry.joining.contains(n) {
+            out.push(Command::AddReplica { shard, node: *n });
+        }
+    }
+    let in_sync_wanted = entry.replicas.iter().filter(|n| want.contains(n)).count();
+    for n in &entry.joining {
+        if !want.contains(n) && live(n) {
+            out.push(Command::RemoveReplica { shard, node: *n });
+        }
+    }
+    if in_sync_wanted >= (r - 1).min(want.len()) {
+        for n in &entry.replicas {
+            if !want.contains(n) && live(n) {
+                out.push(Command::RemoveReplica { shard, node: *n });
+            }
+        }
+    }
 }
 
 /// The `CompleteMove` the receiver `to` proposes once it has copied `shard`, or `None` if that
@@ -274,5 +368,164 @@ mod tests {
         // Two moves to node 2 are still in flight.
         assert!(next_commands(&s, &live, 2).is_empty());
         assert_eq!(next_commands(&s, &live, 5).len(), 3);
+    }
+
+    /// Like `converge`, but joining replicas also report in sync (as their fetch loops do),
+    /// at the shard's current epoch.
+    fn converge_replicated(s: &mut ClusterState, live: &BTreeSet<NodeId>) {
+        for _ in 0..1000 {
+            let mut cmds = next_commands(s, live, 8);
+            let joining: Vec<Command> = s
+                .table
+                .iter()
+                .flat_map(|(sh, e)| {
+                    e.joining.iter().map(move |n| Command::ReplicaInSync {
+                        shard: sh,
+                        node: *n,
+                        epoch: e.epoch,
+                    })
+                })
+                .collect();
+            cmds.extend(joining);
+            if cmds.is_empty() {
+                return;
+            }
+            apply_all(s, &cmds);
+            let moving: Vec<_> = s
+                .table
+                .iter()
+                .filter_map(|(sh, e)| e.moving_to.map(|to| (sh, to)))
+                .collect();
+            for (sh, to) in moving {
+                let c = complete(s, sh, to).expect("in progress");
+                apply_all(s, &[c]);
+            }
+        }
+        panic!("no convergence");
+    }
+
+    fn replicated(nodes: &[NodeId], r: u32) -> ClusterState {
+        let mut s = ClusterState::new("c", 32).unwrap();
+        s.apply(&Command::SetReplication { factor: r });
+        for n in nodes {
+            join(&mut s, *n);
+        }
+        converge_replicated(&mut s, &set(nodes));
+        s
+    }
+
+    #[test]
+    fn every_shard_gets_r_copies_on_distinct_nodes() {
+        for r in 1..=3u32 {
+            let s = replicated(&[1, 2, 3, 4], r);
+            for (sh, e) in s.table.iter() {
+                let owner = e.owner.expect("owned");
+                assert_eq!(e.replicas.len(), r as usize - 1, "shard {sh}: {e:?}");
+                assert!(e.joining.is_empty());
+                assert!(!e.replicas.contains(&owner));
+            }
+        }
+        assert!(matches!(
+            ClusterState::new("c", 1)
+                .unwrap()
+                .apply(&Command::SetReplication { factor: 0 }),
+            Outcome::Refused(_)
+        ));
+    }
+
+    #[test]
+    fn a_dead_owner_is_replaced_by_an_in_sync_replica_and_copies_are_restored() {
+        let mut s = replicated(&[1, 2, 3], 2);
+        let before = s.clone();
+        let live = set(&[2, 3]);
+        let cmds = next_commands(&s, &live, 8);
+        for (sh, e) in before.table.iter() {
+            if e.owner == Some(1) {
+                let promoted = e.replicas[0];
+                assert!(
+                    cmds.contains(&Command::Promote {
+                        shard: sh,
+                        node: promoted
+                    }),
+                    "shard {sh}: {cmds:?}"
+                );
+            }
+            if e.replicas.contains(&1) {
+                assert!(cmds.contains(&Command::RemoveReplica { shard: sh, node: 1 }));
+            }
+        }
+        assert!(!cmds.iter().any(|c| matches!(c, Command::Assign { .. })));
+        converge_replicated(&mut s, &live);
+        for (sh, e) in s.table.iter() {
+            assert!(matches!(e.owner, Some(2) | Some(3)), "shard {sh}: {e:?}");
+            assert_eq!(e.replicas.len(), 1);
+            assert!(before.table.get(sh).unwrap().epoch <= e.epoch);
+        }
+    }
+
+    #[test]
+    fn a_shard_whose_copies_are_all_gone_waits_instead_of_starting_empty() {
+        let s = replicated(&[1, 2, 3], 2);
+        let (sh, e) = s
+            .table
+            .iter()
+            .find(|(_, e)| e.owner == Some(1) && e.replicas == vec![2])
+            .expect("a shard on 1 copied to 2");
+        let _ = e;
+        let cmds = next_commands(&s, &set(&[3]), 8);
+        assert!(
+            !cmds.iter().any(|c| matches!(c,
+                Command::Assign { shard, .. } | Command::Promote { shard, .. } if *shard == sh)),
+            "{cmds:?}"
+        );
+        // A joining replica is never promoted: it may miss acknowledged events.
+        let mut t = s.clone();
+        t.table.get_mut(sh).unwrap().joining.push(3);
+        assert!(matches!(
+            t.apply(&Command::Promote { shard: sh, node: 3 }),
+            Outcome::Refused(_)
+        ));
+    }
+
+    #[test]
+    fn with_replication_a_join_moves_shards_only_to_in_sync_replicas() {
+        let mut s = replicated(&[1, 2], 2);
+        join(&mut s, 3);
+        let live = set(&[1, 2, 3]);
+        let cmds = next_commands(&s, &live, 8);
+        // Moves go only to in-sync replicas (the cap may push a shard between 1 and 2).
+        for c in &cmds {
+            if let Command::BeginMove { shard, to } = c {
+                assert!(s.table.get(*shard).unwrap().replicas.contains(to), "{c:?}");
+            }
+        }
+        assert!(cmds
+            .iter()
+            .any(|c| matches!(c, Command::AddReplica { node: 3, .. })));
+        apply_all(&mut s, &cmds);
+        // Not in sync yet: still no move, and an epoch other than the shard's is refused.
+        assert!(!next_commands(&s, &live, 8)
+            .iter()
+            .any(|c| matches!(c, Command::BeginMove { to: 3, .. })));
+        let (sh, e) = s
+            .table
+            .iter()
+            .find(|(_, e)| e.joining.contains(&3))
+            .map(|(sh, e)| (sh, e.clone()))
+            .unwrap();
+        assert!(matches!(
+            s.apply(&Command::ReplicaInSync {
+                shard: sh,
+                node: 3,
+                epoch: e.epoch.next()
+            }),
+            Outcome::Refused(_)
+        ));
+        converge_replicated(&mut s, &live);
+        let t = targets(32, &live);
+        for (sh, e) in s.table.iter() {
+            assert_eq!(e.owner, t[sh as usize]);
+            assert_eq!(e.replicas.len(), 1, "{e:?}");
+        }
     }
 }

@@ -11,6 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::table::{Epoch, NodeId, ShardId, ShardTable, TableError};
 
+/// The largest replication factor: every copy costs a network round trip per publish.
+pub const MAX_REPLICATION: u32 = 7;
+
 /// How other nodes reach a member.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberInfo {
@@ -63,6 +66,20 @@ pub enum Command {
     PutCatalog(CatalogEntry),
     /// Removes a catalog entry.
     DropCatalog { kind: CatalogKind, name: String },
+    /// Sets how many nodes hold each shard (owner included), R.
+    SetReplication { factor: u32 },
+    /// Adds a replica of a shard that starts copying its log.
+    AddReplica { shard: ShardId, node: NodeId },
+    /// Removes a replica of a shard.
+    RemoveReplica { shard: ShardId, node: NodeId },
+    /// A joining replica copied the whole log of the owner of `epoch`.
+    ReplicaInSync {
+        shard: ShardId,
+        node: NodeId,
+        epoch: Epoch,
+    },
+    /// Makes an in-sync replica the owner (the owner died), at the next epoch.
+    Promote { shard: ShardId, node: NodeId },
 }
 
 /// What applying a command did.
@@ -84,6 +101,10 @@ pub struct ClusterState {
     pub members: BTreeMap<NodeId, MemberInfo>,
     /// Catalog entries by (kind, name), in a stable order.
     pub catalog: BTreeMap<(CatalogKind, String), CatalogEntry>,
+    /// How many nodes hold each shard, owner included (R); 0 until the first leader set it
+    /// from its configuration, which means 1.
+    #[serde(default)]
+    pub replication: u32,
 }
 
 impl ClusterState {
@@ -94,7 +115,13 @@ impl ClusterState {
             table: ShardTable::new(shards)?,
             members: BTreeMap::new(),
             catalog: BTreeMap::new(),
+            replication: 0,
         })
+    }
+
+    /// R, the number of nodes that hold each shard (owner included), at least 1.
+    pub fn replication_factor(&self) -> u32 {
+        self.replication.max(1)
     }
 
     /// Applies one command.
@@ -127,6 +154,7 @@ impl ClusterState {
                     ));
                 }
                 self.members.remove(node);
+                self.table.forget_replica(*node);
                 Outcome::Done
             }
             Command::Assign { shard, node } => {
@@ -165,6 +193,35 @@ impl ClusterState {
                     .insert((entry.kind, entry.name.clone()), entry.clone());
                 Outcome::Done
             }
+            Command::SetReplication { factor } => {
+                if *factor == 0 || *factor > MAX_REPLICATION {
+                    return Outcome::Refused(format!(
+                        "a replication factor must be 1 to {MAX_REPLICATION}, not {factor}"
+                    ));
+                }
+                self.replication = *factor;
+                Outcome::Done
+            }
+            Command::AddReplica { shard, node } => {
+                if !self.members.contains_key(node) {
+                    return Outcome::Refused(format!("node {node} is not a member"));
+                }
+                self.table
+                    .add_replica(*shard, *node)
+                    .map_or_else(refused, |()| Outcome::Done)
+            }
+            Command::RemoveReplica { shard, node } => self
+                .table
+                .remove_replica(*shard, *node)
+                .map_or_else(refused, |()| Outcome::Done),
+            Command::ReplicaInSync { shard, node, epoch } => self
+                .table
+                .replica_in_sync(*shard, *node, *epoch)
+                .map_or_else(refused, |()| Outcome::Done),
+            Command::Promote { shard, node } => self
+                .table
+                .promote(*shard, *node)
+                .map_or_else(refused, Outcome::Epoch),
             Command::DropCatalog { kind, name } => {
                 match self.catalog.remove(&(*kind, name.clone())) {
                     Some(_) => Outcome::Done,

@@ -39,8 +39,13 @@ pub struct ShardEntry {
     /// The node that accepts writes and runs dataflows for this shard; `None` only before
     /// the first node is placed.
     pub owner: Option<NodeId>,
-    /// Nodes holding copies (empty until replication, issue 7).
+    /// In-sync replicas: nodes whose copy of the shard's log holds every event the owner
+    /// acknowledged with `acks = all`. Only these may be promoted when the owner dies.
     pub replicas: Vec<NodeId>,
+    /// Replicas still copying the log: they fetch like the others but the owner does not wait
+    /// for them, and they are not promoted, until they report they caught up at this epoch.
+    #[serde(default)]
+    pub joining: Vec<NodeId>,
     /// Raised on every change of owner.
     pub epoch: Epoch,
     /// Set while the shard is being handed from `owner` to this node: writes for the shard
@@ -59,6 +64,18 @@ pub enum TableError {
     NotMoving { shard: ShardId, node: NodeId },
     #[error("shard {shard} is already moving to node {node}")]
     AlreadyMoving { shard: ShardId, node: NodeId },
+    #[error("node {node} already holds shard {shard} (as owner or replica)")]
+    AlreadyHolds { shard: ShardId, node: NodeId },
+    #[error("node {node} is not a replica of shard {shard}")]
+    NotReplica { shard: ShardId, node: NodeId },
+    #[error("node {node} is not an in-sync replica of shard {shard}, so it may miss acknowledged events")]
+    NotInSync { shard: ShardId, node: NodeId },
+    #[error("shard {shard} is at epoch {now}, not {asked}")]
+    WrongEpoch {
+        shard: ShardId,
+        now: Epoch,
+        asked: Epoch,
+    },
 }
 
 /// Owner, replicas and epoch of every shard. The number of shards is fixed when the cluster
@@ -137,8 +154,78 @@ impl ShardTable {
         e.owner = Some(node);
         e.moving_to = None;
         e.replicas.retain(|r| *r != node);
+        e.joining.retain(|r| *r != node);
         e.epoch = e.epoch.next();
         Ok(e.epoch)
+    }
+
+    /// Makes an in-sync replica the owner at the next epoch (its owner died): it holds every
+    /// event acknowledged with `acks = all`. The old owner is no longer a replica; it copies
+    /// the log again, from the point where it diverged, if it comes back.
+    pub fn promote(&mut self, shard: ShardId, node: NodeId) -> Result<Epoch, TableError> {
+        let e = self.get_mut(shard)?;
+        if !e.replicas.contains(&node) {
+            return Err(TableError::NotInSync { shard, node });
+        }
+        e.owner = Some(node);
+        e.moving_to = None;
+        e.replicas.retain(|r| *r != node);
+        e.joining.retain(|r| *r != node);
+        e.epoch = e.epoch.next();
+        Ok(e.epoch)
+    }
+
+    /// Adds a replica that starts copying the shard's log (`joining`).
+    pub fn add_replica(&mut self, shard: ShardId, node: NodeId) -> Result<(), TableError> {
+        let e = self.get_mut(shard)?;
+        if e.owner == Some(node) || e.replicas.contains(&node) || e.joining.contains(&node) {
+            return Err(TableError::AlreadyHolds { shard, node });
+        }
+        e.joining.push(node);
+        Ok(())
+    }
+
+    /// Removes a replica, in sync or joining.
+    pub fn remove_replica(&mut self, shard: ShardId, node: NodeId) -> Result<(), TableError> {
+        let e = self.get_mut(shard)?;
+        if !e.replicas.contains(&node) && !e.joining.contains(&node) {
+            return Err(TableError::NotReplica { shard, node });
+        }
+        e.replicas.retain(|r| *r != node);
+        e.joining.retain(|r| *r != node);
+        Ok(())
+    }
+
+    /// Counts a joining replica in sync: it copied the whole log of the owner of `epoch`.
+    /// Refused at any other epoch, since a new owner's log may differ.
+    pub fn replica_in_sync(
+        &mut self,
+        shard: ShardId,
+        node: NodeId,
+        epoch: Epoch,
+    ) -> Result<(), TableError> {
+        let e = self.get_mut(shard)?;
+        if e.epoch != epoch {
+            return Err(TableError::WrongEpoch {
+                shard,
+                now: e.epoch,
+                asked: epoch,
+            });
+        }
+        if !e.joining.contains(&node) {
+            return Err(TableError::NotReplica { shard, node });
+        }
+        e.joining.retain(|r| *r != node);
+        e.replicas.push(node);
+        Ok(())
+    }
+
+    /// Drops a node from every replica list (it left the cluster).
+    pub fn forget_replica(&mut self, node: NodeId) {
+        for e in &mut self.shards {
+            e.replicas.retain(|r| *r != node);
+            e.joining.retain(|r| *r != node);
+        }
     }
 
     /// Starts handing a shard from its owner to `to`: from now on writes for it are held
@@ -161,6 +248,7 @@ impl ShardTable {
         e.owner = Some(to);
         e.moving_to = None;
         e.replicas.retain(|r| *r != to);
+        e.joining.retain(|r| *r != to);
         e.epoch = e.epoch.next();
         Ok(e.epoch)
     }
