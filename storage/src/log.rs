@@ -166,6 +166,28 @@ pub trait EventLog: Send + Sync {
     /// checksummed on the way out, so this also cuts past a damaged entry.
     fn truncate_before(&self, topic: &str, shard: u32, offset: u64) -> Result<u64, StorageError>;
 
+    /// Removes every entry at `offset` and after, and the epoch marks that start there or
+    /// later: the next append gets `offset` again. Only for a replica whose log diverged from
+    /// its shard owner's (entries written by an owner that lost its shard before they were
+    /// copied, hence never acknowledged with `acks = all`); Kafka truncates a follower the
+    /// same way. Returns the number of entries removed.
+    fn truncate_from(&self, topic: &str, shard: u32, offset: u64) -> Result<u64, StorageError>;
+
+    /// The epochs of the owners that wrote this shard, each with the offset of its first
+    /// entry, oldest first. Replicas compare them with the owner's to find where their copy
+    /// diverged.
+    fn epoch_marks(&self, topic: &str, shard: u32) -> Result<Vec<(u64, u64)>, StorageError>;
+
+    /// Records that entries from `start` on were written by the owner of `epoch`. A mark for
+    /// an epoch at or below the last one is ignored.
+    fn mark_epoch(
+        &self,
+        topic: &str,
+        shard: u32,
+        epoch: u64,
+        start: u64,
+    ) -> Result<(), StorageError>;
+
     /// Applies the configured [`Retention`] to every shard, as of `now_ms` (milliseconds since
     /// the Unix epoch). Removes only a prefix of each shard: the oldest entries while they are
     /// older than `max_age_ms` or while the shard holds more than `max_bytes_per_shard`.

@@ -26,7 +26,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -36,6 +36,7 @@ use crate::StorageError;
 const TREE_PREFIX: &[u8] = b"starling.log/";
 const META_TAG: u8 = 0;
 const ENTRY_TAG: u8 = 1;
+const EPOCH_TAG: u8 = 2;
 const ENTRY_HEADER: usize = 12;
 const META_LEN: usize = 28;
 /// Entries removed per atomic batch when truncating, so a big truncation does not build one
@@ -72,6 +73,13 @@ fn entry_key(shard: u32, offset: u64) -> [u8; 13] {
     let mut k = [ENTRY_TAG; 13];
     k[1..5].copy_from_slice(&shard.to_be_bytes());
     k[5..].copy_from_slice(&offset.to_be_bytes());
+    k
+}
+
+fn epoch_key(shard: u32, epoch: u64) -> [u8; 13] {
+    let mut k = [EPOCH_TAG; 13];
+    k[1..5].copy_from_slice(&shard.to_be_bytes());
+    k[5..].copy_from_slice(&epoch.to_be_bytes());
     k
 }
 
@@ -126,6 +134,11 @@ fn decode_entry<'v>(key: &[u8], value: &'v [u8]) -> Result<(u64, &'v [u8]), Stri
 /// Payload bytes of an entry value without checking it (used when deleting).
 fn payload_len(value: &[u8]) -> u64 {
     value.len().saturating_sub(ENTRY_HEADER) as u64
+}
+
+/// A big-endian `u64` of exactly eight bytes.
+fn decode_u64(b: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(b.try_into().ok()?))
 }
 
 /// The per-shard record: offsets and size. Kept in memory and persisted with every change.
@@ -404,6 +417,9 @@ pub struct SledLog {
     topics: Arc<RwLock<HashMap<String, Arc<TopicState>>>>,
     /// Set when a flush failed: every later write is refused (see [`StorageError::Failed`]).
     failed: RwLock<Option<String>>,
+    /// Held while the flushed ends are recorded, and by a suffix truncation, so that the
+    /// recorder never writes an end the truncation is removing.
+    marks_lock: Arc<Mutex<()>>,
 }
 
 impl std::fmt::Debug for SledLog {
@@ -477,10 +493,12 @@ impl SledLog {
         check_durable_marks(dir, &topics)?;
         tracing::info!(dir = %dir.display(), topics = topics.len(), durability = ?options.durability, "event log opened");
         let topics = Arc::new(RwLock::new(topics));
+        let marks_lock = Arc::new(Mutex::new(()));
         let recorder = Some(Recorder::start(
             db.clone(),
             dir.to_path_buf(),
             Arc::clone(&topics),
+            Arc::clone(&marks_lock),
         )?);
         let flusher = match options.durability {
             Durability::Sync => None,
@@ -496,6 +514,7 @@ impl SledLog {
             options,
             topics,
             failed: RwLock::new(None),
+            marks_lock,
         })
     }
 
@@ -790,6 +809,7 @@ impl Recorder {
         db: sled::Db,
         dir: PathBuf,
         topics: Arc<RwLock<HashMap<String, Arc<TopicState>>>>,
+        lock: Arc<Mutex<()>>,
     ) -> Result<Recorder, StorageError> {
         let stop = Arc::new(AtomicBool::new(false));
         let s = Arc::clone(&stop);
@@ -799,6 +819,7 @@ impl Recorder {
                 let mut last: Option<Marks> = None;
                 while !s.load(Ordering::Acquire) {
                     std::thread::park_timeout(RECORD_EVERY);
+                    let _held = lock.lock().unwrap_or_else(PoisonError::into_inner);
                     let marks = durable_marks(&topics);
                     if last.as_ref() == Some(&marks) {
                         continue;
@@ -1032,6 +1053,133 @@ impl EventLog for SledLog {
         let (entries, _) = self.remove_front(&t, topic, shard, &mut meta, |o, _, _| Ok(o < cut))?;
         tracing::debug!(topic, shard, cut, entries, "event log truncated");
         Ok(entries)
+    }
+
+    fn truncate_from(&self, topic: &str, shard: u32, offset: u64) -> Result<u64, StorageError> {
+        let Some(t) = self.topic(topic) else {
+            return Ok(0);
+        };
+        let Some(handle) = Self::shard(&t, shard) else {
+            return Ok(0);
+        };
+        self.check_writable()?;
+        let _held = self
+            .marks_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if offset >= rlock(&handle).next {
+            return Ok(0);
+        }
+        let backend = |e| StorageError::backend(format!("truncating {topic:?} shard {shard}"), e);
+        // The recorded end goes down first: a crash part-way must not leave a recorded end
+        // above what the log holds. (Taken before the shard's lock, which it reads.)
+        let mut marks = durable_marks(&self.topics);
+        let mut meta = wlock(&handle);
+        for m in &mut marks {
+            if m.0 == topic && m.1 == shard {
+                m.2 = m.2.min(offset);
+            }
+        }
+        write_marks(&self.dir, &marks).map_err(|e| {
+            StorageError::backend(format!("recording the end of {topic:?} shard {shard}"), e)
+        })?;
+        let removed = meta.next - offset.max(meta.first);
+        // From the end backwards, in atomic chunks that each leave a consistent record.
+        while meta.next > offset && meta.next > meta.first {
+            let low = meta
+                .next
+                .saturating_sub(TRUNCATE_CHUNK as u64)
+                .max(offset)
+                .max(meta.first);
+            let mut batch = sled::Batch::default();
+            let mut next = *meta;
+            for item in t
+                .tree
+                .range(entry_key(shard, low)..entry_key(shard, meta.next))
+            {
+                let (k, v) = item.map_err(backend)?;
+                next.bytes = next.bytes.saturating_sub(payload_len(&v));
+                batch.remove(k);
+            }
+            next.next = low;
+            batch.insert(&meta_key(shard)[..], &next.encode()[..]);
+            t.tree.apply_batch(batch).map_err(backend)?;
+            *meta = next;
+        }
+        if offset < meta.first {
+            let next = ShardMeta {
+                next: offset,
+                first: offset,
+                bytes: 0,
+            };
+            t.tree
+                .insert(&meta_key(shard)[..], &next.encode()[..])
+                .map_err(backend)?;
+            *meta = next;
+        }
+        for item in t.tree.scan_prefix(&epoch_key(shard, 0)[..5]) {
+            let (k, v) = item.map_err(backend)?;
+            if decode_u64(&v).is_some_and(|start| start >= offset) {
+                t.tree.remove(k).map_err(backend)?;
+            }
+        }
+        bounded_flush(&self.db).map_err(|reason| {
+            self.fail(
+                format!("flushing truncation of {topic:?} shard {shard}"),
+                reason,
+            )
+        })?;
+        tracing::info!(
+            topic,
+            shard,
+            from = offset,
+            removed,
+            "event log suffix removed"
+        );
+        Ok(removed)
+    }
+
+    fn epoch_marks(&self, topic: &str, shard: u32) -> Result<Vec<(u64, u64)>, StorageError> {
+        let Some(t) = self.topic(topic) else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for item in t.tree.scan_prefix(&epoch_key(shard, 0)[..5]) {
+            let (k, v) = item.map_err(|e| {
+                StorageError::backend(format!("reading epochs of {topic:?} shard {shard}"), e)
+            })?;
+            if let (Some(epoch), Some(start)) = (k.get(5..).and_then(decode_u64), decode_u64(&v)) {
+                out.push((epoch, start));
+            }
+        }
+        Ok(out)
+    }
+
+    fn mark_epoch(
+        &self,
+        topic: &str,
+        shard: u32,
+        epoch: u64,
+        start: u64,
+    ) -> Result<(), StorageError> {
+        if self
+            .epoch_marks(topic, shard)?
+            .last()
+            .is_some_and(|(e, _)| *e >= epoch)
+        {
+            return Ok(());
+        }
+        self.check_writable()?;
+        let t = self.topic_or_create(topic)?;
+        t.tree
+            .insert(&epoch_key(shard, epoch)[..], &start.to_be_bytes()[..])
+            .map_err(|e| {
+                StorageError::backend(
+                    format!("marking epoch {epoch} of {topic:?} shard {shard}"),
+                    e,
+                )
+            })?;
+        self.sync_if_required(|| format!("flushing an epoch mark of {topic:?}"))
     }
 
     fn apply_retention(&self, now_ms: u64) -> Result<RetentionReport, StorageError> {

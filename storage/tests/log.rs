@@ -545,3 +545,44 @@ fn multi_shard_limits_count_every_shard() {
     );
     assert!(log.shards("t").unwrap().is_empty());
 }
+
+#[test]
+fn a_diverged_suffix_is_removed_with_its_epoch_marks_and_survives_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = open(dir.path(), Durability::Sync);
+        log.mark_epoch("t", 3, 1, 0).unwrap();
+        append_generated(&log, "t", 3, 5);
+        log.mark_epoch("t", 3, 4, 5).unwrap();
+        // An older or equal epoch than the last mark changes nothing.
+        log.mark_epoch("t", 3, 2, 7).unwrap();
+        append_generated(&log, "t", 3, 5);
+        assert_eq!(log.epoch_marks("t", 3).unwrap(), vec![(1, 0), (4, 5)]);
+        // Beyond the end: nothing to do.
+        assert_eq!(log.truncate_from("t", 3, 10).unwrap(), 0);
+        assert_eq!(log.truncate_from("t", 3, 4).unwrap(), 6);
+        assert_eq!(log.next_offset("t", 3).unwrap(), 4);
+        assert_eq!(log.epoch_marks("t", 3).unwrap(), vec![(1, 0)]);
+        assert_eq!(log.read("t", 3, 0, 100).unwrap().len(), 4);
+        // The offsets are issued again.
+        assert_eq!(log.append("t", 3, &[b"again"]).unwrap(), 4..5);
+        // Wait for the recorder to write the lowered end, then some.
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // The recorded ends went down with the truncation: the reopen is not refused as a loss.
+    let log = open(dir.path(), Durability::Sync);
+    assert_eq!(log.next_offset("t", 3).unwrap(), 5);
+    assert_eq!(log.read("t", 3, 4, 1).unwrap()[0].1, b"again".to_vec());
+    assert_eq!(log.epoch_marks("t", 3).unwrap(), vec![(1, 0)]);
+    // Truncating below the first retained offset empties the shard at that offset.
+    log.truncate_before("t", 3, 3).unwrap();
+    log.truncate_from("t", 3, 1).unwrap();
+    assert_eq!(
+        (
+            log.first_offset("t", 3).unwrap(),
+            log.next_offset("t", 3).unwrap()
+        ),
+        (1, 1)
+    );
+    assert!(log.read("t", 3, 0, 10).unwrap().is_empty());
+}
