@@ -47,6 +47,30 @@ pub struct TopicDef {
     /// The field holding event time (`timestamp` or `int` milliseconds).
     pub time: String,
     pub fields: Vec<FieldDef>,
+    /// When a publish is acknowledged in a cluster with replication: `all` (the default)
+    /// after every in-sync replica of each shard copied it, `leader` as soon as the shard's
+    /// owner logged it.
+    #[serde(default, skip_serializing_if = "Acks::is_default")]
+    pub acks: Acks,
+}
+
+/// When a replicated publish is acknowledged (Kafka's `acks`, with its default since 3.0).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Acks {
+    /// Once the shard's owner logged the events: a crash of the owner before its replicas
+    /// copied them loses them.
+    Leader,
+    /// Once every in-sync replica copied them as well: no single node's loss loses them.
+    #[default]
+    All,
+}
+
+impl Acks {
+    /// Whether this is the default (`all`), which is left out when a declaration is written.
+    pub fn is_default(&self) -> bool {
+        *self == Acks::All
+    }
 }
 
 /// A schema field as written.

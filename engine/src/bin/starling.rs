@@ -69,6 +69,10 @@ struct NodeArgs {
     /// Shards per topic, fixed when the data directory is created [default: 256].
     #[arg(long, env = "STARLING_SHARDS")]
     shards: Option<u32>,
+    /// In a cluster: how many nodes hold each shard, owner included (1 to 7), fixed when the
+    /// cluster is created [default: 1].
+    #[arg(long, env = "STARLING_REPLICATION")]
+    replication: Option<u32>,
     /// Remove log entries older than this many milliseconds [default: keep].
     #[arg(long, env = "STARLING_RETENTION_MS")]
     retention_ms: Option<u64>,
@@ -283,6 +287,7 @@ async fn node(args: NodeArgs) -> Result<()> {
         durability: args.durability,
         flush_interval_ms: args.flush_interval_ms,
         shards: args.shards,
+        replication: args.replication,
         retention_ms: args.retention_ms,
         retention_bytes: args.retention_bytes,
         min_free_bytes: args.min_free_bytes,

@@ -444,6 +444,26 @@ impl QuicClient {
         }
     }
 
+    /// Node to node: copies entries of shard logs the peer owns (see `Request::Fetch`).
+    pub async fn fetch(
+        &self,
+        replica: u64,
+        epochs: Vec<(u32, u64)>,
+        items: Vec<wire::FetchItem>,
+        wait_ms: u32,
+    ) -> Result<Vec<wire::Fetched>, ClientError> {
+        let req = Request::Fetch {
+            replica,
+            epochs,
+            items,
+            wait_ms,
+        };
+        match self.request(&req).await? {
+            Response::Fetched(v) => Ok(v),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// Node to node: one Raft message; returns the peer's serialised answer.
     pub async fn raft(&self, payload: Vec<u8>) -> Result<Vec<u8>, ClientError> {
         match self.request(&Request::Raft { payload }).await? {
@@ -617,6 +637,7 @@ fn unexpected(r: &Response) -> ClientError {
         Response::Points(_) => "Points",
         Response::Hits(_) => "Hits",
         Response::Raft(_) => "Raft",
+        Response::Fetched(_) => "Fetched",
     };
     ClientError::Protocol(format!("unexpected {name} response"))
 }

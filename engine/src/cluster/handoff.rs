@@ -583,6 +583,28 @@ pub(super) fn receive(
     Ok(())
 }
 
+/// Makes this node's dataflows count `shards` again (a promotion): they were released when
+/// another node owned them.
+pub(super) fn readopt(
+    s: &Shared,
+    engine: &crate::Engine,
+    shards: &[u32],
+) -> Result<(), EngineError> {
+    let mut released = lock(&s.handoffs.released);
+    let back: Vec<u32> = shards
+        .iter()
+        .copied()
+        .filter(|sh| released.contains(sh))
+        .collect();
+    if !back.is_empty() {
+        engine.adopt_shards(&back, Vec::new())?;
+        for sh in &back {
+            released.remove(sh);
+        }
+    }
+    Ok(())
+}
+
 /// Whether a shard moving to this node should complete without state: its old owner is no
 /// longer a live member (it crashed or was removed), so nobody will send any.
 pub(super) fn owner_gone(s: &Shared, owner: Option<NodeId>) -> bool {

@@ -12,6 +12,7 @@
 mod handoff;
 mod peers;
 mod repartition;
+mod replication;
 mod scatter;
 mod status;
 mod transport;
@@ -96,7 +97,10 @@ pub(crate) struct Shared {
     /// the agreed state until it is removed, but must not hold watermarks back or be asked
     /// for its results. A member gossip has not reported yet counts as alive: assuming a
     /// producer gone too early would close windows before its records arrive.
-    dead: Mutex<BTreeSet<NodeId>>,
+    dead: Arc<Mutex<BTreeSet<NodeId>>>,
+    replication: replication::Replication,
+    /// R from this node's configuration, proposed by the first leader that finds it unset.
+    replication_factor: u32,
 }
 
 /// What the node tells the cluster about itself.
@@ -181,7 +185,9 @@ impl Cluster {
             started: Instant::now(),
             repartition: repartition::Repartition::default(),
             handoffs: handoff::Handoffs::default(),
-            dead: Mutex::new(BTreeSet::new()),
+            dead: Arc::new(Mutex::new(BTreeSet::new())),
+            replication: replication::Replication::default(),
+            replication_factor: config.replication,
         });
         engine
             .set_distribution(Arc::clone(&shared) as Arc<dyn Distribution>)
@@ -195,6 +201,7 @@ impl Cluster {
             tokio::spawn(repartition::forward_loop(Arc::clone(&shared))),
             tokio::spawn(repartition::mark_loop(Arc::clone(&shared))),
             tokio::spawn(handoff::hand_off_loop(Arc::clone(&shared))),
+            tokio::spawn(replication::replica_loop(Arc::clone(&shared))),
         ];
         shared.membership.set_state(MemberState::Live).await;
         tracing::info!(node = %format!("{me:016x}"), cluster = %config.cluster_id, "joined the cluster");
@@ -449,6 +456,7 @@ impl Shared {
             let Some(rows) = local_rows else {
                 return Ok((0, Vec::new()));
             };
+            let rows_shards: Vec<u32> = rows.iter().map(|(s, _)| *s).collect();
             // Kept for a retry only when the engine may answer busy (`wait` false); a waiting
             // publish takes the rows as they are.
             let (plain, keep): (Vec<Row>, Vec<(u32, Row)>) = if wait {
@@ -456,11 +464,17 @@ impl Shared {
             } else {
                 (rows.iter().map(|(_, r)| r.clone()).collect(), rows)
             };
+            let shards = distinct_shards(rows_shards.iter().copied());
+            replication::mark_epochs(self, topic, &shards)?;
             let e = Arc::clone(engine);
             let t = topic.to_string();
             let r = tokio::task::spawn_blocking(move || e.publish_local(&t, plain, wait))
                 .await
                 .map_err(|e| EngineError::Internal(e.to_string()))?;
+            if r.is_ok() {
+                self.replication.appended();
+                replication::await_replicas(self, topic, &shards).await?;
+            }
             match r {
                 Ok(n) => Ok((n, Vec::new())),
                 // Other owners may already have their part: keep this one for the next round
@@ -538,6 +552,14 @@ struct Placed {
 fn listed_shards(epochs: &[(u32, u64)]) -> Vec<u32> {
     let mut v: Vec<u32> = epochs.iter().map(|(s, _)| *s).collect();
     v.sort_unstable();
+    v
+}
+
+/// Each shard once, sorted.
+fn distinct_shards(shards: impl Iterator<Item = u32>) -> Vec<u32> {
+    let mut v: Vec<u32> = shards.collect();
+    v.sort_unstable();
+    v.dedup();
     v
 }
 
@@ -622,7 +644,22 @@ impl Distribution for Shared {
             }
         }
         self.fence(epochs)?;
-        engine.publish_local(topic, rows, true)
+        let shards = listed;
+        replication::mark_epochs(self, topic, &shards)?;
+        let n = engine.publish_local(topic, rows, true)?;
+        self.replication.appended();
+        self.block(replication::await_replicas(self, topic, &shards))?;
+        Ok(n)
+    }
+
+    fn fetch(
+        &self,
+        replica: u64,
+        epochs: &[(u32, u64)],
+        items: Vec<wire::FetchItem>,
+        wait_ms: u32,
+    ) -> Result<Vec<wire::Fetched>, EngineError> {
+        replication::serve_fetch(self, replica, epochs, items, wait_ms)
     }
 
     fn install(&self, def: &Definition) -> Result<DataflowInfo, EngineError> {
@@ -774,10 +811,16 @@ impl Distribution for Shared {
             }
             Ok::<_, EngineError>(opened)
         })?;
-        let mut subscribed: BTreeSet<NodeId> = opened.iter().map(|(p, _)| *p).collect();
-        subscribed.insert(self.me);
+        let mut members: BTreeSet<NodeId> = opened.iter().map(|(p, _)| *p).collect();
+        members.insert(self.me);
+        let subscribed = Arc::new(Mutex::new(members));
+        let watch = Watch {
+            state: self.state.clone(),
+            dead: Arc::clone(&self.dead),
+            subscribed: Arc::clone(&subscribed),
+        };
         for (p, s) in opened {
-            tokio::spawn(forward_results(p, s, tx.clone(), self.state.clone()));
+            tokio::spawn(forward_results(p, s, tx.clone(), watch.clone()));
         }
         // Members that join later are added as soon as they run the dataflow, which is
         // before the leader gives them a shard (that waits for the controller's next round
@@ -796,13 +839,17 @@ impl Distribution for Shared {
                     if tx.is_ended() {
                         return;
                     }
-                    let new: Vec<NodeId> = state
-                        .borrow()
-                        .members
-                        .keys()
-                        .filter(|m| !subscribed.contains(m))
-                        .copied()
-                        .collect();
+                    let new: Vec<NodeId> = {
+                        let subscribed = subscribed.lock().unwrap_or_else(|p| p.into_inner());
+                        let dead = watch.dead.lock().unwrap_or_else(|p| p.into_inner());
+                        state
+                            .borrow()
+                            .members
+                            .keys()
+                            .filter(|m| !subscribed.contains(m) && !dead.contains(m))
+                            .copied()
+                            .collect()
+                    };
                     for p in new {
                         let opened = match peers.client(p).await {
                             Ok(c) => c.subscribe_output_local(&dataflow, &output).await,
@@ -810,8 +857,11 @@ impl Distribution for Shared {
                         };
                         // Not yet (the dataflow is still being installed there): next round.
                         if let Ok(s) = opened {
-                            subscribed.insert(p);
-                            tokio::spawn(forward_results(p, s, tx.clone(), state.clone()));
+                            subscribed
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .insert(p);
+                            tokio::spawn(forward_results(p, s, tx.clone(), watch.clone()));
                         }
                     }
                 }
@@ -995,6 +1045,18 @@ async fn leader_loop(s: Arc<Shared>) {
                 let _ = s.propose(Command::SetLeaving { node: m.node_id }).await;
             }
         }
+        if state.replication == 0 {
+            let factor = s.replication_factor.max(1);
+            if let Err(e) = s.propose(Command::SetReplication { factor }).await {
+                tracing::warn!(factor, error = %e, "could not set the replication factor");
+            }
+        } else if s.replication_factor > 0 && s.replication_factor != state.replication {
+            tracing::debug!(
+                configured = s.replication_factor,
+                agreed = state.replication,
+                "this node's --replication differs from the cluster's; the cluster's holds"
+            );
+        }
         let live: BTreeSet<NodeId> = members.iter().map(|m| m.node_id).collect();
         let state = s.current();
         for command in controller::next_commands(&state, &live, MOVES_IN_FLIGHT) {
@@ -1024,14 +1086,46 @@ fn member_info(m: &Member) -> MemberInfo {
     }
 }
 
+/// What a merged subscription's member streams consult when one of them fails.
+#[derive(Clone)]
+struct Watch {
+    state: watch::Receiver<Arc<ClusterState>>,
+    dead: Arc<Mutex<BTreeSet<NodeId>>>,
+    /// Members whose results are being merged; one that ends quietly is taken out, so it is
+    /// merged again if it comes back.
+    subscribed: Arc<Mutex<BTreeSet<NodeId>>>,
+}
+
+impl Watch {
+    /// Whether `p` left, is leaving, or is dead: its shards, and their results, are on the
+    /// other members now.
+    fn gone(&self, p: NodeId) -> bool {
+        self.state
+            .borrow()
+            .members
+            .get(&p)
+            .is_none_or(|m| m.leaving)
+            || self
+                .dead
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&p)
+    }
+}
+
+/// How long a member whose result stream failed may take to be reported dead before the
+/// merged subscription ends with its error.
+const MEMBER_GONE_WAIT: Duration = Duration::from_secs(10);
+
 /// Copies one peer's results into a merged subscription until either side ends. A peer that
-/// left the cluster (or is leaving) ends its part quietly: its shards, and their results,
-/// are on the other members now.
+/// left the cluster, is leaving or died ends its part quietly: its shards, and their
+/// results, are on the other members now (a dead owner's shards are rebuilt from their logs
+/// by the replicas promoted in its place).
 async fn forward_results(
     p: NodeId,
     mut s: crate::client::quic::QuicSubscription<Update>,
     tx: crate::runtime::Feed<Arc<[Update]>>,
-    state: watch::Receiver<Arc<ClusterState>>,
+    watch: Watch,
 ) {
     // The stream is read by its own task (reading a frame is not cancel-safe), so this one
     // can also notice a reader that went away while the peer is quiet.
@@ -1056,8 +1150,11 @@ async fn forward_results(
                 }
                 Some(Ok(None)) | None => break,
                 Some(Err(e)) => {
-                    let gone = state.borrow().members.get(&p).is_none_or(|m| m.leaving);
-                    if !gone {
+                    let since = Instant::now();
+                    while !watch.gone(p) && since.elapsed() < MEMBER_GONE_WAIT {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    if !watch.gone(p) {
                         tx.end(format!("node {p:016x}: {e}"));
                     }
                     break;
@@ -1071,6 +1168,11 @@ async fn forward_results(
         }
     }
     reader.abort();
+    watch
+        .subscribed
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&p);
 }
 
 /// On every node: follow the committed state (install the catalog, learn peers, complete
@@ -1078,6 +1180,9 @@ async fn forward_results(
 async fn follow_loop(s: Arc<Shared>) {
     let mut state = s.state.clone();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
+    // The table as last seen, to notice promotions of this node. None at start: a restart's
+    // replay rebuilt every shard the log holds.
+    let mut prev: Option<Arc<ClusterState>> = None;
     loop {
         tokio::select! {
             _ = state.changed() => {}
@@ -1102,6 +1207,16 @@ async fn follow_loop(s: Arc<Shared>) {
         let st2 = Arc::clone(&st);
         let _ = tokio::task::spawn_blocking(move || sync_catalog(&engine, &st2, &s2)).await;
         complete_moves(&s, &st).await;
+        if let Some(p) = &prev {
+            let shards = replication::promoted(p, &st, s.me);
+            if !shards.is_empty() {
+                tracing::info!(?shards, "promoted to owner of shards whose owner died");
+                if let Err(e) = replication::take_over(&s, shards).await {
+                    tracing::error!(error = %e, "taking over shards failed");
+                }
+            }
+        }
+        prev = Some(st);
     }
 }
 

@@ -26,6 +26,7 @@ pub(crate) async fn cluster_json(s: &Shared) -> Value {
             "shard": shard,
             "owner": e.owner.map(hex),
             "replicas": e.replicas.iter().map(|r| hex(*r)).collect::<Vec<_>>(),
+            "joining": e.joining.iter().map(|r| hex(*r)).collect::<Vec<_>>(),
             "epoch": e.epoch.0,
             "moving_to": e.moving_to.map(hex),
         }));
@@ -58,8 +59,15 @@ pub(crate) async fn cluster_json(s: &Shared) -> Value {
         .filter(|(_, e)| e.moving_to.is_some())
         .count();
     let live = gossip.iter().map(|m| m.node_id).collect();
-    // Nothing left for the leader to do: every shard is where placement wants it.
+    let joining = state
+        .table
+        .iter()
+        .filter(|(_, e)| !e.joining.is_empty())
+        .count();
+    // Nothing left for the leader to do: every shard is where placement wants it, with all
+    // its replicas in sync.
     let settled = moving == 0
+        && joining == 0
         && starling_cluster::controller::next_commands(&state, &live, super::MOVES_IN_FLIGHT)
             .is_empty();
     json!({
@@ -68,6 +76,8 @@ pub(crate) async fn cluster_json(s: &Shared) -> Value {
         "leader": s.raft.leader().map(hex),
         "shard_count": state.table.len(),
         "moving": moving,
+        "replication": state.replication_factor(),
+        "replicas_joining": joining,
         "settled": settled,
         "members": members,
         "shards": shards,

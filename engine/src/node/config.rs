@@ -42,6 +42,9 @@ pub struct ClusterConfig {
     pub seeds: Vec<String>,
     /// Shards of the cluster, fixed when it is created.
     pub shards: u32,
+    /// R, the nodes that hold each shard (owner included), set when the cluster is created
+    /// (the first leader proposes its own); 0 means the default, 1.
+    pub replication: u32,
 }
 
 /// The default gossip port.
@@ -81,6 +84,9 @@ pub struct FileConfig {
     pub flush_interval_ms: Option<u64>,
     /// Shards per topic (default 256), fixed when the data directory is created.
     pub shards: Option<u32>,
+    /// In a cluster, how many nodes hold each shard (owner included, default 1), fixed when
+    /// the cluster is created.
+    pub replication: Option<u32>,
     /// Remove log entries older than this many milliseconds (default: keep).
     pub retention_ms: Option<u64>,
     /// Keep at most this many payload bytes per topic shard (default: no limit).
@@ -224,6 +230,16 @@ fn cluster_config(
         }
     }
     let shards = overrides.shards.or(file.shards).unwrap_or(256);
+    let replication = overrides.replication.or(file.replication).unwrap_or(0);
+    if replication > starling_cluster::state::MAX_REPLICATION {
+        return Err(ConfigError::Invalid {
+            name: "replication",
+            message: format!(
+                "{replication} is not between 1 and {}",
+                starling_cluster::state::MAX_REPLICATION
+            ),
+        });
+    }
     Ok(Some(ClusterConfig {
         cluster_id,
         node_name: overrides.node_name.clone().or(file.node_name.clone()),
@@ -231,6 +247,7 @@ fn cluster_config(
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], DEFAULT_GOSSIP_PORT))),
         seeds,
         shards,
+        replication,
     }))
 }
 

@@ -524,6 +524,21 @@ fn handle(engine: &Engine, frame: &[u8]) -> (&'static str, Outcome) {
                 parts,
             ),
         ),
+        ArchivedRequest::Fetch {
+            replica,
+            epochs,
+            items,
+            wait_ms,
+        } => (
+            "fetch",
+            fetch(
+                engine,
+                replica.to_native(),
+                epochs,
+                items,
+                wait_ms.to_native(),
+            ),
+        ),
         ArchivedRequest::Raft { payload } => (
             "raft",
             match engine.distribution() {
@@ -773,6 +788,37 @@ fn forward_events(
         .collect();
     let n = d.forwarded_events(topic.as_str(), &epochs, out)?;
     Ok(Response::Ack { accepted: n as u64 })
+}
+
+/// A replica copying shard logs this node owns.
+fn fetch(
+    engine: &Engine,
+    replica: u64,
+    epochs: &ArchivedVec<rkyv::tuple::ArchivedTuple2<rkyv::rend::u32_le, rkyv::rend::u64_le>>,
+    items: &ArchivedVec<wire::ArchivedFetchItem>,
+    wait_ms: u32,
+) -> Result<Response, EngineError> {
+    let Some(d) = engine.distribution() else {
+        return Err(EngineError::BadRequest(
+            "this node is not part of a cluster".into(),
+        ));
+    };
+    let epochs: Vec<(u32, u64)> = epochs
+        .iter()
+        .map(|t| (t.0.to_native(), t.1.to_native()))
+        .collect();
+    let items: Vec<wire::FetchItem> = items
+        .iter()
+        .map(|i| wire::FetchItem {
+            topic: i.topic.as_str().to_string(),
+            shard: i.shard.to_native(),
+            next: i.next.to_native(),
+            last_epoch: i.last_epoch.to_native(),
+        })
+        .collect();
+    Ok(Response::Fetched(
+        d.fetch(replica, &epochs, items, wait_ms)?,
+    ))
 }
 
 fn handoff(

@@ -95,6 +95,39 @@ pub struct WireShardPart {
     pub bytes: Vec<u8>,
 }
 
+/// One (topic, shard) log a replica copies, and how far its copy goes.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct FetchItem {
+    /// The topic.
+    pub topic: String,
+    /// The shard.
+    pub shard: u32,
+    /// The replica's log end: the offset it wants next.
+    pub next: u64,
+    /// The epoch of the newest owner whose entries the replica holds (0: none).
+    pub last_epoch: u64,
+}
+
+/// The owner's answer for one [`FetchItem`].
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Fetched {
+    /// The topic.
+    pub topic: String,
+    /// The shard.
+    pub shard: u32,
+    /// The owner's log end.
+    pub owner_next: u64,
+    /// Set when the replica's copy diverged from the owner's: it must remove its entries
+    /// from this offset on, then fetch again.
+    pub truncate_to: Option<u64>,
+    /// The offset of the first payload.
+    pub first: u64,
+    /// Log entries as the owner stored them.
+    pub payloads: Vec<Vec<u8>>,
+    /// The owner's epoch marks `(epoch, start)` that start within the payloads.
+    pub marks: Vec<(u64, u64)>,
+}
+
 /// A topic in a listing.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct WireTopic {
@@ -262,6 +295,19 @@ pub enum Request {
         /// The parts.
         parts: Vec<WireShardPart>,
     },
+    /// Node to node: a replica copies the logs of shards the receiver owns. The receiver
+    /// answers with `Fetched` (waiting up to `wait_ms` when it has nothing new), or
+    /// `stale_epoch` when it does not own a shard at the epoch given.
+    Fetch {
+        /// The replica asking.
+        replica: u64,
+        /// (shard, epoch) for every shard of `items`.
+        epochs: Vec<(u32, u64)>,
+        /// The logs, with how far the replica's copy goes.
+        items: Vec<FetchItem>,
+        /// How long to wait for new entries, at most 1 000 ms.
+        wait_ms: u32,
+    },
     /// Node to node: one Raft message (serialised by the cluster crate). Answered with
     /// `Raft`.
     Raft {
@@ -374,6 +420,8 @@ pub enum Response {
     Hits(Vec<(String, f32, String)>),
     /// The answer to a `Raft` request (serialised by the cluster crate).
     Raft(Vec<u8>),
+    /// The answer to a `Fetch`.
+    Fetched(Vec<Fetched>),
 }
 
 impl Response {

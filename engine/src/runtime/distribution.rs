@@ -73,6 +73,15 @@ pub trait Distribution: Send + Sync {
         chunk: (u32, u32),
         parts: Vec<super::ShardPart>,
     ) -> Result<(), EngineError>;
+    /// Answers a replica copying the logs of shards this node owns: entries past its copy,
+    /// or where its copy diverged (see `Request::Fetch`).
+    fn fetch(
+        &self,
+        replica: u64,
+        epochs: &[(u32, u64)],
+        items: Vec<crate::quic::wire::FetchItem>,
+        wait_ms: u32,
+    ) -> Result<Vec<crate::quic::wire::Fetched>, EngineError>;
     /// Answers one Raft message from a peer.
     fn raft(&self, payload: &[u8]) -> Vec<u8>;
     /// The live value of a KV key: a view is written on the node that processes the key, so

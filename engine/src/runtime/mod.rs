@@ -14,6 +14,7 @@ mod checkpoint;
 mod distribution;
 mod handoff;
 mod recovery;
+mod replica;
 mod subscribers;
 mod worker;
 

@@ -178,6 +178,7 @@ fn topic_spec(def: &TopicDef) -> Result<TopicSpec, PlanError> {
         schema,
         key,
         time: Some(time),
+        acks: def.acks,
     })
 }
 
@@ -193,6 +194,7 @@ pub(crate) fn system_topic(name: &str) -> TopicSpec {
         ),
         key: None,
         time: Some(2),
+        acks: Default::default(),
     }
 }
 
@@ -600,6 +602,7 @@ impl Builder {
             schema: n.schema.clone(),
             key: n.schema.index_of("key"),
             time: None,
+            acks: Default::default(),
         })
     }
 

@@ -26,6 +26,8 @@ pub struct TopicSpec {
     /// Position of the event-time field; `None` for topics only dataflows write (their
     /// events carry key and time already).
     pub time: Option<usize>,
+    /// When a publish is acknowledged in a replicated cluster.
+    pub acks: crate::definition::Acks,
 }
 
 /// A checked definition, ready to render on every worker.

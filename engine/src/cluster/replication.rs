@@ -1,0 +1,526 @@
+//! Shard replication (ARCHITECTURE §6): every shard's log is copied to R − 1 replicas, so
+//! that losing its owner loses no acknowledged event.
+//!
+//! # Protocol (Kafka's, reduced to what Starling needs)
+//!
+//! - **Pull.** A replica fetches from the owner, one long-polling `Fetch` per owner for all
+//!   the shards it copies from it, giving for each (topic, shard) its log end and the epoch
+//!   of the newest owner it holds entries of. Catching up and following are the same loop.
+//! - **Same offsets.** The replica appends each entry at the offset the owner gave it, so
+//!   one shard has one log, whichever node holds it. A move (which, with replication, goes
+//!   only to an in-sync replica) and a promotion both continue the same sequence.
+//! - **Epoch marks.** Before its first write at a new epoch, an owner records where that
+//!   epoch starts in the shard's log, and replicas copy the marks. A replica whose copy goes
+//!   past the end of its newest epoch in the owner's history holds entries that owner never
+//!   had (written by an owner that lost the shard before they were copied, so never
+//!   acknowledged with `acks = all`): the owner tells it to truncate there (Kafka's
+//!   leader-epoch truncation).
+//! - **Acknowledgement.** The log end a replica sends is what it holds; an owner answers a
+//!   publish to an `acks = all` topic only once every in-sync replica of the shard (the
+//!   table's `replicas`) reported an end at or past the publish's entries.
+//! - **In sync.** A new replica joins as `joining`; once a fetch leaves it level with the
+//!   owner it proposes `ReplicaInSync` at the owner's epoch. Replicas that gossip reports
+//!   dead are removed by the Raft leader, so an owner never waits on a dead one for longer
+//!   than failure detection takes.
+//! - **Promotion.** When an owner dies the leader promotes an in-sync replica; the new owner
+//!   replays the shard's log into its dataflows, rebuilding the shard's state.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use starling_cluster::{ClusterState, Command, Epoch, NodeId};
+use starling_storage::EventLog;
+use tokio::sync::Notify;
+
+use super::Shared;
+use crate::quic::wire::{self, FetchItem, Fetched};
+use crate::EngineError;
+
+/// How long an owner holds a fetch that finds nothing new.
+const FETCH_WAIT_MS: u32 = 200;
+/// Entries per (topic, shard) in one answer.
+const FETCH_ENTRIES: usize = 1024;
+/// Payload bytes in one answer, well under the frame limit.
+const FETCH_BYTES: usize = wire::MAX_FRAME / 4;
+/// How long a publish to an `acks = all` topic waits for its replicas.
+pub(super) const ACK_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// One node's replication state, both as an owner and as a replica.
+#[derive(Default)]
+pub(super) struct Replication {
+    /// As owner: (topic, shard, replica) → the replica's log end at its last fetch.
+    progress: Mutex<HashMap<(String, u32, NodeId), u64>>,
+    /// Woken when a replica reports progress.
+    progressed: Notify,
+    /// Woken when this node appends to a shard it owns, for fetches waiting for entries.
+    appended: Notify,
+    /// As owner: (topic, shard) → the newest epoch marked in the log.
+    marked: Mutex<HashMap<(String, u32), u64>>,
+    /// As replica: shard → the epoch at which this node reported itself in sync.
+    reported: Mutex<HashMap<u32, u64>>,
+    /// As replica: owners a fetch task runs for.
+    fetching: Mutex<BTreeSet<NodeId>>,
+}
+
+impl Replication {
+    /// Wakes fetches waiting for entries.
+    pub(super) fn appended(&self) {
+        self.appended.notify_waiters();
+    }
+}
+
+/// Whether publishes to `topic` wait for replicas.
+fn waits(s: &Shared, topic: &str) -> bool {
+    s.current().replication_factor() > 1
+        && s.engine()
+            .ok()
+            .and_then(|e| e.topic_spec(topic).ok())
+            .is_some_and(|t| t.acks == starling_operators::definition::Acks::All)
+}
+
+/// As owner, before appending to `shards` of `topic`: records where the current epoch of
+/// each starts in the log, the first time this node writes at that epoch.
+pub(super) fn mark_epochs(s: &Shared, topic: &str, shards: &[u32]) -> Result<(), EngineError> {
+    let engine = s.engine()?;
+    let Some(store) = engine.store() else {
+        return Ok(());
+    };
+    let log = store.log();
+    let state = s.current();
+    for &shard in shards {
+        let Ok(entry) = state.table.get(shard) else {
+            continue;
+        };
+        let epoch = entry.epoch.0;
+        let key = (topic.to_string(), shard);
+        if lock(&s.replication.marked).get(&key) == Some(&epoch) {
+            continue;
+        }
+        let newest = log.epoch_marks(topic, shard)?.last().map(|(e, _)| *e);
+        if newest.is_none_or(|e| e < epoch) {
+            log.mark_epoch(topic, shard, epoch, log.next_offset(topic, shard)?)?;
+        }
+        lock(&s.replication.marked).insert(key, epoch);
+    }
+    Ok(())
+}
+
+/// As owner, after appending to `shards` of an `acks = all` topic: waits until every
+/// in-sync replica of each shard holds the log up to its current end.
+pub(super) async fn await_replicas(
+    s: &Shared,
+    topic: &str,
+    shards: &[u32],
+) -> Result<(), EngineError> {
+    if shards.is_empty() || !waits(s, topic) {
+        return Ok(());
+    }
+    let engine = s.engine()?;
+    let Some(store) = engine.store() else {
+        return Ok(());
+    };
+    let log = store.log();
+    let mut ends = Vec::with_capacity(shards.len());
+    for &shard in shards {
+        ends.push((shard, log.next_offset(topic, shard)?));
+    }
+    let deadline = Instant::now() + ACK_TIMEOUT;
+    let mut state = s.state.clone();
+    loop {
+        let notified = s.replication.progressed.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let table = s.current();
+        let mut missing: Vec<String> = Vec::new();
+        {
+            let progress = lock(&s.replication.progress);
+            for (shard, end) in &ends {
+                let Ok(e) = table.table.get(*shard) else {
+                    continue;
+                };
+                if e.owner != Some(s.me) {
+                    return Err(EngineError::Unavailable(format!(
+                        "shard {shard} moved to another node before its replicas confirmed \
+                         the events; they may or may not be kept, retry"
+                    )));
+                }
+                for r in &e.replicas {
+                    let have = progress
+                        .get(&(topic.to_string(), *shard, *r))
+                        .copied()
+                        .unwrap_or(0);
+                    if have < *end {
+                        missing.push(format!("{r:016x} (shard {shard})"));
+                    }
+                }
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(EngineError::Unavailable(format!(
+                "the events were logged by their shard's owner but in-sync replicas {} did not \
+                 confirm them within {ACK_TIMEOUT:?}; they may or may not be kept, retry",
+                missing.join(", ")
+            )));
+        }
+        tokio::select! {
+            _ = &mut notified => {}
+            _ = state.changed() => {}
+            _ = tokio::time::sleep(left.min(Duration::from_millis(100))) => {}
+        }
+    }
+}
+
+/// As owner: answers a replica's fetch.
+pub(super) fn serve_fetch(
+    s: &Shared,
+    replica: NodeId,
+    epochs: &[(u32, u64)],
+    items: Vec<FetchItem>,
+    wait_ms: u32,
+) -> Result<Vec<Fetched>, EngineError> {
+    let engine = s.engine()?;
+    let store = engine
+        .store()
+        .ok_or_else(|| EngineError::BadRequest("this node keeps no log".into()))?;
+    let log = store.log();
+    let table = s.current();
+    for &(shard, epoch) in epochs {
+        let e = table
+            .table
+            .get(shard)
+            .map_err(|e| EngineError::BadRequest(e.to_string()))?;
+        if e.owner != Some(s.me) || e.epoch != Epoch(epoch) {
+            return Err(EngineError::StaleEpoch(format!(
+                "shard {shard}: this node does not own it at epoch {epoch} (the table says {:?} \
+                 at epoch {})",
+                e.owner.map(|o| format!("{o:016x}")),
+                e.epoch
+            )));
+        }
+    }
+    for item in &items {
+        if !epochs.iter().any(|(sh, _)| *sh == item.shard) {
+            return Err(EngineError::BadRequest(format!(
+                "shard {} is fetched without its epoch",
+                item.shard
+            )));
+        }
+    }
+    let wait = Duration::from_millis(u64::from(wait_ms.min(1000)));
+    let deadline = Instant::now() + wait;
+    loop {
+        let notified = s.replication.appended.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let answer = read_for(s, log.as_ref(), replica, &items)?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        let news = answer
+            .iter()
+            .any(|f| f.truncate_to.is_some() || !f.payloads.is_empty());
+        if news || left.is_zero() {
+            return Ok(answer);
+        }
+        s.block(async {
+            let _ = tokio::time::timeout(left, notified).await;
+        });
+    }
+}
+
+/// One pass of a fetch: what each item's replica is missing, and its reported progress.
+fn read_for(
+    s: &Shared,
+    log: &dyn EventLog,
+    replica: NodeId,
+    items: &[FetchItem],
+) -> Result<Vec<Fetched>, EngineError> {
+    let mut out = Vec::with_capacity(items.len());
+    let mut budget = FETCH_BYTES;
+    let mut reported = Vec::new();
+    for item in items {
+        let owner_next = log.next_offset(&item.topic, item.shard)?;
+        let marks = log.epoch_marks(&item.topic, item.shard)?;
+        // Where the replica's newest epoch ends in this owner's history.
+        let end_of_last = marks
+            .iter()
+            .find(|(e, _)| *e > item.last_epoch)
+            .map_or(owner_next, |(_, start)| *start);
+        let mut f = Fetched {
+            topic: item.topic.clone(),
+            shard: item.shard,
+            owner_next,
+            truncate_to: None,
+            first: item.next,
+            payloads: Vec::new(),
+            marks: Vec::new(),
+        };
+        if item.next > end_of_last {
+            f.truncate_to = Some(end_of_last);
+            out.push(f);
+            continue;
+        }
+        reported.push(((item.topic.clone(), item.shard, replica), item.next));
+        if budget > 0 && item.next < owner_next {
+            for (_, p) in log.read(&item.topic, item.shard, item.next, FETCH_ENTRIES)? {
+                budget = budget.saturating_sub(p.len());
+                f.payloads.push(p);
+                if budget == 0 {
+                    break;
+                }
+            }
+            let end = item.next + f.payloads.len() as u64;
+            f.marks = marks
+                .iter()
+                .filter(|(_, start)| *start >= item.next && *start < end)
+                .copied()
+                .collect();
+        }
+        out.push(f);
+    }
+    if !reported.is_empty() {
+        let mut progress = lock(&s.replication.progress);
+        for (k, v) in reported {
+            let e = progress.entry(k).or_insert(0);
+            *e = (*e).max(v);
+        }
+        drop(progress);
+        s.replication.progressed.notify_waiters();
+    }
+    Ok(out)
+}
+
+/// The shards this node copies, by owner: (shard, epoch).
+fn copied_by_owner(st: &ClusterState, me: NodeId) -> BTreeMap<NodeId, Vec<(u32, u64)>> {
+    let mut out: BTreeMap<NodeId, Vec<(u32, u64)>> = BTreeMap::new();
+    for (shard, e) in st.table.iter() {
+        if let Some(owner) = e.owner {
+            if owner != me && (e.replicas.contains(&me) || e.joining.contains(&me)) {
+                out.entry(owner).or_default().push((shard, e.epoch.0));
+            }
+        }
+    }
+    out
+}
+
+/// On every node: runs one fetch task per owner this node copies shards from.
+pub(super) async fn replica_loop(s: Arc<Shared>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tick.tick().await;
+        let owners: Vec<NodeId> = copied_by_owner(&s.current(), s.me).into_keys().collect();
+        for owner in owners {
+            if lock(&s.replication.fetching).insert(owner) {
+                tokio::spawn(fetch_from(Arc::clone(&s), owner));
+            }
+        }
+    }
+}
+
+/// Copies every shard this node replicates from `owner`, until it replicates none.
+async fn fetch_from(s: Arc<Shared>, owner: NodeId) {
+    loop {
+        let st = s.current();
+        let Some(shards) = copied_by_owner(&st, s.me).remove(&owner) else {
+            break;
+        };
+        match fetch_once(&s, owner, &shards).await {
+            Ok(true) => {}
+            Ok(false) => tokio::time::sleep(Duration::from_millis(20)).await,
+            Err(e) => {
+                tracing::debug!(owner = %format!("{owner:016x}"), error = %e, "replica fetch failed");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+    lock(&s.replication.fetching).remove(&owner);
+}
+
+/// One fetch from `owner` for `shards`; true when it brought anything.
+async fn fetch_once(s: &Shared, owner: NodeId, shards: &[(u32, u64)]) -> Result<bool, String> {
+    let engine = s.engine().map_err(|e| e.to_string())?;
+    let store = engine.store().ok_or("this node keeps no log")?;
+    let log = Arc::clone(store.log());
+    let topics: Vec<String> = engine
+        .topics()
+        .into_iter()
+        .filter(|t| t.spec.time.is_some())
+        .map(|t| t.spec.name)
+        .collect();
+    let mut items = Vec::with_capacity(topics.len() * shards.len());
+    for (shard, _) in shards {
+        for topic in &topics {
+            let last_epoch = log
+                .epoch_marks(topic, *shard)
+                .map_err(|e| e.to_string())?
+                .last()
+                .map_or(0, |(e, _)| *e);
+            items.push(FetchItem {
+                topic: topic.clone(),
+                shard: *shard,
+                next: log.next_offset(topic, *shard).map_err(|e| e.to_string())?,
+                last_epoch,
+            });
+        }
+    }
+    let client = s.peers.client(owner).await.map_err(|e| e.to_string())?;
+    let answer = tokio::time::timeout(
+        Duration::from_millis(u64::from(FETCH_WAIT_MS)) + Duration::from_secs(5),
+        client.fetch(s.me, shards.to_vec(), items, FETCH_WAIT_MS),
+    )
+    .await
+    .map_err(|_| "the owner did not answer in time".to_string())?
+    .map_err(|e| e.to_string())?;
+    // Still copying from this owner at these epochs? A table that changed meanwhile may have
+    // promoted this node, whose log must then not take the old owner's entries.
+    let now = s.current();
+    let still = copied_by_owner(&now, s.me)
+        .remove(&owner)
+        .unwrap_or_default();
+    let mut brought = false;
+    let mut level: BTreeMap<u32, bool> = shards.iter().map(|(sh, _)| (*sh, true)).collect();
+    for f in answer {
+        if !still.contains(&(
+            f.shard,
+            shards
+                .iter()
+                .find(|(sh, _)| *sh == f.shard)
+                .map_or(u64::MAX, |(_, e)| *e),
+        )) {
+            continue;
+        }
+        let (topic, shard) = (f.topic.clone(), f.shard);
+        if let Some(to) = f.truncate_to {
+            let e2 = Arc::clone(&engine);
+            let l2 = Arc::clone(&log);
+            let t2 = topic.clone();
+            let _ = &e2;
+            tokio::task::spawn_blocking(move || l2.truncate_from(&t2, shard, to))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+            tracing::warn!(topic = %topic, shard, from = to, owner = %format!("{owner:016x}"), "removed entries the shard's owner never had (written by an owner that lost the shard)");
+            level.insert(shard, false);
+            brought = true;
+            continue;
+        }
+        let n = f.payloads.len() as u64;
+        if n > 0 {
+            let e2 = Arc::clone(&engine);
+            let t2 = topic.clone();
+            let (first, payloads) = (f.first, f.payloads);
+            tokio::task::spawn_blocking(move || e2.append_replicated(&t2, shard, first, payloads))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+            for (epoch, start) in f.marks {
+                log.mark_epoch(&topic, shard, epoch, start)
+                    .map_err(|e| e.to_string())?;
+            }
+            brought = true;
+        }
+        if f.first + n < f.owner_next {
+            level.insert(shard, false);
+        }
+    }
+    // Level with the owner on every topic: a joining replica is in sync from here on.
+    for (shard, epoch) in shards {
+        let joining = now
+            .table
+            .get(*shard)
+            .is_ok_and(|e| e.joining.contains(&s.me) && e.epoch.0 == *epoch);
+        if !joining || !level.get(shard).copied().unwrap_or(false) {
+            continue;
+        }
+        if lock(&s.replication.reported).get(shard) == Some(epoch) {
+            continue;
+        }
+        let command = Command::ReplicaInSync {
+            shard: *shard,
+            node: s.me,
+            epoch: Epoch(*epoch),
+        };
+        match s.propose(command).await {
+            Ok(()) => {
+                lock(&s.replication.reported).insert(*shard, *epoch);
+                tracing::info!(shard, owner = %format!("{owner:016x}"), "replica in sync");
+            }
+            Err(e) => tracing::debug!(shard, error = %e, "could not report a replica in sync"),
+        }
+    }
+    Ok(brought)
+}
+
+/// Shards this node has just been promoted to own (it was an in-sync replica, the owner
+/// died): their events are in its log but not in its dataflows. Compares the table with the
+/// one seen before.
+pub(super) fn promoted(prev: &ClusterState, now: &ClusterState, me: NodeId) -> Vec<u32> {
+    now.table
+        .iter()
+        .filter(|(shard, e)| {
+            e.owner == Some(me)
+                && prev.table.get(*shard).is_ok_and(|p| {
+                    p.owner != Some(me) && p.moving_to != Some(me) && p.replicas.contains(&me)
+                })
+        })
+        .map(|(shard, _)| shard)
+        .collect()
+}
+
+/// As a newly promoted owner: feeds each shard's logged events, up to where this node's own
+/// epoch starts (what it appended since is in its dataflows already), to the dataflows, then
+/// checkpoints them so a restart does not depend on the replay.
+pub(super) async fn take_over(s: &Arc<Shared>, shards: Vec<u32>) -> Result<(), EngineError> {
+    let engine = s.engine()?;
+    let st = s.current();
+    let e2 = Arc::clone(&engine);
+    let s2 = Arc::clone(s);
+    let started = Instant::now();
+    let events = tokio::task::spawn_blocking(move || -> Result<u64, EngineError> {
+        super::handoff::readopt(&s2, &e2, &shards)?;
+        let Some(store) = e2.store() else {
+            return Ok(0);
+        };
+        let log = store.log();
+        let topics = log.topics()?;
+        let mut events = 0;
+        for shard in &shards {
+            let epoch = st.table.get(*shard).map_or(0, |e| e.epoch.0);
+            for topic in &topics {
+                if e2.topic_spec(topic).is_err() {
+                    continue;
+                }
+                // The end first, then the mark: an append in between is after both.
+                let next = log.next_offset(topic, *shard)?;
+                let mine = log
+                    .epoch_marks(topic, *shard)?
+                    .into_iter()
+                    .find(|(e, _)| *e >= epoch)
+                    .map(|(_, start)| start);
+                let end = mine.map_or(next, |m| m.min(next));
+                events += e2.replay_shard(topic, *shard, end)?;
+            }
+        }
+        for d in e2.dataflows() {
+            if let Err(e) = e2.checkpoint(&d.name) {
+                tracing::debug!(dataflow = %d.name, error = %e, "no checkpoint after a promotion");
+            }
+        }
+        Ok(events)
+    })
+    .await
+    .map_err(|e| EngineError::Internal(e.to_string()))??;
+    tracing::info!(
+        events,
+        millis = started.elapsed().as_millis() as u64,
+        "took over shards of a node that died: their logged events are replayed"
+    );
+    Ok(())
+}
