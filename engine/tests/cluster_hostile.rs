@@ -75,6 +75,7 @@ fn forward(topic: &str, epochs: Vec<(u32, u64)>, rows: Vec<Vec<WireValue>>) -> R
         topic: topic.into(),
         epochs,
         rows,
+        origin: None,
     }
 }
 

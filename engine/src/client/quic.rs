@@ -379,11 +379,13 @@ impl QuicClient {
         topic: &str,
         epochs: Vec<(u32, u64)>,
         rows: Vec<Vec<wire::WireValue>>,
+        origin: Option<(u64, u64)>,
     ) -> Result<u64, ClientError> {
         let req = Request::Forward {
             topic: topic.into(),
             epochs,
             rows,
+            origin,
         };
         match self.request(&req).await? {
             Response::Ack { accepted } => Ok(accepted),

@@ -101,6 +101,9 @@ pub(crate) struct Shared {
     replication: replication::Replication,
     /// R from this node's configuration, proposed by the first leader that finds it unset.
     replication_factor: u32,
+    /// The next publish batch number of this node (see `Request::Forward`'s `origin`);
+    /// starts at the clock in microseconds so a restarted node does not reuse numbers.
+    batches: std::sync::atomic::AtomicU64,
 }
 
 /// What the node tells the cluster about itself.
@@ -188,6 +191,11 @@ impl Cluster {
             dead: Arc::new(Mutex::new(BTreeSet::new())),
             replication: replication::Replication::default(),
             replication_factor: config.replication,
+            batches: std::sync::atomic::AtomicU64::new(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_micros() as u64),
+            ),
         });
         engine
             .set_distribution(Arc::clone(&shared) as Arc<dyn Distribution>)
@@ -420,6 +428,7 @@ impl Shared {
         topic: &str,
         pending: Vec<(u32, Row)>,
         wait: bool,
+        origin: (u64, u64),
     ) -> Result<Placed, EngineError> {
         let state = self.current();
         let mut by_owner: HashMap<NodeId, Vec<(u32, Row)>> = HashMap::new();
@@ -468,10 +477,13 @@ impl Shared {
             replication::mark_epochs(self, topic, &shards)?;
             let e = Arc::clone(engine);
             let t = topic.to_string();
-            let r = tokio::task::spawn_blocking(move || e.publish_local(&t, plain, wait))
-                .await
-                .map_err(|e| EngineError::Internal(e.to_string()))?;
+            let r = tokio::task::spawn_blocking(move || {
+                e.publish_local_tagged(&t, plain, wait, origin)
+            })
+            .await
+            .map_err(|e| EngineError::Internal(e.to_string()))?;
             if r.is_ok() {
+                self.replication.note(origin, &shards);
                 self.replication.appended();
                 replication::await_replicas(self, topic, &shards).await?;
             }
@@ -489,7 +501,7 @@ impl Shared {
             sends.push(async move {
                 let wire_rows: Vec<_> = rows.iter().map(|(_, r)| wire::row_to_wire(r)).collect();
                 let r = match self.peers.client(owner).await {
-                    Ok(c) => c.forward(topic, epochs, wire_rows).await,
+                    Ok(c) => c.forward(topic, epochs, wire_rows, Some(origin)).await,
                     Err(e) => Err(e),
                 };
                 (owner, rows, r)
@@ -592,6 +604,13 @@ impl Distribution for Shared {
                 (shard, r)
             })
             .collect();
+        // Names this publish in every forward and log entry, so that a retry is not logged
+        // twice by a shard that has it already.
+        let origin = (
+            self.me,
+            self.batches
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        );
         self.block(async {
             let deadline = Instant::now() + PLACE_TIMEOUT;
             let mut accepted = 0;
@@ -603,7 +622,7 @@ impl Distribution for Shared {
                     left,
                     why,
                     busy,
-                } = self.place(&engine, topic, pending, wait).await?;
+                } = self.place(&engine, topic, pending, wait, origin).await?;
                 accepted += n;
                 if left.is_empty() {
                     return Ok(accepted);
@@ -631,6 +650,7 @@ impl Distribution for Shared {
         topic: &str,
         epochs: &[(u32, u64)],
         rows: Vec<Row>,
+        origin: Option<(u64, u64)>,
     ) -> Result<usize, EngineError> {
         let engine = self.engine()?;
         let key = engine.topic_spec(topic)?.key;
@@ -644,12 +664,42 @@ impl Distribution for Shared {
             }
         }
         self.fence(epochs)?;
-        let shards = listed;
+        let total = rows.len();
+        // A retry of a publish whose events for a shard this node logged already (as the
+        // owner that answered too late, or as the replica of one that died before it
+        // answered) is acknowledged without logging them again.
+        let rows: Vec<Row> = match (origin, key) {
+            (Some(o), Some(k)) => rows
+                .into_iter()
+                .filter(|r| {
+                    !self
+                        .replication
+                        .logged(o, r.get(k).map_or(0, |v| self.shard_of(v)))
+                })
+                .collect(),
+            (Some(o), None) if self.replication.logged(o, 0) => Vec::new(),
+            _ => rows,
+        };
+        if rows.is_empty() {
+            return Ok(total);
+        }
+        let shards = distinct_shards(
+            rows.iter()
+                .map(|r| key.map_or(0, |k| r.get(k).map_or(0, |v| self.shard_of(v)))),
+        );
         replication::mark_epochs(self, topic, &shards)?;
-        let n = engine.publish_local(topic, rows, true)?;
+        match origin {
+            Some(o) => {
+                engine.publish_local_tagged(topic, rows, true, o)?;
+                self.replication.note(o, &shards);
+            }
+            None => {
+                engine.publish_local(topic, rows, true)?;
+            }
+        }
         self.replication.appended();
         self.block(replication::await_replicas(self, topic, &shards))?;
-        Ok(n)
+        Ok(total)
     }
 
     fn fetch(

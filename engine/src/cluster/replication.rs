@@ -61,13 +61,53 @@ pub(super) struct Replication {
     appended: Notify,
     /// As owner: (topic, shard) → the newest epoch marked in the log.
     marked: Mutex<HashMap<(String, u32), u64>>,
-    /// As replica: shard → the epoch at which this node reported itself in sync.
-    reported: Mutex<HashMap<u32, u64>>,
+    /// As replica: shard → when this node last reported itself in sync (a report is
+    /// repeated, at most every second, while the table still lists it as joining).
+    reported: Mutex<HashMap<u32, Instant>>,
     /// As replica: owners a fetch task runs for.
     fetching: Mutex<BTreeSet<NodeId>>,
+    /// Publishes whose events for a shard are in this node's log, as owner or replica.
+    seen: Mutex<Seen>,
+}
+
+/// How many (producer, batch, shard) a node remembers: a retry comes within seconds of its
+/// first attempt, so the oldest are forgotten.
+const SEEN_CAPACITY: usize = 1 << 20;
+
+/// A bounded set of (producer, batch, shard), forgetting the oldest first.
+#[derive(Default)]
+struct Seen {
+    set: std::collections::HashSet<(u64, u64, u32)>,
+    order: std::collections::VecDeque<(u64, u64, u32)>,
+}
+
+impl Seen {
+    fn insert(&mut self, key: (u64, u64, u32)) {
+        if self.set.insert(key) {
+            self.order.push_back(key);
+            if self.order.len() > SEEN_CAPACITY {
+                if let Some(old) = self.order.pop_front() {
+                    self.set.remove(&old);
+                }
+            }
+        }
+    }
 }
 
 impl Replication {
+    /// Whether this node's log holds the events of publish `origin` for `shard`.
+    pub(super) fn logged(&self, origin: (u64, u64), shard: u32) -> bool {
+        lock(&self.seen).set.contains(&(origin.0, origin.1, shard))
+    }
+
+    /// Records that this node's log holds the events of publish `origin` for `shards`.
+    pub(super) fn note(&self, origin: (u64, u64), shards: &[u32]) {
+        let mut seen = lock(&self.seen);
+        for s in shards {
+            seen.insert((origin.0, origin.1, *s));
+        }
+    }
+
     /// Wakes fetches waiting for entries.
     pub(super) fn appended(&self) {
         self.appended.notify_waiters();
@@ -416,10 +456,15 @@ async fn fetch_once(s: &Shared, owner: NodeId, shards: &[(u32, u64)]) -> Result<
             let e2 = Arc::clone(&engine);
             let t2 = topic.clone();
             let (first, payloads) = (f.first, f.payloads);
-            tokio::task::spawn_blocking(move || e2.append_replicated(&t2, shard, first, payloads))
-                .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| e.to_string())?;
+            let origins = tokio::task::spawn_blocking(move || {
+                e2.append_replicated(&t2, shard, first, payloads)
+            })
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+            for o in origins {
+                s.replication.note(o, &[shard]);
+            }
             for (epoch, start) in f.marks {
                 log.mark_epoch(&topic, shard, epoch, start)
                     .map_err(|e| e.to_string())?;
@@ -439,9 +484,13 @@ async fn fetch_once(s: &Shared, owner: NodeId, shards: &[(u32, u64)]) -> Result<
         if !joining || !level.get(shard).copied().unwrap_or(false) {
             continue;
         }
-        if lock(&s.replication.reported).get(shard) == Some(epoch) {
+        if lock(&s.replication.reported)
+            .get(shard)
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+        {
             continue;
         }
+        lock(&s.replication.reported).insert(*shard, Instant::now());
         let command = Command::ReplicaInSync {
             shard: *shard,
             node: s.me,
@@ -449,7 +498,6 @@ async fn fetch_once(s: &Shared, owner: NodeId, shards: &[(u32, u64)]) -> Result<
         };
         match s.propose(command).await {
             Ok(()) => {
-                lock(&s.replication.reported).insert(*shard, *epoch);
                 tracing::info!(shard, owner = %format!("{owner:016x}"), "replica in sync");
             }
             Err(e) => tracing::debug!(shard, error = %e, "could not report a replica in sync"),

@@ -26,6 +26,15 @@ pub enum LogRecord {
     Events(Vec<WireEvent>),
     /// An explicit watermark mark on the topic (`POST /v1/topics/{t}/watermark`).
     Watermark(u64),
+    /// Events like `Events`, from publish `batch` of the cluster node `producer`: a node
+    /// retrying a forward whose first attempt reached the log (an owner that died before it
+    /// answered) is recognised by the shard's next owner, which holds this entry as a
+    /// replica, and not logged twice.
+    Tagged {
+        producer: u64,
+        batch: u64,
+        events: Vec<WireEvent>,
+    },
 }
 
 /// A decoded entry: its sequence number and what it records.
@@ -40,6 +49,18 @@ pub enum Entry {
 /// Encodes events as an entry with sequence number 0; [`stamp`] sets the real one.
 pub fn encode_events<'a>(events: impl Iterator<Item = &'a Event>) -> Result<Vec<u8>, String> {
     encode(&LogRecord::Events(events.map(event_to_wire).collect()))
+}
+
+/// Encodes events tagged with the publish they came from (see [`LogRecord::Tagged`]).
+pub fn encode_tagged<'a>(
+    (producer, batch): (u64, u64),
+    events: impl Iterator<Item = &'a Event>,
+) -> Result<Vec<u8>, String> {
+    encode(&LogRecord::Tagged {
+        producer,
+        batch,
+        events: events.map(event_to_wire).collect(),
+    })
 }
 
 /// Encodes a watermark mark with sequence number 0; [`stamp`] sets the real one.
@@ -67,6 +88,14 @@ pub fn stamp(entry: &mut [u8], seq: u64) {
 /// log's own checksum has passed by then, so a failure here means a format this build does
 /// not know or a bug, never something to skip silently.
 pub fn decode(bytes: &[u8]) -> Result<(u64, Entry), String> {
+    decode_tagged(bytes).map(|(seq, entry, _)| (seq, entry))
+}
+
+/// The (producer node, publish batch) a tagged entry came from.
+pub type Origin = (u64, u64);
+
+/// Like [`decode`], also giving the origin of a tagged entry.
+pub fn decode_tagged(bytes: &[u8]) -> Result<(u64, Entry, Option<Origin>), String> {
     if bytes.len() < HEADER {
         return Err(format!("entry of {} bytes has no header", bytes.len()));
     }
@@ -82,16 +111,24 @@ pub fn decode(bytes: &[u8]) -> Result<(u64, Entry), String> {
     aligned.extend_from_slice(&bytes[HEADER..]);
     let record =
         rkyv::from_bytes::<LogRecord, rancor::Error>(&aligned).map_err(|e| e.to_string())?;
-    let entry = match record {
-        LogRecord::Events(events) => Entry::Events(
+    let events = |events: Vec<WireEvent>| -> Result<Entry, String> {
+        Ok(Entry::Events(
             events
                 .iter()
                 .map(event_from_wire)
                 .collect::<Result<_, _>>()?,
-        ),
-        LogRecord::Watermark(t) => Entry::Watermark(t),
+        ))
     };
-    Ok((u64::from_le_bytes(seq), entry))
+    let (entry, origin) = match record {
+        LogRecord::Events(e) => (events(e)?, None),
+        LogRecord::Watermark(t) => (Entry::Watermark(t), None),
+        LogRecord::Tagged {
+            producer,
+            batch,
+            events: e,
+        } => (events(e)?, Some((producer, batch))),
+    };
+    Ok((u64::from_le_bytes(seq), entry, origin))
 }
 
 #[cfg(test)]

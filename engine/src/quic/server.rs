@@ -488,7 +488,17 @@ fn handle(engine: &Engine, frame: &[u8]) -> (&'static str, Outcome) {
             topic,
             epochs,
             rows,
-        } => ("forward", forward(engine, topic, epochs, rows)),
+            origin,
+        } => (
+            "forward",
+            forward(
+                engine,
+                topic,
+                epochs,
+                rows,
+                origin.as_ref().map(|o| (o.0.to_native(), o.1.to_native())),
+            ),
+        ),
         ArchivedRequest::ForwardEvents {
             topic,
             epochs,
@@ -738,6 +748,7 @@ fn forward(
     topic: &ArchivedString,
     epochs: &ArchivedVec<rkyv::tuple::ArchivedTuple2<rkyv::rend::u32_le, rkyv::rend::u64_le>>,
     rows: &ArchivedVec<ArchivedVec<ArchivedWireValue>>,
+    origin: Option<(u64, u64)>,
 ) -> Result<Response, EngineError> {
     let Some(d) = engine.distribution() else {
         return Err(EngineError::BadRequest(
@@ -755,7 +766,7 @@ fn forward(
         .iter()
         .map(|t| (t.0.to_native(), t.1.to_native()))
         .collect();
-    let n = d.forwarded(topic.as_str(), &epochs, out)?;
+    let n = d.forwarded(topic.as_str(), &epochs, out, origin)?;
     Ok(Response::Ack { accepted: n as u64 })
 }
 

@@ -252,6 +252,9 @@ pub enum Request {
         epochs: Vec<(u32, u64)>,
         /// One flat row per event.
         rows: Vec<Vec<WireValue>>,
+        /// (producing node, publish batch): a retry of the same publish to a shard that
+        /// already logged it is acknowledged without being logged again.
+        origin: Option<(u64, u64)>,
     },
     /// Node to node: records a dataflow stage produced for another stage (keys and event
     /// times as produced, not read from fields), for shards the receiver owns at `epochs`.

@@ -45,6 +45,7 @@ pub trait Distribution: Send + Sync {
         topic: &str,
         epochs: &[(u32, u64)],
         rows: Vec<Row>,
+        origin: Option<(u64, u64)>,
     ) -> Result<usize, EngineError>;
     /// Moves a topic's watermark on every node (an end-of-input mark must close the windows
     /// of every shard, wherever they run).

@@ -397,7 +397,7 @@ impl Engine {
     pub fn publish_rows(&self, topic: &str, rows: Vec<Row>) -> Result<usize, EngineError> {
         match self.inner.distribution.get() {
             Some(d) => d.publish(topic, rows, true),
-            None => self.publish_rows_inner(topic, rows, true),
+            None => self.publish_rows_inner(topic, rows, true, None),
         }
     }
 
@@ -407,7 +407,7 @@ impl Engine {
     pub fn try_publish_rows(&self, topic: &str, rows: Vec<Row>) -> Result<usize, EngineError> {
         match self.inner.distribution.get() {
             Some(d) => d.publish(topic, rows, false),
-            None => self.publish_rows_inner(topic, rows, false),
+            None => self.publish_rows_inner(topic, rows, false, None),
         }
     }
 
@@ -484,7 +484,19 @@ impl Engine {
         rows: Vec<Row>,
         wait: bool,
     ) -> Result<usize, EngineError> {
-        self.publish_rows_inner(topic, rows, wait)
+        self.publish_rows_inner(topic, rows, wait, None)
+    }
+
+    /// Like [`Engine::publish_local`], with the log entries tagged as coming from publish
+    /// `batch` of cluster node `producer` (see `durable::record::LogRecord::Tagged`).
+    pub fn publish_local_tagged(
+        &self,
+        topic: &str,
+        rows: Vec<Row>,
+        wait: bool,
+        origin: (u64, u64),
+    ) -> Result<usize, EngineError> {
+        self.publish_rows_inner(topic, rows, wait, Some(origin))
     }
 
     /// Hands front-door calls to the cluster layer from now on. Set once; a second call is
@@ -511,6 +523,7 @@ impl Engine {
         topic: &str,
         rows: Vec<Row>,
         wait: bool,
+        origin: Option<(u64, u64)>,
     ) -> Result<usize, EngineError> {
         let t = self.inner.topic(topic)?;
         let time = t
@@ -527,7 +540,7 @@ impl Engine {
         let n = events.len();
         // Encoded before the ingest lock is taken, stamped under it.
         let mut entries = match &self.inner.config.store {
-            Some(store) => Some(encode_by_shard(store, &events)?),
+            Some(store) => Some(encode_by_shard(store, &events, origin)?),
             None => None,
         };
         if wait {
@@ -1314,15 +1327,22 @@ impl Inner {
 }
 
 /// One log entry per shard the batch's events hash to, each shard's events in batch order.
-fn encode_by_shard(store: &Store, events: &[Update]) -> Result<Vec<(u32, Vec<u8>)>, EngineError> {
+fn encode_by_shard(
+    store: &Store,
+    events: &[Update],
+    origin: Option<(u64, u64)>,
+) -> Result<Vec<(u32, Vec<u8>)>, EngineError> {
     let mut by_shard: HashMap<u32, Vec<&Event>> = HashMap::new();
     for (e, _, _) in events {
         by_shard.entry(store.shard_of(&e.key)).or_default().push(e);
     }
     let mut out: Vec<(u32, Vec<u8>)> = Vec::with_capacity(by_shard.len());
     for (shard, evs) in by_shard {
-        let bytes = record::encode_events(evs.into_iter())
-            .map_err(|e| EngineError::Internal(format!("encoding a log entry: {e}")))?;
+        let bytes = match origin {
+            Some(o) => record::encode_tagged(o, evs.into_iter()),
+            None => record::encode_events(evs.into_iter()),
+        }
+        .map_err(|e| EngineError::Internal(format!("encoding a log entry: {e}")))?;
         out.push((shard, bytes));
     }
     out.sort_unstable_by_key(|(s, _)| *s);

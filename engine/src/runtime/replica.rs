@@ -13,14 +13,15 @@ impl Engine {
     /// Appends entries copied from a shard's owner at exactly the offsets the owner gave
     /// them, so that both logs stay one sequence. The entries are not given to the
     /// dataflows: the owner processes the shard. Each gets this node's next sequence number,
-    /// which orders a restart's replay of this node's log.
+    /// which orders a restart's replay of this node's log. Returns the publishes (producer,
+    /// batch) the entries came from, where tagged.
     pub fn append_replicated(
         &self,
         topic: &str,
         shard: u32,
         first: u64,
         mut payloads: Vec<Vec<u8>>,
-    ) -> Result<(), EngineError> {
+    ) -> Result<Vec<(u64, u64)>, EngineError> {
         let store = self.store().ok_or_else(|| {
             EngineError::BadRequest("replication needs a node with a data directory".into())
         })?;
@@ -33,16 +34,18 @@ impl Engine {
                  this node's copy, which ends at {have}"
             )));
         }
+        let mut origins = Vec::new();
         for p in &mut payloads {
-            record::decode(p).map_err(|e| {
+            let (_, _, origin) = record::decode_tagged(p).map_err(|e| {
                 EngineError::BadRequest(format!("a copied entry of `{topic}` is damaged: {e}"))
             })?;
+            origins.extend(origin);
             record::stamp(p, *next_seq);
             *next_seq += 1;
         }
         let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
         log.append(topic, shard, &refs)?;
-        Ok(())
+        Ok(origins)
     }
 
     /// Feeds the events of `shard` logged in `topic` below `end` to the dataflows, as when
