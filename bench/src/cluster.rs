@@ -13,6 +13,10 @@
 //!    cluster and later leaves through `POST /v1/cluster/leave`; time until settled divided by
 //!    the shards whose owner changed.
 //!
+//! 4. **Replication**: the throughput load into 3-node clusters with R = 1, 2, 3 (`acks =
+//!    all`, the default), alternating, fresh nodes each run; events/s and ack p50/p99 as a
+//!    ratio to R = 1 of the same round.
+//!
 //! Every child is killed when its [`Member`] is dropped, on error and on panic alike.
 
 use std::collections::BTreeMap;
@@ -61,6 +65,8 @@ pub struct Options {
     pub nodes: usize,
     /// Events/s of the publisher running during hand-off.
     pub handoff_rate: u64,
+    /// The replication part runs 3-node clusters with R = 1 … this (1: skipped).
+    pub max_replication: u32,
 }
 
 impl Options {
@@ -114,6 +120,8 @@ struct Spec {
     /// `Some(cluster id)` for a cluster member.
     cluster: Option<String>,
     seed: Option<String>,
+    /// The cluster's `--replication` (0: not given).
+    replication: u32,
 }
 
 impl Member {
@@ -136,6 +144,9 @@ impl Member {
                 .args(["--node-name", &spec.name]);
             if let Some(seed) = &spec.seed {
                 cmd.args(["--seed", seed]);
+            }
+            if spec.replication > 0 {
+                cmd.args(["--replication", &spec.replication.to_string()]);
             }
         }
         for var in ["STARLING_CONFIG", "STARLING_SEEDS", "STARLING_SHARDS"] {
@@ -877,6 +888,8 @@ async fn handoff(o: &Options, spec: &Spec) -> Result<Handoff> {
 #[derive(Debug)]
 pub struct Report {
     pub runs: Vec<ThroughputRun>,
+    /// (R, run) of the replication part.
+    pub replicated: Vec<(u32, ThroughputRun)>,
     pub bootstrap_ms: f64,
     pub joins: Vec<Join>,
     pub handoff: Handoff,
@@ -894,6 +907,21 @@ impl Report {
                 .iter()
                 .filter(|r| r.nodes == nodes)
                 .map(|r| r.events_per_sec),
+        )
+    }
+
+    /// Mean events/s and ack p50/p99 (µs) of the replication runs with factor `r`.
+    fn replicated(&self, r: u32) -> (f64, f64, f64) {
+        let runs: Vec<&ThroughputRun> = self
+            .replicated
+            .iter()
+            .filter(|(f, _)| *f == r)
+            .map(|(_, run)| run)
+            .collect();
+        (
+            mean(runs.iter().map(|x| x.events_per_sec)),
+            mean(runs.iter().map(|x| x.ack_p50_us as f64)),
+            mean(runs.iter().map(|x| x.ack_p99_us as f64)),
         )
     }
 
@@ -930,6 +958,11 @@ impl Report {
                 "cluster_events_per_sec": self.mean_rate(3),
                 "ratio_cluster_to_single": self.ratio(),
             },
+            "replication": self.replicated.iter().map(|(r, x)| json!({
+                "replication": r, "events": x.events, "events_per_sec": x.events_per_sec,
+                "ack_p50_us": x.ack_p50_us, "ack_p99_us": x.ack_p99_us,
+                "ratio_to_r1": x.events_per_sec / self.replicated(1).0.max(1e-9),
+            })).collect::<Vec<_>>(),
             "convergence": {
                 "bootstrap_ms": self.bootstrap_ms,
                 "joins": self.joins.iter().map(|j| json!({
@@ -987,6 +1020,24 @@ impl Report {
             self.mean_rate(3),
             self.ratio()
         );
+        if !self.replicated.is_empty() {
+            let base = self.replicated(1).0.max(1e-9);
+            let _ = writeln!(
+                s,
+                "replication (3 nodes, acks = all, same load; mean over {} rounds):",
+                o.rounds
+            );
+            for r in 1..=o.max_replication {
+                let (rate, p50, p99) = self.replicated(r);
+                let _ = writeln!(
+                    s,
+                    "  R = {r}: {rate:>9.0} events/s ({:.2} x R = 1), ack p50 {:.1} ms, p99 {:.1} ms",
+                    rate / base,
+                    p50 / 1000.0,
+                    p99 / 1000.0
+                );
+            }
+        }
         let _ = writeln!(
             s,
             "convergence (first node alone settled {:.0} ms after spawn); ms from spawning the node:",
@@ -1068,6 +1119,7 @@ pub async fn run(o: &Options, bin: &Path) -> Result<Report> {
         shards: o.shards,
         cluster: None,
         seed: None,
+        replication: 0,
     };
     let mut runs = Vec::new();
     for round in 0..o.rounds {
@@ -1084,10 +1136,37 @@ pub async fn run(o: &Options, bin: &Path) -> Result<Report> {
             runs.push(r);
         }
     }
+    let mut replicated = Vec::new();
+    for round in 0..o.rounds {
+        for r in 1..=o.max_replication {
+            if o.max_replication < 2 {
+                break;
+            }
+            let id = format!("bench-r{r}-{round}");
+            let run = throughput_run(
+                o,
+                &Spec {
+                    replication: r,
+                    ..spec.clone()
+                },
+                3,
+                &id,
+            )
+            .await
+            .with_context(|| format!("replication round {} with R = {r}", round + 1))?;
+            eprintln!(
+                "round {} with R = {r}: {:.0} events/s",
+                round + 1,
+                run.events_per_sec
+            );
+            replicated.push((r, run));
+        }
+    }
     let (bootstrap_ms, joins) = convergence(o, &spec).await.context("convergence")?;
     let handoff = handoff(o, &spec).await.context("hand-off")?;
     Ok(Report {
         runs,
+        replicated,
         bootstrap_ms,
         joins,
         handoff,

@@ -92,6 +92,10 @@ enum Cmd {
         /// Events/s of the publisher running during the hand-off part.
         #[arg(long, default_value_t = 20_000)]
         handoff_rate: u64,
+        /// Largest replication factor of the replication part (3-node clusters with
+        /// R = 1 … this, `acks = all`); 1 skips the part.
+        #[arg(long, default_value_t = 3)]
+        max_replication: u32,
         /// Print one JSON object instead of tables.
         #[arg(long)]
         json: bool,
@@ -405,6 +409,7 @@ fn main() -> Result<()> {
             workers,
             nodes,
             handoff_rate,
+            max_replication,
             json,
         } => {
             let o = cluster::Options {
@@ -418,6 +423,7 @@ fn main() -> Result<()> {
                 workers,
                 nodes,
                 handoff_rate,
+                max_replication,
             };
             o.check()?;
             let bin = starling_bench::publish::starling_binary()?;
