@@ -1,5 +1,5 @@
 //! Hostile input for the node-to-node QUIC requests (`Forward`, `Raft`,
-//! `SubscribeOutputLocal`, `Handoff`), sent as raw frames to real node processes: each is refused with a
+//! `SubscribeOutputLocal`, `Handoff`, `Fetch`), sent as raw frames to real node processes: each is refused with a
 //! stable code or a refusal in the Raft reply, nothing of a refused batch is applied, and the
 //! node stays healthy and in its cluster.
 
@@ -441,6 +441,62 @@ fn a_member_refuses_hostile_node_to_node_requests() {
         )
         .await;
         assert_eq!(r, Response::Ack { accepted: 1 });
+        assert_eq!(logged(&node, "clicks").await, 1);
+
+        // Replica fetches: a wrong epoch, a shard without its epoch, a shard outside the
+        // table are refused; a wait beyond the cap is cut to it; a copy that goes past the
+        // owner's log is told where to truncate; a well-formed fetch gets the entry.
+        let item = |shard: u32, next: u64| wire::FetchItem {
+            topic: "clicks".into(),
+            shard,
+            next,
+            last_epoch: 0,
+        };
+        let fetch =
+            |epochs: Vec<(u32, u64)>, items: Vec<wire::FetchItem>, wait_ms: u32| Request::Fetch {
+                replica: 7,
+                epochs,
+                items,
+                wait_ms,
+            };
+        let r = ask(
+            &c,
+            &fetch(vec![(shard, epoch + 1)], vec![item(shard, 0)], 0),
+        )
+        .await;
+        assert_eq!(code(&r), "stale_epoch", "{}", message(&r));
+        let r = ask(&c, &fetch(vec![(shard, epoch)], vec![item(other, 0)], 0)).await;
+        assert_eq!(code(&r), "bad_request", "{}", message(&r));
+        let r = ask(&c, &fetch(vec![(99_999, 1)], vec![], 0)).await;
+        assert_eq!(code(&r), "bad_request", "{}", message(&r));
+        let t = std::time::Instant::now();
+        let r = ask(
+            &c,
+            &fetch(vec![(shard, epoch)], vec![item(shard, 1)], u32::MAX),
+        )
+        .await;
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "waited {:?}",
+            t.elapsed()
+        );
+        let Response::Fetched(f) = r else {
+            panic!("{r:?}")
+        };
+        assert_eq!((f[0].owner_next, f[0].payloads.len()), (1, 0));
+        let r = ask(&c, &fetch(vec![(shard, epoch)], vec![item(shard, 9)], 0)).await;
+        let Response::Fetched(f) = r else {
+            panic!("{r:?}")
+        };
+        assert_eq!(f[0].truncate_to, Some(1), "{f:?}");
+        let r = ask(&c, &fetch(vec![(shard, epoch)], vec![item(shard, 0)], 0)).await;
+        let Response::Fetched(f) = r else {
+            panic!("{r:?}")
+        };
+        assert_eq!(
+            (f[0].first, f[0].payloads.len(), f[0].owner_next),
+            (0, 1, 1)
+        );
         assert_eq!(logged(&node, "clicks").await, 1);
     });
 }

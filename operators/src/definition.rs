@@ -639,3 +639,31 @@ pub struct VectorSearchDef {
     #[serde(default)]
     pub filter: Option<std::collections::BTreeMap<String, serde_json::Value>>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acks_default_to_all_and_a_wrong_value_is_refused() {
+        let t: TopicDef =
+            serde_json::from_str(r#"{"name":"t","time":"ts","fields":[]}"#).expect("parses");
+        assert_eq!(t.acks, Acks::All);
+        let t: TopicDef =
+            serde_json::from_str(r#"{"name":"t","time":"ts","fields":[],"acks":"leader"}"#)
+                .expect("parses");
+        assert_eq!(t.acks, Acks::Leader);
+        // The default is left out when written, so existing declarations read back the same.
+        assert!(!serde_json::to_string(&TopicDef {
+            acks: Acks::All,
+            ..t.clone()
+        })
+        .unwrap()
+        .contains("acks"));
+        let e = serde_json::from_str::<TopicDef>(
+            r#"{"name":"t","time":"ts","fields":[],"acks":"most"}"#,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("leader"), "{e}");
+    }
+}

@@ -26,6 +26,10 @@ pub struct PeerAddr {
 pub enum Lane {
     Data,
     Control,
+    /// Replicas fetching from owners: an owner holds a forward until its replicas fetched
+    /// it, so fetches must never queue behind forwards on the same connection's stream
+    /// limit (that deadlocks until the ack timeout).
+    Replica,
 }
 
 /// How long opening a connection to a peer may take before the call fails (and is retried
@@ -71,6 +75,11 @@ impl Peers {
         self.client_on(node, Lane::Control).await
     }
 
+    /// The open replication connection to a peer (fetches), opened if needed.
+    pub async fn replica(&self, node: NodeId) -> Result<Arc<QuicClient>, ClientError> {
+        self.client_on(node, Lane::Replica).await
+    }
+
     async fn client_on(&self, node: NodeId, lane: Lane) -> Result<Arc<QuicClient>, ClientError> {
         let addr = self.addr(node).ok_or_else(|| {
             ClientError::Protocol(format!("node {node:016x} is not known (no gossip from it)"))
@@ -104,7 +113,7 @@ impl Peers {
     pub async fn reset(&self, node: NodeId) {
         let slots: Vec<Slot> = {
             let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-            [Lane::Data, Lane::Control]
+            [Lane::Data, Lane::Control, Lane::Replica]
                 .iter()
                 .filter_map(|l| slots.get(&(node, *l)).cloned())
                 .collect()

@@ -410,7 +410,7 @@ async fn fetch_once(s: &Shared, owner: NodeId, shards: &[(u32, u64)]) -> Result<
             });
         }
     }
-    let client = s.peers.client(owner).await.map_err(|e| e.to_string())?;
+    let client = s.peers.replica(owner).await.map_err(|e| e.to_string())?;
     let answer = tokio::time::timeout(
         Duration::from_millis(u64::from(FETCH_WAIT_MS)) + Duration::from_secs(5),
         client.fetch(s.me, shards.to_vec(), items, FETCH_WAIT_MS),
