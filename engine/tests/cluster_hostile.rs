@@ -488,6 +488,24 @@ fn a_member_refuses_hostile_node_to_node_requests() {
         let Response::Fetched(f) = r else {
             panic!("{r:?}")
         };
+        // No epoch of its own: nothing of it came from an owner this one knows.
+        assert_eq!(f[0].truncate_to, Some(0), "{f:?}");
+        let r = ask(
+            &c,
+            &fetch(
+                vec![(shard, epoch)],
+                vec![wire::FetchItem {
+                    last_epoch: epoch,
+                    ..item(shard, 9)
+                }],
+                0,
+            ),
+        )
+        .await;
+        let Response::Fetched(f) = r else {
+            panic!("{r:?}")
+        };
+        // The owner's own epoch: the copy keeps what the owner has.
         assert_eq!(f[0].truncate_to, Some(1), "{f:?}");
         let r = ask(&c, &fetch(vec![(shard, epoch)], vec![item(shard, 0)], 0)).await;
         let Response::Fetched(f) = r else {

@@ -1240,8 +1240,16 @@ async fn follow_loop(s: Arc<Shared>) {
         }
         let st = state.borrow_and_update().clone();
         let dead: BTreeSet<NodeId> = s.membership.dead().await.into_iter().collect();
-        if let Ok(mut d) = s.dead.lock() {
-            *d = dead;
+        let newly: Vec<NodeId> = match s.dead.lock() {
+            Ok(mut d) => {
+                let newly = dead.difference(&d).copied().collect();
+                *d = dead;
+                newly
+            }
+            Err(_) => Vec::new(),
+        };
+        for node in newly {
+            s.peers.close_dead(node).await;
         }
         for m in s.membership.members().await {
             s.peers.learn(

@@ -109,6 +109,24 @@ impl Peers {
         Ok(c)
     }
 
+    /// Closes every connection to a peer gossip declared dead: requests in flight to it fail
+    /// at once and are routed again, instead of waiting for the idle timeout.
+    pub async fn close_dead(&self, node: NodeId) {
+        let slots: Vec<Slot> = {
+            let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+            [Lane::Data, Lane::Control, Lane::Replica]
+                .iter()
+                .filter_map(|l| slots.get(&(node, *l)).cloned())
+                .collect()
+        };
+        for slot in slots {
+            if let Some(c) = slot.lock().await.take() {
+                c.connection()
+                    .close(0u32.into(), b"declared dead by gossip");
+            }
+        }
+    }
+
     /// Forgets a peer's connections after a failure, so the next call reconnects.
     pub async fn reset(&self, node: NodeId) {
         let slots: Vec<Slot> = {
