@@ -66,11 +66,14 @@ pub fn next_commands(
     // (owner is not leaving, shard, to): leaving owners sort first.
     let mut wanted: Vec<(bool, ShardId, NodeId)> = Vec::new();
     for (shard, entry) in state.table.iter() {
-        // Replicas that died or left the cluster are dropped at once: the owner waits for
-        // every in-sync replica before it acknowledges with `acks = all`.
-        for n in entry.replicas.iter().chain(&entry.joining) {
-            if !serving(*n) {
-                out.push(Command::RemoveReplica { shard, node: *n });
+        // Replicas that died or left the cluster are dropped at once while the owner serves
+        // (it waits for every in-sync replica before it acknowledges with `acks = all`);
+        // while the owner is gone they stay listed, since only they may take over.
+        if entry.owner.is_some_and(serving) {
+            for n in entry.replicas.iter().chain(&entry.joining) {
+                if !serving(*n) {
+                    out.push(Command::RemoveReplica { shard, node: *n });
+                }
             }
         }
         let Some(goal) = target.get(shard as usize).copied().flatten() else {
@@ -89,9 +92,10 @@ pub fn next_commands(
                 continue;
             }
             // The owner is gone: an in-sync replica holds every acknowledged event, so it
-            // takes over; without one, a shard that never had replicas starts afresh, and
-            // one whose replicas are all gone waits for one to come back (Kafka's clean
-            // leader election) rather than lose what they acknowledged.
+            // takes over. Without a live one, an unreplicated cluster (R = 1) starts the
+            // shard afresh; a replicated one waits for the owner or an in-sync replica to
+            // come back (Kafka's clean leader election) rather than lose what they
+            // acknowledged, even when the owner had acknowledged alone.
             Some(_) => {
                 let alive: Vec<NodeId> = entry
                     .replicas
@@ -105,7 +109,7 @@ pub fn next_commands(
                     .max_by_key(|n| (*n == goal, eligible.contains(n), weight(*n, shard)))
                 {
                     out.push(Command::Promote { shard, node: best });
-                } else if entry.replicas.is_empty() {
+                } else if r == 1 {
                     out.push(Command::Assign { shard, node: goal });
                 }
                 continue;
@@ -473,9 +477,11 @@ mod tests {
             .expect("a shard on 1 copied to 2");
         let _ = e;
         let cmds = next_commands(&s, &set(&[3]), 8);
+        // Nothing takes the shard over, and its copies stay listed: they alone may.
         assert!(
             !cmds.iter().any(|c| matches!(c,
-                Command::Assign { shard, .. } | Command::Promote { shard, .. } if *shard == sh)),
+                Command::Assign { shard, .. } | Command::Promote { shard, .. }
+                | Command::RemoveReplica { shard, .. } if *shard == sh)),
             "{cmds:?}"
         );
         // A joining replica is never promoted: it may miss acknowledged events.

@@ -611,24 +611,29 @@ fn a_2_3_partition_with_replication_loses_nothing_and_heals_to_equal_copies() {
             let healed: Arc<Mutex<Option<Instant>>> = Arc::new(Mutex::new(None));
             let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
             // (id range start, sent at, acknowledged) per publish, per side.
+            // Publishes start every 100 ms whatever the earlier ones wait for (a publish a
+            // fault holds retries for up to 15 s), so some start in every phase.
             let publisher = |base: String, first: u64, n: u64| {
                 let (stop, partitioned) = (Arc::clone(&stop), Arc::clone(&partitioned));
                 tokio::spawn(async move {
-                    let client = HttpClient::new(&base);
-                    let mut log: Vec<Sent> = Vec::new();
+                    let mut running = Vec::new();
                     let mut id = first;
                     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                         let sent = partitioned.lock().unwrap().map(|p| p.elapsed());
-                        let r = client.publish_ndjson("clicks", batch_ids(id, n)).await;
-                        log.push((
-                            id,
-                            n,
-                            sent,
-                            r.is_ok(),
-                            r.err().map(|e| e.to_string()).unwrap_or_default(),
-                        ));
+                        let client = HttpClient::new(&base);
+                        running.push(tokio::spawn(async move {
+                            let r = client.publish_ndjson("clicks", batch_ids(id, n)).await;
+                            let err = r.as_ref().err().map(|e| e.to_string()).unwrap_or_default();
+                            (id, n, sent, r.is_ok(), err)
+                        }));
                         id += n;
-                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    let mut log: Vec<Sent> = Vec::new();
+                    for h in running {
+                        if let Ok(x) = h.await {
+                            log.push(x);
+                        }
                     }
                     log
                 })
@@ -644,7 +649,7 @@ fn a_2_3_partition_with_replication_loses_nothing_and_heals_to_equal_copies() {
             tokio::time::sleep(Duration::from_secs(30)).await;
             lab.heal_all();
             *healed.lock().unwrap() = Some(Instant::now());
-            tokio::time::sleep(Duration::from_secs(5)).await;
+            tokio::time::sleep(Duration::from_secs(3)).await;
             stop.store(true, std::sync::atomic::Ordering::Relaxed);
             let minority = minority.await.unwrap();
             let majority = majority.await.unwrap();
@@ -742,6 +747,34 @@ fn a_2_3_partition_with_replication_loses_nothing_and_heals_to_equal_copies() {
                 lost.len(),
                 twice
             );
+            if !lost.is_empty() {
+                // Where the lost events are: their shard, its row, and which logs hold them.
+                for id in lost.iter().take(5) {
+                    let shard = u64::from(shard_of_hash(
+                        Value::str(&format!("u{}", *id % 200)).stable_hash(),
+                        16,
+                    ));
+                    let row = view["shards"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .find(|e| e["shard"] == shard)
+                        .cloned();
+                    let mut on = Vec::new();
+                    for (i, n) in nodes.iter().enumerate() {
+                        let ids = shard_ids(n, shard).await;
+                        on.push((i, ids.contains(id), ids.len()));
+                    }
+                    eprintln!("lost {id}: shard {shard} {row:?}; (node, holds it, shard log length): {on:?}");
+                }
+                for (i, n) in nodes.iter().enumerate() {
+                    for l in n.log().lines().filter(|l| {
+                        l.contains("suffix") || l.contains("never had") || l.contains("promoted") || l.contains("ERROR")
+                    }) {
+                        eprintln!("{i}: {l}");
+                    }
+                }
+            }
             assert!(
                 lost.is_empty(),
                 "acknowledged events lost: {:?}",

@@ -53,8 +53,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// One node's replication state, both as an owner and as a replica.
 #[derive(Default)]
 pub(super) struct Replication {
-    /// As owner: (topic, shard, replica) → the replica's log end at its last fetch.
-    progress: Mutex<HashMap<(String, u32, NodeId), u64>>,
+    /// As owner: (topic, shard, replica) → (the shard's epoch, the replica's log end at
+    /// its last fetch at that epoch). Only the current epoch counts: a copy reported to an
+    /// earlier owner period may have been truncated since.
+    progress: Mutex<HashMap<(String, u32, NodeId), (u64, u64)>>,
     /// Woken when a replica reports progress.
     progressed: Notify,
     /// Woken when this node appends to a shard it owns, for fetches waiting for entries.
@@ -192,8 +194,8 @@ pub(super) async fn await_replicas(
                 for r in &e.replicas {
                     let have = progress
                         .get(&(topic.to_string(), *shard, *r))
-                        .copied()
-                        .unwrap_or(0);
+                        .filter(|(epoch, _)| *epoch == e.epoch.0)
+                        .map_or(0, |(_, next)| *next);
                     if have < *end {
                         missing.push(format!("{r:016x} (shard {shard})"));
                     }
@@ -261,7 +263,7 @@ pub(super) fn serve_fetch(
         let notified = s.replication.appended.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let answer = read_for(s, log.as_ref(), replica, &items)?;
+        let answer = read_for(s, log.as_ref(), (replica, epochs), &items)?;
         let left = deadline.saturating_duration_since(Instant::now());
         let news = answer
             .iter()
@@ -279,7 +281,7 @@ pub(super) fn serve_fetch(
 fn read_for(
     s: &Shared,
     log: &dyn EventLog,
-    replica: NodeId,
+    (replica, epochs): (NodeId, &[(u32, u64)]),
     items: &[FetchItem],
 ) -> Result<Vec<Fetched>, EngineError> {
     let mut out = Vec::with_capacity(items.len());
@@ -307,7 +309,14 @@ fn read_for(
             out.push(f);
             continue;
         }
-        reported.push(((item.topic.clone(), item.shard, replica), item.next));
+        let epoch = epochs
+            .iter()
+            .find(|(sh, _)| *sh == item.shard)
+            .map_or(0, |(_, e)| *e);
+        reported.push((
+            (item.topic.clone(), item.shard, replica),
+            (epoch, item.next),
+        ));
         if budget > 0 && item.next < owner_next {
             for (_, p) in log.read(&item.topic, item.shard, item.next, FETCH_ENTRIES)? {
                 budget = budget.saturating_sub(p.len());
@@ -328,8 +337,10 @@ fn read_for(
     if !reported.is_empty() {
         let mut progress = lock(&s.replication.progress);
         for (k, v) in reported {
-            let e = progress.entry(k).or_insert(0);
-            *e = (*e).max(v);
+            let e = progress.entry(k).or_insert(v);
+            if *e < v {
+                *e = v;
+            }
         }
         drop(progress);
         s.replication.progressed.notify_waiters();
