@@ -50,13 +50,16 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// A shard's epoch and a replica's log end reported at it.
+type EpochEnd = (u64, u64);
+
 /// One node's replication state, both as an owner and as a replica.
 #[derive(Default)]
 pub(super) struct Replication {
     /// As owner: (topic, shard, replica) → (the shard's epoch, the replica's log end at
     /// its last fetch at that epoch). Only the current epoch counts: a copy reported to an
     /// earlier owner period may have been truncated since.
-    progress: Mutex<HashMap<(String, u32, NodeId), (u64, u64)>>,
+    progress: Mutex<HashMap<(String, u32, NodeId), EpochEnd>>,
     /// Woken when a replica reports progress.
     progressed: Notify,
     /// Woken when this node appends to a shard it owns, for fetches waiting for entries.
