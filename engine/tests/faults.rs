@@ -406,15 +406,22 @@ fn member_args(lab: &Lab, i: usize, seed: Option<&str>) -> Vec<String> {
 /// a seeded generator (`STARLING_FAULT_SEED`; the seed is printed for a replay), while a
 /// client publishes events with unique ids to random nodes. Then everything heals and every
 /// node runs again. Every acknowledged event must be in a node's log (acknowledged means
-/// on disk at its owner). Duplicates (a publish retried after its owner logged it and died
-/// before answering) are counted and printed: removing them needs idempotent producers.
+/// on disk at its owner). With replication (`STARLING_FAULT_REPLICATION`, default 2) the
+/// logs counted are the shard owners', and every in-sync copy must equal its owner's.
+/// Duplicates (a client's retry after an error) are counted and printed.
 #[test]
 fn a_random_fault_schedule_loses_no_acknowledged_event() {
     let seed = env_u64("STARLING_FAULT_SEED", 0x5eed_f417);
     let secs = env_u64("STARLING_FAULT_SECS", 45);
+    let replication = env_u64("STARLING_FAULT_REPLICATION", 2);
     with_lab(3, |lab| {
         rt().block_on(async move {
-            println!("fault schedule: seed {seed}, {secs} s (replay with STARLING_FAULT_SEED={seed})");
+            println!("fault schedule: seed {seed}, {secs} s, R = {replication} (replay with STARLING_FAULT_SEED={seed} STARLING_FAULT_REPLICATION={replication})");
+            let member_args = |lab: &Lab, i: usize, seed: Option<&str>| {
+                let mut args = member_args(lab, i, seed);
+                args.extend(["--replication".to_string(), replication.to_string()]);
+                args
+            };
             let mut rng = Rng(seed | 1);
             let mut nodes: Vec<Option<NodeProc>> = Vec::new();
             let first = {
@@ -529,9 +536,41 @@ fn a_random_fault_schedule_loses_no_acknowledged_event() {
 
             let acked = acked.lock().unwrap().clone();
             let mut logged: std::collections::BTreeMap<u64, usize> = Default::default();
-            for n in &live {
-                for id in logged_ids(n).await {
-                    *logged.entry(id).or_insert(0) += 1;
+            if replication > 1 {
+                // Each shard's log is its owner's; every in-sync copy must equal it.
+                let view = cluster_view(live[0]).await.unwrap();
+                let node_of = |id: &Json| {
+                    let name = view["members"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .find(|m| m["id"] == *id)
+                        .map(|m| m["name"].as_str().unwrap().to_string())
+                        .unwrap();
+                    nodes[(name.as_bytes()[0] - b'a') as usize].as_ref().unwrap()
+                };
+                for e in view["shards"].as_array().unwrap() {
+                    let shard = e["shard"].as_u64().unwrap();
+                    let owner_log = shard_ids(node_of(&e["owner"]), shard).await;
+                    for r in e["replicas"].as_array().unwrap() {
+                        let t = Instant::now();
+                        while shard_ids(node_of(r), shard).await != owner_log {
+                            assert!(
+                                t.elapsed() < Duration::from_secs(10),
+                                "shard {shard}: a replica's log differs from its owner's (seed {seed})"
+                            );
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                    }
+                    for id in owner_log {
+                        *logged.entry(id).or_insert(0) += 1;
+                    }
+                }
+            } else {
+                for n in &live {
+                    for id in logged_ids(n).await {
+                        *logged.entry(id).or_insert(0) += 1;
+                    }
                 }
             }
             let lost: Vec<u64> = acked.iter().filter(|id| !logged.contains_key(id)).copied().collect();
