@@ -554,11 +554,25 @@ fn a_random_fault_schedule_loses_no_acknowledged_event() {
                     let owner_log = shard_ids(node_of(&e["owner"]), shard).await;
                     for r in e["replicas"].as_array().unwrap() {
                         let t = Instant::now();
-                        while shard_ids(node_of(r), shard).await != owner_log {
-                            assert!(
-                                t.elapsed() < Duration::from_secs(10),
-                                "shard {shard}: a replica's log differs from its owner's (seed {seed})"
-                            );
+                        loop {
+                            let copy = shard_ids(node_of(r), shard).await;
+                            if copy == owner_log {
+                                break;
+                            }
+                            if t.elapsed() > Duration::from_secs(10) {
+                                let same = copy.iter().zip(&owner_log).take_while(|(a, b)| a == b).count();
+                                for n in nodes.iter().flatten() {
+                                    for l in n.log().lines().filter(|l| l.contains("suffix") || l.contains("never had") || l.contains("promoted") || l.contains("took over") || l.contains("replica fetch")) {
+                                        eprintln!("{}: {l}", n.base());
+                                    }
+                                }
+                                panic!(
+                                    "shard {shard} {e}: the replica {} has {} events, the owner {}; they agree on the first {same} (seed {seed})",
+                                    node_of(r).base(),
+                                    copy.len(),
+                                    owner_log.len()
+                                );
+                            }
                             tokio::time::sleep(Duration::from_millis(100)).await;
                         }
                     }

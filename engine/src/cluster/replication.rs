@@ -75,6 +75,9 @@ pub(super) struct Replication {
     seen: Mutex<Seen>,
 }
 
+/// Entries per shard read back at start for their publishes (see `replica_loop`).
+const RECENT_ORIGINS: u64 = 256;
+
 /// How many (producer, batch, shard) a node remembers: a retry comes within seconds of its
 /// first attempt, so the oldest are forgotten.
 const SEEN_CAPACITY: usize = 1 << 20;
@@ -366,6 +369,19 @@ fn copied_by_owner(st: &ClusterState, me: NodeId) -> BTreeMap<NodeId, Vec<(u32, 
 
 /// On every node: runs one fetch task per owner this node copies shards from.
 pub(super) async fn replica_loop(s: Arc<Shared>) {
+    // After a restart: the publishes of the newest entries, so that a forward retried
+    // across the restart is still recognised.
+    if let Ok(engine) = s.engine() {
+        let found = tokio::task::spawn_blocking(move || engine.recent_origins(RECENT_ORIGINS))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default();
+        let mut seen = lock(&s.replication.seen);
+        for key in found {
+            seen.insert(key);
+        }
+    }
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     loop {
         tick.tick().await;
@@ -398,7 +414,7 @@ async fn fetch_from(s: Arc<Shared>, owner: NodeId) {
 }
 
 /// One fetch from `owner` for `shards`; true when it brought anything.
-async fn fetch_once(s: &Shared, owner: NodeId, shards: &[(u32, u64)]) -> Result<bool, String> {
+async fn fetch_once(s: &Arc<Shared>, owner: NodeId, shards: &[(u32, u64)]) -> Result<bool, String> {
     let engine = s.engine().map_err(|e| e.to_string())?;
     let store = engine.store().ok_or("this node keeps no log")?;
     let log = Arc::clone(store.log());
@@ -466,6 +482,20 @@ async fn fetch_once(s: &Shared, owner: NodeId, shards: &[(u32, u64)]) -> Result<
             continue;
         }
         let n = f.payloads.len() as u64;
+        // Checked again right before appending: once this node owns the shard, its log
+        // takes only its own writes.
+        let epoch_now = shards
+            .iter()
+            .find(|(sh, _)| *sh == shard)
+            .map_or(u64::MAX, |(_, e)| *e);
+        if n > 0
+            && !copied_by_owner(&s.current(), s.me)
+                .remove(&owner)
+                .unwrap_or_default()
+                .contains(&(shard, epoch_now))
+        {
+            continue;
+        }
         if n > 0 {
             let e2 = Arc::clone(&engine);
             let t2 = topic.clone();
@@ -510,12 +540,20 @@ async fn fetch_once(s: &Shared, owner: NodeId, shards: &[(u32, u64)]) -> Result<
             node: s.me,
             epoch: Epoch(*epoch),
         };
-        match s.propose(command).await {
-            Ok(()) => {
-                tracing::info!(shard, owner = %format!("{owner:016x}"), "replica in sync");
+        // Proposed on the side: a Raft majority out of reach must not stop the copying.
+        let s2 = Arc::clone(s);
+        let shard = *shard;
+        tokio::spawn(async move {
+            match tokio::time::timeout(Duration::from_secs(5), s2.propose(command)).await {
+                Ok(Ok(())) => {
+                    tracing::info!(shard, owner = %format!("{owner:016x}"), "replica in sync");
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(shard, error = %e, "could not report a replica in sync")
+                }
+                Err(_) => tracing::debug!(shard, "reporting a replica in sync timed out"),
             }
-            Err(e) => tracing::debug!(shard, error = %e, "could not report a replica in sync"),
-        }
+        });
     }
     Ok(brought)
 }

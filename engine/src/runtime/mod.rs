@@ -675,7 +675,14 @@ impl Engine {
         if let Some(store) = &self.inner.config.store {
             let mut entry = record::encode_watermark(time).map_err(EngineError::Internal)?;
             record::stamp(&mut entry, *next_seq);
-            store.log.append(&t.spec.name, 0, &[&entry])?;
+            // In a cluster every node logs its own watermark marks, so they stay out of the
+            // shards whose logs replicas copy offset for offset.
+            let shard = if self.inner.config.clustered {
+                WATERMARK_SHARD
+            } else {
+                0
+            };
+            store.log.append(&t.spec.name, shard, &[&entry])?;
             *next_seq += 1;
         }
         self.inner.broadcast(|| Command::Watermark {
@@ -1325,6 +1332,10 @@ impl Inner {
         drop(ingest);
     }
 }
+
+/// Where a cluster node logs a topic's watermark marks: a log no shard of the table names,
+/// so no replica copies it and no owner's offsets move for it.
+pub const WATERMARK_SHARD: u32 = u32::MAX;
 
 /// One log entry per shard the batch's events hash to, each shard's events in batch order.
 fn encode_by_shard(

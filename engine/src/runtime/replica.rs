@@ -48,6 +48,29 @@ impl Engine {
         Ok(origins)
     }
 
+    /// The publishes (producer, batch) of the newest `per_shard` entries of every shard in
+    /// this node's log, with their shard: after a restart they tell which retried forwards
+    /// this node holds already.
+    pub fn recent_origins(&self, per_shard: u64) -> Result<Vec<(u64, u64, u32)>, EngineError> {
+        let Some(store) = self.store() else {
+            return Ok(Vec::new());
+        };
+        let log = store.log();
+        let mut out = Vec::new();
+        for topic in log.topics()? {
+            for shard in log.shards(&topic)? {
+                let next = log.next_offset(&topic, shard)?;
+                let from = next.saturating_sub(per_shard);
+                for (_, bytes) in log.read(&topic, shard, from, per_shard as usize)? {
+                    if let Ok((_, _, Some((producer, batch)))) = record::decode_tagged(&bytes) {
+                        out.push((producer, batch, shard));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Feeds the events of `shard` logged in `topic` below `end` to the dataflows, as when
     /// they were first published: this node has just taken the shard over from an owner that
     /// died, and its log holds the shard's whole history (it was an in-sync replica).
