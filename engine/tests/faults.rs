@@ -9,7 +9,7 @@ mod node_common;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cluster_common::{cluster_view, rt, settled};
+use cluster_common::{cluster_view, rt, settled, state_of};
 use fault_common::{signal, with_lab, Lab};
 use node_common::{clicks_topic, read_log, NodeProc};
 use serde_json::{json, Value as Json};
@@ -44,17 +44,6 @@ async fn three(lab: &Lab) -> Vec<NodeProc> {
     let c = member(lab, 2, Some(&seed), "c");
     settled(&[&a, &b, &c], 3, Duration::from_secs(60)).await;
     vec![a, b, c]
-}
-
-fn state_of(view: &Json, name: &str) -> String {
-    view["members"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|m| m["name"] == name)
-        .map_or("removed".into(), |m| {
-            m["state"].as_str().unwrap_or("?").to_string()
-        })
 }
 
 /// `n` users whose shard `name` owns in `view`.
@@ -538,47 +527,8 @@ fn a_random_fault_schedule_loses_no_acknowledged_event() {
             let mut logged: std::collections::BTreeMap<u64, usize> = Default::default();
             if replication > 1 {
                 // Each shard's log is its owner's; every in-sync copy must equal it.
-                let view = cluster_view(live[0]).await.unwrap();
-                let node_of = |id: &Json| {
-                    let name = view["members"]
-                        .as_array()
-                        .unwrap()
-                        .iter()
-                        .find(|m| m["id"] == *id)
-                        .map(|m| m["name"].as_str().unwrap().to_string())
-                        .unwrap();
-                    nodes[(name.as_bytes()[0] - b'a') as usize].as_ref().unwrap()
-                };
-                for e in view["shards"].as_array().unwrap() {
-                    let shard = e["shard"].as_u64().unwrap();
-                    let owner_log = shard_ids(node_of(&e["owner"]), shard).await;
-                    for r in e["replicas"].as_array().unwrap() {
-                        let t = Instant::now();
-                        loop {
-                            let copy = shard_ids(node_of(r), shard).await;
-                            if copy == owner_log {
-                                break;
-                            }
-                            if t.elapsed() > Duration::from_secs(10) {
-                                let same = copy.iter().zip(&owner_log).take_while(|(a, b)| a == b).count();
-                                for n in nodes.iter().flatten() {
-                                    for l in n.log().lines().filter(|l| l.contains("suffix") || l.contains("never had") || l.contains("promoted") || l.contains("took over") || l.contains("replica fetch")) {
-                                        eprintln!("{}: {l}", n.base());
-                                    }
-                                }
-                                panic!(
-                                    "shard {shard} {e}: the replica {} has {} events, the owner {}; they agree on the first {same} (seed {seed})",
-                                    node_of(r).base(),
-                                    copy.len(),
-                                    owner_log.len()
-                                );
-                            }
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                        }
-                    }
-                    for id in owner_log {
-                        *logged.entry(id).or_insert(0) += 1;
-                    }
+                for id in owner_logs(&live, &format!("seed {seed}")).await {
+                    *logged.entry(id).or_insert(0) += 1;
                 }
             } else {
                 for n in &live {
@@ -602,6 +552,81 @@ fn a_random_fault_schedule_loses_no_acknowledged_event() {
             assert!(lost.is_empty(), "acknowledged but in no log: {:?} (seed {seed})", &lost[..lost.len().min(20)]);
         });
     });
+}
+
+/// The ids in every shard's owner log, once every in-sync replica's copy of the shard has
+/// become equal to it (10 s at most, else the test fails naming the shard and where the two
+/// part). `nodes` are every member, in name order (a, b, c, ...).
+async fn owner_logs(nodes: &[&NodeProc], context: &str) -> Vec<u64> {
+    let view = cluster_view(nodes[0]).await.expect("cluster view");
+    let node_of = |id: &Json| {
+        let name = view["members"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|m| m["id"] == *id)
+            .and_then(|m| m["name"].as_str())
+            .unwrap_or("?")
+            .to_string();
+        nodes[(name.as_bytes()[0] - b'a') as usize]
+    };
+    let mut kept = Vec::new();
+    for e in view["shards"].as_array().into_iter().flatten() {
+        let shard = e["shard"].as_u64().unwrap_or(0);
+        let owner_log = shard_ids(node_of(&e["owner"]), shard).await;
+        for r in e["replicas"].as_array().into_iter().flatten() {
+            let t = Instant::now();
+            loop {
+                let copy = shard_ids(node_of(r), shard).await;
+                if copy == owner_log {
+                    break;
+                }
+                if t.elapsed() > Duration::from_secs(10) {
+                    let same = copy
+                        .iter()
+                        .zip(&owner_log)
+                        .take_while(|(a, b)| a == b)
+                        .count();
+                    for n in nodes {
+                        for l in n.log().lines().filter(|l| {
+                            [
+                                "suffix",
+                                "never had",
+                                "promoted",
+                                "took over",
+                                "replica fetch",
+                            ]
+                            .iter()
+                            .any(|w| l.contains(w))
+                        }) {
+                            eprintln!("{}: {l}", n.base());
+                        }
+                    }
+                    panic!(
+                        "shard {shard} {e}: the replica {} has {} events, the owner {}; they agree on the first {same} ({context})",
+                        node_of(r).base(),
+                        copy.len(),
+                        owner_log.len()
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        // A duplicate's two positions, to tell a retry logged twice (far apart) from a batch
+        // appended twice (adjacent).
+        let mut at: std::collections::BTreeMap<u64, Vec<usize>> = Default::default();
+        for (i, id) in owner_log.iter().enumerate() {
+            at.entry(*id).or_default().push(i);
+        }
+        for (id, places) in at.iter().filter(|(_, p)| p.len() > 1) {
+            eprintln!(
+                "shard {shard} ({e}): id {id} at event positions {places:?} of {} ({context})",
+                owner_log.len()
+            );
+        }
+        kept.extend(owner_log);
+    }
+    kept
 }
 
 /// Ids (`amount`) of the events in one shard of a node's log, in log order.
@@ -748,39 +773,7 @@ fn a_2_3_partition_with_replication_loses_nothing_and_heals_to_equal_copies() {
             // Healed and settled: every shard's copies are its owner's log.
             let refs: Vec<&NodeProc> = nodes.iter().collect();
             settled(&refs, 5, Duration::from_secs(90)).await;
-            let view = cluster_view(&nodes[0]).await.unwrap();
-            let node_of = |id: &Json| {
-                let name = view["members"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .find(|m| m["id"] == *id)
-                    .map(|m| m["name"].as_str().unwrap().to_string())
-                    .unwrap();
-                &nodes[(name.as_bytes()[0] - b'a') as usize]
-            };
-            let mut kept: Vec<u64> = Vec::new();
-            for e in view["shards"].as_array().unwrap() {
-                let shard = e["shard"].as_u64().unwrap();
-                let owner_log = shard_ids(node_of(&e["owner"]), shard).await;
-                for r in e["replicas"].as_array().unwrap() {
-                    let t = Instant::now();
-                    loop {
-                        let copy = shard_ids(node_of(r), shard).await;
-                        if copy == owner_log {
-                            break;
-                        }
-                        assert!(
-                            t.elapsed() < Duration::from_secs(10),
-                            "shard {shard}: owner has {} events, replica {r} {}",
-                            owner_log.len(),
-                            copy.len()
-                        );
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                }
-                kept.extend(owner_log);
-            }
+            let kept = owner_logs(&refs, "the partition test").await;
             let mut count: std::collections::BTreeMap<u64, usize> = Default::default();
             for id in &kept {
                 *count.entry(*id).or_insert(0) += 1;
@@ -802,6 +795,7 @@ fn a_2_3_partition_with_replication_loses_nothing_and_heals_to_equal_copies() {
             );
             if !lost.is_empty() {
                 // Where the lost events are: their shard, its row, and which logs hold them.
+                let view = cluster_view(&nodes[0]).await.unwrap_or(Json::Null);
                 for id in lost.iter().take(5) {
                     let shard = u64::from(shard_of_hash(
                         Value::str(&format!("u{}", *id % 200)).stable_hash(),

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cluster_common::{cluster_view, rt, settled};
+use cluster_common::{cluster_view, rt, settled, state_of};
 use node_common::{clicks_topic, NodeProc};
 use serde_json::{json, Value as Json};
 use starling_engine::client::http::HttpClient;
@@ -61,17 +61,6 @@ fn id_of(view: &Json, name: &str) -> Json {
         .find(|m| m["name"] == name)
         .map(|m| m["id"].clone())
         .unwrap_or(Json::Null)
-}
-
-fn state_of(view: &Json, name: &str) -> String {
-    view["members"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|m| m["name"] == name)
-        .map_or("removed".into(), |m| {
-            m["state"].as_str().unwrap_or("?").to_string()
-        })
 }
 
 /// (ts, user) of every event in one shard of a node's log, in log order.

@@ -665,38 +665,36 @@ impl Distribution for Shared {
         }
         self.fence(epochs)?;
         let total = rows.len();
+        let shard_of_row = |r: &Row| key.map_or(0, |k| r.get(k).map_or(0, |v| self.shard_of(v)));
         // A retry of a publish whose events for a shard this node logged already (as the
         // owner that answered too late, or as the replica of one that died before it
         // answered) is acknowledged without logging them again.
-        let rows: Vec<Row> = match (origin, key) {
-            (Some(o), Some(k)) => rows
+        let row_shards = distinct_shards(rows.iter().map(shard_of_row));
+        let claim = origin.map(|o| self.replication.claim(o, &row_shards));
+        let rows: Vec<Row> = match &claim {
+            Some(c) if !c.logged.is_empty() => rows
                 .into_iter()
-                .filter(|r| {
-                    !self
-                        .replication
-                        .logged(o, r.get(k).map_or(0, |v| self.shard_of(v)))
-                })
+                .filter(|r| !c.logged.contains(&shard_of_row(r)))
                 .collect(),
-            (Some(o), None) if self.replication.logged(o, 0) => Vec::new(),
             _ => rows,
         };
         if rows.is_empty() {
             return Ok(total);
         }
-        let shards = distinct_shards(
-            rows.iter()
-                .map(|r| key.map_or(0, |k| r.get(k).map_or(0, |v| self.shard_of(v)))),
-        );
+        let shards = distinct_shards(rows.iter().map(shard_of_row));
         replication::mark_epochs(self, topic, &shards)?;
         match origin {
             Some(o) => {
                 engine.publish_local_tagged(topic, rows, true, o)?;
-                self.replication.note(o, &shards);
+                if let Some(c) = &claim {
+                    c.done();
+                }
             }
             None => {
                 engine.publish_local(topic, rows, true)?;
             }
         }
+        drop(claim);
         self.replication.appended();
         self.block(replication::await_replicas(self, topic, &shards))?;
         Ok(total)

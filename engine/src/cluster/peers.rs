@@ -109,17 +109,19 @@ impl Peers {
         Ok(c)
     }
 
+    /// The connection slots of a peer, every lane.
+    fn slots_of(&self, node: NodeId) -> Vec<Slot> {
+        let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        [Lane::Data, Lane::Control, Lane::Replica]
+            .iter()
+            .filter_map(|l| slots.get(&(node, *l)).cloned())
+            .collect()
+    }
+
     /// Closes every connection to a peer gossip declared dead: requests in flight to it fail
     /// at once and are routed again, instead of waiting for the idle timeout.
     pub async fn close_dead(&self, node: NodeId) {
-        let slots: Vec<Slot> = {
-            let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-            [Lane::Data, Lane::Control, Lane::Replica]
-                .iter()
-                .filter_map(|l| slots.get(&(node, *l)).cloned())
-                .collect()
-        };
-        for slot in slots {
+        for slot in self.slots_of(node) {
             if let Some(c) = slot.lock().await.take() {
                 c.connection()
                     .close(0u32.into(), b"declared dead by gossip");
@@ -129,14 +131,7 @@ impl Peers {
 
     /// Forgets a peer's connections after a failure, so the next call reconnects.
     pub async fn reset(&self, node: NodeId) {
-        let slots: Vec<Slot> = {
-            let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-            [Lane::Data, Lane::Control, Lane::Replica]
-                .iter()
-                .filter_map(|l| slots.get(&(node, *l)).cloned())
-                .collect()
-        };
-        for slot in slots {
+        for slot in self.slots_of(node) {
             if let Ok(mut s) = slot.try_lock() {
                 *s = None;
             }

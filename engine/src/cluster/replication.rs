@@ -71,8 +71,11 @@ pub(super) struct Replication {
     reported: Mutex<HashMap<u32, Instant>>,
     /// As replica: owners a fetch task runs for.
     fetching: Mutex<BTreeSet<NodeId>>,
-    /// Publishes whose events for a shard are in this node's log, as owner or replica.
+    /// Publishes whose events for a shard are in this node's log, as owner or replica, and
+    /// those being logged right now.
     seen: Mutex<Seen>,
+    /// Signalled when an attempt to log a publish ends (see [`Replication::claim`]).
+    settled: std::sync::Condvar,
 }
 
 /// Entries per shard read back at start for their publishes (see `replica_loop`).
@@ -87,6 +90,40 @@ const SEEN_CAPACITY: usize = 1 << 20;
 struct Seen {
     set: std::collections::HashSet<(u64, u64, u32)>,
     order: std::collections::VecDeque<(u64, u64, u32)>,
+    /// Claimed by an attempt that is logging them.
+    inflight: std::collections::HashSet<(u64, u64, u32)>,
+}
+
+/// How long a retried forward waits for an earlier attempt of the same publish that is
+/// still being logged (a sender that gave up on a slow owner and tried again).
+const CLAIM_WAIT: Duration = Duration::from_secs(15);
+
+/// The shards of one publish an attempt logs (see [`Replication::claim`]); released, and
+/// the waiting attempts woken, when dropped.
+pub(super) struct Claim<'r> {
+    replication: &'r Replication,
+    origin: (u64, u64),
+    claimed: Vec<u32>,
+    /// Shards whose events of this publish the log holds already.
+    pub(super) logged: Vec<u32>,
+}
+
+impl Claim<'_> {
+    /// The claimed shards' events are in the log now.
+    pub(super) fn done(&self) {
+        self.replication.note(self.origin, &self.claimed);
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        let mut seen = lock(&self.replication.seen);
+        for s in &self.claimed {
+            seen.inflight.remove(&(self.origin.0, self.origin.1, *s));
+        }
+        drop(seen);
+        self.replication.settled.notify_all();
+    }
 }
 
 impl Seen {
@@ -103,9 +140,36 @@ impl Seen {
 }
 
 impl Replication {
-    /// Whether this node's log holds the events of publish `origin` for `shard`.
-    pub(super) fn logged(&self, origin: (u64, u64), shard: u32) -> bool {
-        lock(&self.seen).set.contains(&(origin.0, origin.1, shard))
+    /// Claims `shards` of publish `origin` for one attempt to log them: the shards whose
+    /// events the log holds already are listed in the claim (the attempt skips them), the
+    /// others are claimed. While another attempt of the same publish is logging any of them
+    /// this waits for it (up to [`CLAIM_WAIT`]), so a retry that overtakes a slow first
+    /// attempt neither logs the events twice nor acknowledges them before they are logged.
+    pub(super) fn claim(&self, origin: (u64, u64), shards: &[u32]) -> Claim<'_> {
+        let key = |s: &u32| (origin.0, origin.1, *s);
+        let deadline = Instant::now() + CLAIM_WAIT;
+        let mut seen = lock(&self.seen);
+        while shards.iter().any(|s| seen.inflight.contains(&key(s))) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            seen = self
+                .settled
+                .wait_timeout(seen, left.min(Duration::from_millis(100)))
+                .map_or_else(|p| p.into_inner().0, |(g, _)| g);
+        }
+        let (logged, claimed): (Vec<u32>, Vec<u32>) =
+            shards.iter().partition(|s| seen.set.contains(&key(s)));
+        for s in &claimed {
+            seen.inflight.insert(key(s));
+        }
+        Claim {
+            replication: self,
+            origin,
+            claimed,
+            logged,
+        }
     }
 
     /// Records that this node's log holds the events of publish `origin` for `shards`.

@@ -40,7 +40,9 @@ pub(super) async fn read(
         )));
     }
     if let Some(shard) = q.shard {
-        if shard >= store.shards() {
+        // A cluster node's own watermark marks live in a shard of their own (see
+        // `runtime::WATERMARK_SHARD`); it is listed and readable like the others.
+        if shard >= store.shards() && shard != crate::runtime::WATERMARK_SHARD {
             return Err(ApiError::bad_request(format!(
                 "shard {shard} does not exist; shards are 0 to {}",
                 store.shards() - 1

@@ -116,3 +116,15 @@ pub fn owned_by_name(view: &Json) -> std::collections::BTreeMap<String, u64> {
         })
         .collect()
 }
+
+/// A member's gossip state by name in a `/v1/cluster` view (`removed` when not listed).
+pub fn state_of(view: &Json, name: &str) -> String {
+    view["members"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|m| m["name"] == name)
+        .map_or("removed".into(), |m| {
+            m["state"].as_str().unwrap_or("?").to_string()
+        })
+}
