@@ -465,6 +465,18 @@ impl Shared {
             let Some(rows) = local_rows else {
                 return Ok((0, Vec::new()));
             };
+            // This publish may have reached this node's log already: through a forward to the
+            // shard's previous owner that this node copied as its replica before taking over.
+            let claim = self
+                .replication
+                .claim(origin, &distinct_shards(rows.iter().map(|(s, _)| *s)));
+            let mut rows = rows;
+            let before = rows.len();
+            rows.retain(|(s, _)| !claim.logged.contains(s));
+            let done = before - rows.len();
+            if rows.is_empty() {
+                return Ok((done, Vec::new()));
+            }
             let rows_shards: Vec<u32> = rows.iter().map(|(s, _)| *s).collect();
             // Kept for a retry only when the engine may answer busy (`wait` false); a waiting
             // publish takes the rows as they are.
@@ -483,15 +495,18 @@ impl Shared {
             .await
             .map_err(|e| EngineError::Internal(e.to_string()))?;
             if r.is_ok() {
-                self.replication.note(origin, &shards);
+                claim.done();
+            }
+            drop(claim);
+            if r.is_ok() {
                 self.replication.appended();
                 replication::await_replicas(self, topic, &shards).await?;
             }
             match r {
-                Ok(n) => Ok((n, Vec::new())),
+                Ok(n) => Ok((n + done, Vec::new())),
                 // Other owners may already have their part: keep this one for the next round
                 // rather than answer `busy` for a batch partly applied.
-                Err(EngineError::Busy) => Ok((0, keep)),
+                Err(EngineError::Busy) => Ok((done, keep)),
                 Err(e) => Err(e),
             }
         };

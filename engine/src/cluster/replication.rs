@@ -60,6 +60,11 @@ pub(super) struct Replication {
     /// its last fetch at that epoch). Only the current epoch counts: a copy reported to an
     /// earlier owner period may have been truncated since.
     progress: Mutex<HashMap<(String, u32, NodeId), EpochEnd>>,
+    /// As owner: (topic, shard, replica, epoch) of joining replicas this node has sent
+    /// everything it had. Such a replica may be counted in sync by the cluster before this
+    /// node's table says so (it proposes that itself), so from then on this node waits for
+    /// it too (Kafka's "maximal ISR" while an ISR change is pending).
+    level: Mutex<std::collections::HashSet<(String, u32, NodeId, u64)>>,
     /// Woken when a replica reports progress.
     progressed: Notify,
     /// Woken when this node appends to a shard it owns, for fetches waiting for entries.
@@ -261,7 +266,13 @@ pub(super) async fn await_replicas(
                          the events; they may or may not be kept, retry"
                     )));
                 }
-                for r in &e.replicas {
+                let level = lock(&s.replication.level);
+                let waited = e.replicas.iter().chain(
+                    e.joining
+                        .iter()
+                        .filter(|r| level.contains(&(topic.to_string(), *shard, **r, e.epoch.0))),
+                );
+                for r in waited {
                     let have = progress
                         .get(&(topic.to_string(), *shard, *r))
                         .filter(|(epoch, _)| *epoch == e.epoch.0)
@@ -273,7 +284,9 @@ pub(super) async fn await_replicas(
             }
         }
         if missing.is_empty() {
-            return Ok(());
+            // A write that waited (for its replicas, or a paused process) may have outlived
+            // this node's lease; by then the shard may have another owner.
+            return s.check_lease();
         }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -401,6 +414,9 @@ fn read_for(
                 .filter(|(_, start)| *start >= item.next && *start < end)
                 .copied()
                 .collect();
+        }
+        if item.next + f.payloads.len() as u64 >= owner_next {
+            lock(&s.replication.level).insert((item.topic.clone(), item.shard, replica, epoch));
         }
         out.push(f);
     }
@@ -546,36 +562,50 @@ async fn fetch_once(s: &Arc<Shared>, owner: NodeId, shards: &[(u32, u64)]) -> Re
             continue;
         }
         let n = f.payloads.len() as u64;
-        // Checked again right before appending: once this node owns the shard, its log
-        // takes only its own writes.
-        let epoch_now = shards
-            .iter()
-            .find(|(sh, _)| *sh == shard)
-            .map_or(u64::MAX, |(_, e)| *e);
-        if n > 0
-            && !copied_by_owner(&s.current(), s.me)
-                .remove(&owner)
-                .unwrap_or_default()
-                .contains(&(shard, epoch_now))
-        {
-            continue;
-        }
         if n > 0 {
             let e2 = Arc::clone(&engine);
+            let s2 = Arc::clone(s);
             let t2 = topic.clone();
-            let (first, payloads) = (f.first, f.payloads);
-            let origins = tokio::task::spawn_blocking(move || {
-                e2.append_replicated(&t2, shard, first, payloads)
+            let (first, payloads, marks) = (f.first, f.payloads, f.marks);
+            let epoch_now = shards
+                .iter()
+                .find(|(sh, _)| *sh == shard)
+                .map_or(u64::MAX, |(_, e)| *e);
+            // Under the lock a forward's claim takes: the check that this node still copies
+            // the shard (once it owns it, its log takes only its own writes), the append and
+            // the note of the copied publishes are one step for a retried forward, which so
+            // either finds the publish noted or finds this node the owner first.
+            let appended = tokio::task::spawn_blocking(move || -> Result<bool, String> {
+                let mut seen = lock(&s2.replication.seen);
+                let still = copied_by_owner(&s2.current(), s2.me)
+                    .remove(&owner)
+                    .unwrap_or_default()
+                    .contains(&(shard, epoch_now));
+                if !still {
+                    return Ok(false);
+                }
+                let origins = e2
+                    .append_replicated(&t2, shard, first, payloads)
+                    .map_err(|e| e.to_string())?;
+                for (p, b) in origins {
+                    seen.insert((p, b, shard));
+                }
+                drop(seen);
+                let Some(store) = e2.store() else {
+                    return Ok(true);
+                };
+                for (epoch, start) in marks {
+                    store
+                        .log()
+                        .mark_epoch(&t2, shard, epoch, start)
+                        .map_err(|e| e.to_string())?;
+                }
+                Ok(true)
             })
             .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
-            for o in origins {
-                s.replication.note(o, &[shard]);
-            }
-            for (epoch, start) in f.marks {
-                log.mark_epoch(&topic, shard, epoch, start)
-                    .map_err(|e| e.to_string())?;
+            .map_err(|e| e.to_string())??;
+            if !appended {
+                continue;
             }
             brought = true;
         }
