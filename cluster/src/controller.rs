@@ -129,7 +129,7 @@ pub fn next_commands(
                 in_flight += 1;
             } else {
                 out.push(Command::AbortMove { shard, to });
-                if owner != goal {
+                if owner != goal && (r == 1 || entry.replicas.contains(&goal)) {
                     wanted.push((!leaving(owner), shard, goal));
                 }
             }

@@ -467,14 +467,17 @@ impl Shared {
             };
             // This publish may have reached this node's log already: through a forward to the
             // shard's previous owner that this node copied as its replica before taking over.
-            let claim = self
-                .replication
-                .claim(origin, &distinct_shards(rows.iter().map(|(s, _)| *s)));
+            let all_shards = distinct_shards(rows.iter().map(|(s, _)| *s));
+            let claim = self.replication.claim(origin, &all_shards)?;
             let mut rows = rows;
             let before = rows.len();
             rows.retain(|(s, _)| !claim.logged.contains(s));
             let done = before - rows.len();
             if rows.is_empty() {
+                // Logged already (as a replica before this node took the shard over): its
+                // own replicas must have it too before it is acknowledged.
+                drop(claim);
+                replication::await_replicas(self, topic, &all_shards).await?;
                 return Ok((done, Vec::new()));
             }
             let rows_shards: Vec<u32> = rows.iter().map(|(s, _)| *s).collect();
@@ -500,7 +503,7 @@ impl Shared {
             drop(claim);
             if r.is_ok() {
                 self.replication.appended();
-                replication::await_replicas(self, topic, &shards).await?;
+                replication::await_replicas(self, topic, &all_shards).await?;
             }
             match r {
                 Ok(n) => Ok((n + done, Vec::new())),
@@ -685,7 +688,11 @@ impl Distribution for Shared {
         // owner that answered too late, or as the replica of one that died before it
         // answered) is acknowledged without logging them again.
         let row_shards = distinct_shards(rows.iter().map(shard_of_row));
-        let claim = origin.map(|o| self.replication.claim(o, &row_shards));
+        let claim = origin
+            .map(|o| self.replication.claim(o, &row_shards))
+            .transpose()?;
+        // The claim may have waited for an earlier attempt: check ownership again.
+        self.fence(epochs)?;
         let rows: Vec<Row> = match &claim {
             Some(c) if !c.logged.is_empty() => rows
                 .into_iter()
@@ -694,6 +701,8 @@ impl Distribution for Shared {
             _ => rows,
         };
         if rows.is_empty() {
+            drop(claim);
+            self.block(replication::await_replicas(self, topic, &row_shards))?;
             return Ok(total);
         }
         let shards = distinct_shards(rows.iter().map(shard_of_row));
@@ -711,7 +720,7 @@ impl Distribution for Shared {
         }
         drop(claim);
         self.replication.appended();
-        self.block(replication::await_replicas(self, topic, &shards))?;
+        self.block(replication::await_replicas(self, topic, &row_shards))?;
         Ok(total)
     }
 

@@ -150,14 +150,21 @@ impl Replication {
     /// others are claimed. While another attempt of the same publish is logging any of them
     /// this waits for it (up to [`CLAIM_WAIT`]), so a retry that overtakes a slow first
     /// attempt neither logs the events twice nor acknowledges them before they are logged.
-    pub(super) fn claim(&self, origin: (u64, u64), shards: &[u32]) -> Claim<'_> {
+    pub(super) fn claim(
+        &self,
+        origin: (u64, u64),
+        shards: &[u32],
+    ) -> Result<Claim<'_>, EngineError> {
         let key = |s: &u32| (origin.0, origin.1, *s);
         let deadline = Instant::now() + CLAIM_WAIT;
         let mut seen = lock(&self.seen);
         while shards.iter().any(|s| seen.inflight.contains(&key(s))) {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                break;
+                return Err(EngineError::Unavailable(format!(
+                    "an earlier attempt of this publish is still being logged after \
+                     {CLAIM_WAIT:?}; retry"
+                )));
             }
             seen = self
                 .settled
@@ -169,12 +176,12 @@ impl Replication {
         for s in &claimed {
             seen.inflight.insert(key(s));
         }
-        Claim {
+        Ok(Claim {
             replication: self,
             origin,
             claimed,
             logged,
-        }
+        })
     }
 
     /// Records that this node's log holds the events of publish `origin` for `shards`.
@@ -213,6 +220,11 @@ pub(super) fn mark_epochs(s: &Shared, topic: &str, shards: &[u32]) -> Result<(),
         let Ok(entry) = state.table.get(shard) else {
             continue;
         };
+        if entry.owner != Some(s.me) {
+            return Err(EngineError::StaleEpoch(format!(
+                "shard {shard} is no longer owned by this node"
+            )));
+        }
         let epoch = entry.epoch.0;
         let key = (topic.to_string(), shard);
         if lock(&s.replication.marked).get(&key) == Some(&epoch) {
@@ -401,7 +413,14 @@ fn read_for(
             (epoch, item.next),
         ));
         if budget > 0 && item.next < owner_next {
-            for (_, p) in log.read(&item.topic, item.shard, item.next, FETCH_ENTRIES)? {
+            let entries = log.read(&item.topic, item.shard, item.next, FETCH_ENTRIES)?;
+            // Retention may have removed the start: the copy then cannot continue (an append
+            // must follow the replica's end), which its fetch loop reports, rather than store
+            // entries at the wrong offsets.
+            if let Some((o, _)) = entries.first() {
+                f.first = *o;
+            }
+            for (_, p) in entries {
                 budget = budget.saturating_sub(p.len());
                 f.payloads.push(p);
                 if budget == 0 {
@@ -547,15 +566,34 @@ async fn fetch_once(s: &Arc<Shared>, owner: NodeId, shards: &[(u32, u64)]) -> Re
             continue;
         }
         let (topic, shard) = (f.topic.clone(), f.shard);
+        let epoch_now = shards
+            .iter()
+            .find(|(sh, _)| *sh == shard)
+            .map_or(u64::MAX, |(_, e)| *e);
         if let Some(to) = f.truncate_to {
-            let e2 = Arc::clone(&engine);
+            let s2 = Arc::clone(s);
             let l2 = Arc::clone(&log);
             let t2 = topic.clone();
-            let _ = &e2;
-            tokio::task::spawn_blocking(move || l2.truncate_from(&t2, shard, to))
-                .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| e.to_string())?;
+            // Like an append (below): only while this node still copies the shard, so a
+            // truncation never removes what it wrote after taking the shard over.
+            let done = tokio::task::spawn_blocking(move || -> Result<bool, String> {
+                let _seen = lock(&s2.replication.seen);
+                if !copied_by_owner(&s2.current(), s2.me)
+                    .remove(&owner)
+                    .unwrap_or_default()
+                    .contains(&(shard, epoch_now))
+                {
+                    return Ok(false);
+                }
+                l2.truncate_from(&t2, shard, to)
+                    .map(|_| true)
+                    .map_err(|e| e.to_string())
+            })
+            .await
+            .map_err(|e| e.to_string())??;
+            if !done {
+                continue;
+            }
             tracing::warn!(topic = %topic, shard, from = to, owner = %format!("{owner:016x}"), "removed entries the shard's owner never had (written by an owner that lost the shard)");
             level.insert(shard, false);
             brought = true;
@@ -567,10 +605,6 @@ async fn fetch_once(s: &Arc<Shared>, owner: NodeId, shards: &[(u32, u64)]) -> Re
             let s2 = Arc::clone(s);
             let t2 = topic.clone();
             let (first, payloads, marks) = (f.first, f.payloads, f.marks);
-            let epoch_now = shards
-                .iter()
-                .find(|(sh, _)| *sh == shard)
-                .map_or(u64::MAX, |(_, e)| *e);
             // Under the lock a forward's claim takes: the check that this node still copies
             // the shard (once it owns it, its log takes only its own writes), the append and
             // the note of the copied publishes are one step for a retried forward, which so
@@ -661,7 +695,9 @@ pub(super) fn promoted(prev: &ClusterState, now: &ClusterState, me: NodeId) -> V
         .filter(|(shard, e)| {
             e.owner == Some(me)
                 && prev.table.get(*shard).is_ok_and(|p| {
-                    p.owner != Some(me) && p.moving_to != Some(me) && p.replicas.contains(&me)
+                    p.owner != Some(me)
+                        && p.moving_to != Some(me)
+                        && (p.replicas.contains(&me) || p.joining.contains(&me))
                 })
         })
         .map(|(shard, _)| shard)
