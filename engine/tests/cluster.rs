@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cluster_common::{cluster_view, owned_by_name as owned, rt, settled};
+use cluster_common::{cluster_view, owned_by_name as owned, rt, settled, PER_SECOND_YAML};
 use node_common::{clicks_topic, window_yaml, NodeProc, BIN};
 use serde_json::{json, Value as Json};
 use starling_engine::client::http::HttpClient;
@@ -310,38 +310,12 @@ fn scale_out_and_leave_under_load() {
         let bases = Arc::new(Mutex::new(vec![n1.base(), n2.base()]));
         let acked = Arc::new(Mutex::new(Vec::<(u64, String)>::new()));
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let publisher = {
-            let (bases, acked, stop) = (Arc::clone(&bases), Arc::clone(&acked), Arc::clone(&stop));
-            tokio::spawn(async move {
-                let mut i = 0u64;
-                let mut failures = 0;
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    let batch: Vec<Json> = (0..50)
-                        .map(|j| {
-                            json!({"user": format!("u{}", (i * 50 + j) % 997), "ts": 1_000_000 + i * 50 + j})
-                        })
-                        .collect();
-                    let targets = bases.lock().unwrap().clone();
-                    let base = &targets[i as usize % targets.len()];
-                    match HttpClient::new(base).publish_ndjson("clicks", ndjson(&batch)).await {
-                        Ok(n) => {
-                            assert_eq!(n, 50);
-                            let mut a = acked.lock().unwrap();
-                            for e in &batch {
-                                a.push((e["ts"].as_u64().unwrap(), e["user"].as_str().unwrap().into()));
-                            }
-                        }
-                        Err(e) => {
-                            failures += 1;
-                            eprintln!("publish to {base} not acknowledged: {e}");
-                        }
-                    }
-                    i += 1;
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-                failures
-            })
-        };
+        let publisher = cluster_common::publish_steadily(
+            Arc::clone(&bases),
+            997,
+            Arc::clone(&acked),
+            Arc::clone(&stop),
+        );
         tokio::time::sleep(Duration::from_secs(1)).await;
         let t = Instant::now();
         let n3 = member(Some(&seed), "c");
@@ -502,19 +476,6 @@ fn scale_out_and_leave_under_load() {
         settled(&[&n1, &n3], 2, Duration::from_secs(60)).await;
     });
 }
-
-const PER_SECOND_YAML: &str = r#"name: per_second
-inputs:
-  - {id: c, topic: clicks, watermark: {max_delay: 3600s, idle_timeout: 0s}}
-nodes:
-  - {id: w, op: window, input: c, kind: tumbling, size: 1s}
-  - id: n
-    op: aggregate
-    input: w
-    aggregates: [{name: clicks, fn: count}]
-outputs:
-  - {name: out, from: n}
-"#;
 
 const PV_YAML: &str = r#"name: pv
 topics:

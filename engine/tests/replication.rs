@@ -11,9 +11,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cluster_common::{cluster_view, rt, settled, state_of};
+use cluster_common::{cluster_view, rt, settled, state_of, PER_SECOND_YAML};
 use node_common::{clicks_topic, NodeProc};
-use serde_json::{json, Value as Json};
+use serde_json::Value as Json;
 use starling_engine::client::http::HttpClient;
 
 const SHARDS: &str = "16";
@@ -37,21 +37,6 @@ fn member(seed: Option<&str>, name: &str, replication: &str) -> NodeProc {
     }
     NodeProc::start(&args)
 }
-
-/// Per user and second of event time; nothing closes until the final watermark, so every
-/// window is open when the owner dies and must be rebuilt from the replica's log.
-const PER_SECOND_YAML: &str = r#"name: per_second
-inputs:
-  - {id: c, topic: clicks, watermark: {max_delay: 3600s, idle_timeout: 0s}}
-nodes:
-  - {id: w, op: window, input: c, kind: tumbling, size: 1s}
-  - id: n
-    op: aggregate
-    input: w
-    aggregates: [{name: clicks, fn: count}]
-outputs:
-  - {name: out, from: n}
-"#;
 
 fn id_of(view: &Json, name: &str) -> Json {
     view["members"]
@@ -132,44 +117,12 @@ fn a_killed_owner_loses_no_acknowledged_event_and_results_stay_exact() {
 
         let acked = Arc::new(Mutex::new(Vec::<(u64, String)>::new()));
         let stop = Arc::new(AtomicBool::new(false));
-        let publisher = {
-            let bases = [a.base(), b.base()];
-            let (acked, stop) = (Arc::clone(&acked), Arc::clone(&stop));
-            tokio::spawn(async move {
-                let mut i = 0u64;
-                let mut refused = 0;
-                while !stop.load(Ordering::Relaxed) {
-                    let batch: Vec<Json> = (0..50)
-                        .map(|j| json!({"user": format!("u{}", (i * 50 + j) % 499), "ts": 1_000_000 + i * 50 + j}))
-                        .collect();
-                    let body: Vec<u8> = batch
-                        .iter()
-                        .flat_map(|e| {
-                            let mut l = e.to_string().into_bytes();
-                            l.push(b'\n');
-                            l
-                        })
-                        .collect();
-                    let base = &bases[i as usize % 2];
-                    match HttpClient::new(base).publish_ndjson("clicks", body).await {
-                        Ok(n) => {
-                            assert_eq!(n, 50);
-                            let mut a = acked.lock().unwrap();
-                            for e in &batch {
-                                a.push((e["ts"].as_u64().unwrap(), e["user"].as_str().unwrap().into()));
-                            }
-                        }
-                        Err(e) => {
-                            refused += 1;
-                            eprintln!("publish to {base} not acknowledged: {e}");
-                        }
-                    }
-                    i += 1;
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-                refused
-            })
-        };
+        let publisher = cluster_common::publish_steadily(
+            Arc::new(Mutex::new(vec![a.base(), b.base()])),
+            499,
+            Arc::clone(&acked),
+            Arc::clone(&stop),
+        );
         tokio::time::sleep(Duration::from_secs(2)).await;
         let before = acked.lock().unwrap().len();
         let c_id = id_of(&view, "c");

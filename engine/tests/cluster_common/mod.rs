@@ -128,3 +128,65 @@ pub fn state_of(view: &Json, name: &str) -> String {
             m["state"].as_str().unwrap_or("?").to_string()
         })
 }
+
+/// Per user and second of event time, nothing closing until the final watermark: every
+/// window is open through any move or failover, so its state must survive it.
+pub const PER_SECOND_YAML: &str = r#"name: per_second
+inputs:
+  - {id: c, topic: clicks, watermark: {max_delay: 3600s, idle_timeout: 0s}}
+nodes:
+  - {id: w, op: window, input: c, kind: tumbling, size: 1s}
+  - id: n
+    op: aggregate
+    input: w
+    aggregates: [{name: clicks, fn: count}]
+outputs:
+  - {name: out, from: n}
+"#;
+
+/// Publishes batches of 50 `clicks` events (`users` users, event times from 1 000 000 up)
+/// every 5 ms to the nodes of `bases` in turn, until `stop`; every acknowledged event goes
+/// into `acked` as (ts, user). Returns how many publishes were not acknowledged.
+pub fn publish_steadily(
+    bases: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    users: u64,
+    acked: std::sync::Arc<std::sync::Mutex<Vec<(u64, String)>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<usize> {
+    tokio::spawn(async move {
+        let mut i = 0u64;
+        let mut refused = 0;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let batch: Vec<(u64, String)> = (0..50)
+                .map(|j| (1_000_000 + i * 50 + j, format!("u{}", (i * 50 + j) % users)))
+                .collect();
+            let mut body = Vec::new();
+            for (ts, user) in &batch {
+                body.extend_from_slice(
+                    serde_json::json!({"user": user, "ts": ts})
+                        .to_string()
+                        .as_bytes(),
+                );
+                body.push(b'\n');
+            }
+            let targets = bases.lock().unwrap().clone();
+            let base = &targets[i as usize % targets.len()];
+            match starling_engine::client::http::HttpClient::new(base)
+                .publish_ndjson("clicks", body)
+                .await
+            {
+                Ok(n) => {
+                    assert_eq!(n, 50);
+                    acked.lock().unwrap().extend(batch);
+                }
+                Err(e) => {
+                    refused += 1;
+                    eprintln!("publish to {base} not acknowledged: {e}");
+                }
+            }
+            i += 1;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        refused
+    })
+}
