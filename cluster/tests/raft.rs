@@ -76,6 +76,7 @@ fn settings() -> RaftSettings {
     RaftSettings {
         snapshot_every: 10,
         keep_after_snapshot: 2,
+        catch_up_timeout: Duration::from_secs(2),
         ..RaftSettings::default()
     }
 }
@@ -473,6 +474,40 @@ async fn at_most_five_voters_and_a_leaving_voter_is_replaced_by_a_learner() {
         "members leave the state separately"
     );
     for n in &nodes {
+        n.shutdown().await.unwrap();
+    }
+}
+
+/// A member added while it cannot catch up stays a learner; the leader promotes it on a
+/// later round once it has caught up, so a cluster does not keep too few voters for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_learner_that_could_not_catch_up_is_promoted_later() {
+    let net = Arc::new(Net::default());
+    let (_keep, dirs) = dirs(4);
+    let nodes = three_nodes(&net, &dirs).await;
+    let n4 = start(&net, 4, &dirs[3]).await.unwrap();
+    net.cut(4, true);
+    assert_eq!(
+        nodes[0].add_node(4, info(4)).await.unwrap(),
+        NodeRole::Learner
+    );
+    assert_eq!(nodes[0].promote(4).await.unwrap(), NodeRole::Learner);
+    assert_eq!(nodes[0].voters(), [1, 2, 3].into());
+    // Only the leader changes membership; an unknown node is not made a voter.
+    assert!(matches!(
+        nodes[1].promote(4).await,
+        Err(RaftError::NotLeader { .. })
+    ));
+    assert_eq!(nodes[0].promote(9).await.unwrap(), NodeRole::Learner);
+    net.cut(4, false);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while nodes[0].promote(4).await.unwrap() != NodeRole::Voter {
+        assert!(Instant::now() < deadline, "node 4 was never promoted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(nodes[0].voters(), [1, 2, 3, 4].into());
+    eventually("node 4 to see itself a voter", || n4.voters().contains(&4)).await;
+    for n in nodes.iter().chain([&n4]) {
         n.shutdown().await.unwrap();
     }
 }

@@ -79,7 +79,7 @@ pub struct RaftSettings {
     /// How long [`ClusterRaft::propose`] waits for a leader and for its proposal to commit.
     pub propose_timeout: Duration,
     /// How long [`ClusterRaft::add_node`] waits for a new learner to catch up before
-    /// leaving it a learner (it can be promoted by calling `add_node` again).
+    /// leaving it a learner (the leader promotes it later, [`ClusterRaft::promote`]).
     pub catch_up_timeout: Duration,
     /// The largest RPC (request or reply) accepted, in bytes; bounds what a hostile or
     /// broken peer can make a node allocate and parse.
@@ -298,18 +298,30 @@ impl ClusterRaft {
             tracing::info!(node, log = %added.log_id, "added a Raft learner");
         }
         self.propose(Command::AddMember { node, info }).await?;
+        if self.voters().len() < MAX_VOTERS && !self.wait_caught_up(node).await {
+            tracing::warn!(
+                node,
+                "the learner did not catch up in time; it stays a learner for now"
+            );
+            return Ok(NodeRole::Learner);
+        }
+        self.promote(node).await
+    }
+
+    /// Makes a caught-up learner a voter while there are fewer than [`MAX_VOTERS`]; does not
+    /// wait for one that lags. The leader calls this on every round for members left as
+    /// learners: with too few voters, the side of a partition that holds most of the nodes
+    /// may not hold most of the votes, and the wrong side would keep its leases.
+    pub async fn promote(&self, node: NodeId) -> Result<NodeRole, RaftError> {
+        self.ensure_leader()?;
         let voters = self.voters();
         if voters.contains(&node) {
             return Ok(NodeRole::Voter);
         }
-        if voters.len() >= MAX_VOTERS {
-            return Ok(NodeRole::Learner);
-        }
-        if !self.wait_caught_up(node).await {
-            tracing::warn!(
-                node,
-                "the learner did not catch up in time; it stays a learner"
-            );
+        if voters.len() >= MAX_VOTERS
+            || !self.raft_nodes().contains(&node)
+            || !self.is_caught_up(node)
+        {
             return Ok(NodeRole::Learner);
         }
         self.raft

@@ -1116,6 +1116,12 @@ async fn leader_loop(s: Arc<Shared>) {
             if m.state == MemberState::Leaving && known.is_some_and(|k| !k.leaving) {
                 let _ = s.propose(Command::SetLeaving { node: m.node_id }).await;
             }
+            // A member that joined while the log ran ahead stayed a learner: try again.
+            if known.is_some() && m.node_id != s.me && m.state != MemberState::Leaving {
+                if let Err(e) = s.raft.promote(m.node_id).await {
+                    tracing::debug!(node = %format!("{:016x}", m.node_id), error = %e, "could not promote a learner");
+                }
+            }
         }
         if state.replication == 0 {
             let factor = s.replication_factor.max(1);

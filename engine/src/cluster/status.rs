@@ -66,8 +66,17 @@ pub(crate) async fn cluster_json(s: &Shared) -> Value {
         .count();
     // Nothing left for the leader to do: every shard is where placement wants it, with all
     // its replicas in sync.
+    // As many voters as there can be: otherwise most of the nodes need not hold most of the
+    // votes, and a partition could leave the larger side without a leader.
+    let voting = state
+        .members
+        .keys()
+        .filter(|id| voters.contains(id))
+        .count();
+    let full_vote = voting >= state.members.len().min(starling_cluster::raft::MAX_VOTERS);
     let settled = moving == 0
         && joining == 0
+        && full_vote
         && starling_cluster::controller::next_commands(&state, &live, super::MOVES_IN_FLIGHT)
             .is_empty();
     json!({
@@ -78,6 +87,7 @@ pub(crate) async fn cluster_json(s: &Shared) -> Value {
         "moving": moving,
         "replication": state.replication_factor(),
         "replicas_joining": joining,
+        "voters": voting,
         "settled": settled,
         "members": members,
         "shards": shards,
