@@ -613,7 +613,7 @@ impl Distribution for Shared {
     fn publish(&self, topic: &str, rows: Vec<Row>, wait: bool) -> Result<usize, EngineError> {
         let engine = self.engine()?;
         engine.check_rows(topic, &rows)?;
-        let key = engine.topic_spec(topic)?.key;
+        let key = engine.read_topic_spec(topic, |t| t.key)?;
         let total = rows.len();
         let mut pending: Vec<(u32, Row)> = rows
             .into_iter()
@@ -671,7 +671,7 @@ impl Distribution for Shared {
         origin: Option<(u64, u64)>,
     ) -> Result<usize, EngineError> {
         let engine = self.engine()?;
-        let key = engine.topic_spec(topic)?.key;
+        let key = engine.read_topic_spec(topic, |t| t.key)?;
         let listed = listed_shards(epochs);
         for row in &rows {
             let shard = key.map_or(0, |k| row.get(k).map_or(0, |v| self.shard_of(v)));

@@ -203,8 +203,13 @@ fn waits(s: &Shared, topic: &str) -> bool {
     s.current().replication_factor() > 1
         && s.engine()
             .ok()
-            .and_then(|e| e.topic_spec(topic).ok())
-            .is_some_and(|t| t.acks == starling_operators::definition::Acks::All)
+            .and_then(|e| {
+                e.read_topic_spec(topic, |t| {
+                    t.acks == starling_operators::definition::Acks::All
+                })
+                .ok()
+            })
+            .unwrap_or(false)
 }
 
 /// As owner, before appending to `shards` of `topic`: records where the current epoch of

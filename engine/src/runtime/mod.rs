@@ -383,6 +383,16 @@ impl Engine {
         Ok(self.inner.topic(topic)?.spec.clone())
     }
 
+    /// Reads part of a topic's spec without cloning it (schema included): a cluster's
+    /// publish path needs the key field and the acks setting on every batch.
+    pub fn read_topic_spec<R>(
+        &self,
+        topic: &str,
+        read: impl FnOnce(&TopicSpec) -> R,
+    ) -> Result<R, EngineError> {
+        Ok(read(&self.inner.topic(topic)?.spec))
+    }
+
     fn topic_specs(&self) -> HashMap<String, TopicSpec> {
         self.inner
             .read_topics()
