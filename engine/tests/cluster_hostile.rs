@@ -518,3 +518,33 @@ fn a_member_refuses_hostile_node_to_node_requests() {
         assert_eq!(logged(&node, "clicks").await, 1);
     });
 }
+
+/// A topic declaration that no node could create (a key that is not a field, a `min_insync`
+/// no cluster can meet) is refused before the cluster agrees on it, as on a single node:
+/// a 400 naming the fault, at once, not a 503 after every node failed to create it.
+#[test]
+fn a_member_refuses_a_bad_topic_before_the_cluster_agrees_on_it() {
+    let node = member(None, "a");
+    rt().block_on(async {
+        settled(&[&node], 1, Duration::from_secs(60)).await;
+        let admin = HttpClient::new(&node.base());
+        let mut keyless = clicks_topic("bad");
+        keyless["key"] = serde_json::json!("nope");
+        let mut unmeetable = clicks_topic("bad");
+        unmeetable["min_insync"] = serde_json::json!(8);
+        for (def, word) in [(keyless, "nope"), (unmeetable, "min_insync")] {
+            let t = std::time::Instant::now();
+            let e = admin.create_topic(&def).await.unwrap_err().to_string();
+            assert!(e.contains("400") && e.contains(word), "{e}");
+            assert!(
+                t.elapsed() < Duration::from_secs(5),
+                "refused after {:?}",
+                t.elapsed()
+            );
+        }
+        // Nothing was agreed: the name is free for a good declaration.
+        admin.create_topic(&clicks_topic("bad")).await.unwrap();
+        let topics = admin.topics().await.unwrap().to_string();
+        assert!(topics.contains("\"bad\""), "{topics}");
+    });
+}

@@ -18,8 +18,8 @@ use starling_engine::client::http::HttpClient;
 
 const SHARDS: &str = "16";
 
-/// A member of cluster `r` with R = `replication`.
-fn member(seed: Option<&str>, name: &str, replication: &str) -> NodeProc {
+/// The arguments of a member of cluster `r` with R = `replication`.
+fn member_args(seed: Option<&str>, name: &str, replication: &str) -> Vec<String> {
     let mut args = vec![
         "--gossip",
         "127.0.0.1:0",
@@ -35,7 +35,13 @@ fn member(seed: Option<&str>, name: &str, replication: &str) -> NodeProc {
     if let Some(s) = seed {
         args.extend(["--seed", s]);
     }
-    NodeProc::start(&args)
+    args.into_iter().map(String::from).collect()
+}
+
+/// A member of cluster `r` with R = `replication`.
+fn member(seed: Option<&str>, name: &str, replication: &str) -> NodeProc {
+    let args = member_args(seed, name, replication);
+    NodeProc::start(&args.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
 fn id_of(view: &Json, name: &str) -> Json {
@@ -263,5 +269,120 @@ fn a_killed_owner_loses_no_acknowledged_event_and_results_stay_exact() {
             &differ[..differ.len().min(10)]
         );
         println!("{} per-user windows equal one node's over every kept event", truth.len());
+    });
+}
+
+/// 32 events of 32 users (so every shard gets some), `first` giving their times.
+fn spread(first: u64) -> Vec<u8> {
+    let mut body = Vec::new();
+    for i in 0..32 {
+        body.extend_from_slice(
+            serde_json::json!({"user": format!("u{i}"), "ts": 1_000 + first + i})
+                .to_string()
+                .as_bytes(),
+        );
+        body.push(b'\n');
+    }
+    body
+}
+
+/// Events of `topic` in `node`'s log, over every shard.
+async fn logged(node: &NodeProc, topic: &str) -> Vec<(u64, String)> {
+    let mut all = Vec::new();
+    for shard in 0..SHARDS.parse::<u64>().unwrap() {
+        all.extend(shard_log(node, topic, shard).await);
+    }
+    all
+}
+
+/// `min_insync` (Kafka's `min.insync.replicas`) with R = 3 on three nodes: while one is
+/// dead, a topic that needs three in-sync copies refuses publishes with an error naming the
+/// setting and logs none of them, while a topic that needs one copy takes them; once the
+/// node is back and has caught up, the first topic takes publishes again. Values that no
+/// cluster can meet, or of the wrong type, are refused when the topic is declared.
+#[test]
+fn min_insync_refuses_publishes_while_too_few_copies_are_in_sync() {
+    rt().block_on(async {
+        let a = member(None, "a", "3");
+        let seed = a.banner_field("gossip");
+        let b = member(Some(&seed), "b", "3");
+        let c = member(Some(&seed), "c", "3");
+        settled(&[&a, &b, &c], 3, Duration::from_secs(60)).await;
+        let admin = HttpClient::new(&a.base());
+        for bad in [
+            serde_json::json!(0),
+            serde_json::json!(8),
+            serde_json::json!("two"),
+        ] {
+            let mut t = clicks_topic("bad");
+            t["min_insync"] = bad.clone();
+            let e = admin.create_topic(&t).await.unwrap_err().to_string();
+            assert!(e.contains("min_insync"), "min_insync {bad}: {e}");
+        }
+        let mut safe = clicks_topic("safe");
+        safe["min_insync"] = serde_json::json!(3);
+        admin.create_topic(&safe).await.unwrap();
+        admin.create_topic(&clicks_topic("clicks")).await.unwrap();
+        assert_eq!(admin.publish_ndjson("safe", spread(0)).await.unwrap(), 32);
+
+        let c_id = c.banner_field("node_id");
+        let dir = c.sigkill();
+        let t = Instant::now();
+        loop {
+            let v = cluster_view(&a).await.unwrap_or(Json::Null);
+            let without_c = v["shards"].as_array().is_some_and(|s| {
+                s.iter().all(|e| {
+                    e["owner"] != c_id.as_str()
+                        && e["replicas"]
+                            .as_array()
+                            .is_some_and(|r| r.len() == 1 && r[0] != c_id.as_str())
+                })
+            });
+            if without_c {
+                break;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "c's copies stayed listed: {v:#}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let e = admin
+            .publish_ndjson("safe", spread(100))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("min_insync 3") && e.contains("2 in-sync copies"),
+            "{e}"
+        );
+        assert_eq!(
+            admin.publish_ndjson("clicks", spread(200)).await.unwrap(),
+            32
+        );
+        assert_eq!(
+            logged(&a, "safe").await.len(),
+            32,
+            "a refused publish was logged"
+        );
+        assert_eq!(
+            logged(&b, "safe").await.len(),
+            32,
+            "a refused publish was logged"
+        );
+
+        let args = member_args(Some(&seed), "c", "3");
+        let c = NodeProc::start_in(dir, &args.iter().map(String::as_str).collect::<Vec<_>>());
+        settled(&[&a, &b, &c], 3, Duration::from_secs(60)).await;
+        assert_eq!(admin.publish_ndjson("safe", spread(300)).await.unwrap(), 32);
+        // Every node holds every shard, as owner or in-sync replica, once the acks are in.
+        let mut on_a = logged(&a, "safe").await;
+        on_a.sort();
+        assert_eq!(on_a.len(), 64);
+        for other in [&b, &c] {
+            let mut copy = logged(other, "safe").await;
+            copy.sort();
+            assert_eq!(on_a, copy);
+        }
     });
 }

@@ -52,7 +52,25 @@ pub struct TopicDef {
     /// owner logged it.
     #[serde(default, skip_serializing_if = "Acks::is_default")]
     pub acks: Acks,
+    /// With `acks: all`, the fewest copies of a shard (its owner included) that must hold a
+    /// publish before it is answered (Kafka's `min.insync.replicas`, default 1). With fewer
+    /// in-sync copies the publish is refused before anything is logged, so that a cluster
+    /// down to one copy does not quietly acknowledge what one more loss would lose.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub min_insync: u32,
 }
+
+fn one() -> u32 {
+    1
+}
+
+fn is_one(n: &u32) -> bool {
+    *n == 1
+}
+
+/// The most copies a cluster keeps of a shard (`starling node --replication`), so the
+/// largest `min_insync` that can ever be met.
+pub const MAX_COPIES: u32 = 7;
 
 /// When a replicated publish is acknowledged (Kafka's `acks`, with its default since 3.0).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -660,6 +678,8 @@ mod tests {
         })
         .unwrap()
         .contains("acks"));
+        assert_eq!(t.min_insync, 1);
+        assert!(!serde_json::to_string(&t).unwrap().contains("min_insync"));
         let e = serde_json::from_str::<TopicDef>(
             r#"{"name":"t","time":"ts","fields":[],"acks":"most"}"#,
         )

@@ -455,8 +455,12 @@ impl Shared {
         // This node's part is written while the other owners' parts travel: the ack waits for
         // the slowest write, not for the sum of them.
         let mut local_rows = by_owner.remove(&self.me);
-        if local_rows.is_some() {
-            if let Err(e) = self.check_lease() {
+        if let Some(rows) = &local_rows {
+            let shards = distinct_shards(rows.iter().map(|(s, _)| *s));
+            if let Err(e) = self
+                .check_lease()
+                .and_then(|()| replication::check_min_insync(self, topic, &shards))
+            {
                 why = Some(e.to_string());
                 left.extend(local_rows.take().unwrap_or_default());
             }
@@ -706,6 +710,7 @@ impl Distribution for Shared {
             return Ok(total);
         }
         let shards = distinct_shards(rows.iter().map(shard_of_row));
+        replication::check_min_insync(self, topic, &shards)?;
         replication::mark_epochs(self, topic, &shards)?;
         match origin {
             Some(o) => {
@@ -805,6 +810,7 @@ impl Distribution for Shared {
         if engine.topic_spec(&def.name).is_ok() {
             return engine.create_topic_local(def);
         }
+        engine.check_topic(def)?;
         let text = serde_json::to_string(def).map_err(|e| EngineError::Internal(e.to_string()))?;
         let name = def.name.clone();
         self.block(async {

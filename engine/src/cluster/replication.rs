@@ -198,18 +198,47 @@ impl Replication {
     }
 }
 
+/// The topic's `min_insync` when its publishes are `acks = all`; `None` with `acks = leader`
+/// (or an unknown topic), which waits for no copy but the owner's.
+fn all_acks(s: &Shared, topic: &str) -> Option<u32> {
+    s.engine()
+        .ok()?
+        .read_topic_spec(topic, |t| {
+            (t.acks == starling_operators::definition::Acks::All).then_some(t.min_insync)
+        })
+        .ok()?
+}
+
 /// Whether publishes to `topic` wait for replicas.
 fn waits(s: &Shared, topic: &str) -> bool {
-    s.current().replication_factor() > 1
-        && s.engine()
-            .ok()
-            .and_then(|e| {
-                e.read_topic_spec(topic, |t| {
-                    t.acks == starling_operators::definition::Acks::All
-                })
-                .ok()
-            })
-            .unwrap_or(false)
+    s.current().replication_factor() > 1 && all_acks(s, topic).is_some()
+}
+
+/// As owner, before appending to `shards` of `topic`: refuses the write while a shard has
+/// fewer in-sync copies (its owner included) than the topic's `min_insync`, as Kafka answers
+/// `NOT_ENOUGH_REPLICAS`. Nothing is logged then, so a cluster down to one copy does not
+/// acknowledge what losing that copy would lose.
+pub(super) fn check_min_insync(s: &Shared, topic: &str, shards: &[u32]) -> Result<(), EngineError> {
+    let Some(min) = all_acks(s, topic).filter(|m| *m > 1) else {
+        return Ok(());
+    };
+    let state = s.current();
+    for &shard in shards {
+        let Ok(e) = state.table.get(shard) else {
+            continue;
+        };
+        let copies = 1 + e.replicas.len() as u32;
+        if copies < min {
+            return Err(EngineError::Unavailable(format!(
+                "shard {shard} has {copies} in-sync {} (the cluster keeps {}) but topic \
+                 `{topic}` needs min_insync {min}; nothing was logged, retry once its replicas \
+                 have caught up",
+                if copies == 1 { "copy" } else { "copies" },
+                state.replication_factor()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// As owner, before appending to `shards` of `topic`: records where the current epoch of
@@ -263,6 +292,7 @@ pub(super) async fn await_replicas(
     for &shard in shards {
         ends.push((shard, log.next_offset(topic, shard)?));
     }
+    let min = all_acks(s, topic).unwrap_or(1);
     let deadline = Instant::now() + ACK_TIMEOUT;
     let mut state = s.state.clone();
     loop {
@@ -271,6 +301,8 @@ pub(super) async fn await_replicas(
         notified.as_mut().enable();
         let table = s.current();
         let mut missing: Vec<String> = Vec::new();
+        // The fewest copies any of the shards has of the events, the owner's included.
+        let mut fewest = u32::MAX;
         {
             let progress = lock(&s.replication.progress);
             for (shard, end) in &ends {
@@ -289,6 +321,7 @@ pub(super) async fn await_replicas(
                         .iter()
                         .filter(|r| level.contains(&(topic.to_string(), *shard, **r, e.epoch.0))),
                 );
+                let mut copies = 1;
                 for r in waited {
                     let have = progress
                         .get(&(topic.to_string(), *shard, *r))
@@ -296,11 +329,22 @@ pub(super) async fn await_replicas(
                         .map_or(0, |(_, next)| *next);
                     if have < *end {
                         missing.push(format!("{r:016x} (shard {shard})"));
+                    } else {
+                        copies += 1;
                     }
                 }
+                fewest = fewest.min(copies);
             }
         }
         if missing.is_empty() {
+            if fewest < min {
+                // Kafka's NOT_ENOUGH_REPLICAS_AFTER_APPEND: replicas dropped out meanwhile.
+                return Err(EngineError::Unavailable(format!(
+                    "the events were logged but only {fewest} in-sync copies of a shard hold \
+                     them, fewer than topic `{topic}`'s min_insync {min} (replicas dropped out \
+                     while they copied); they may or may not be kept, retry"
+                )));
+            }
             // A write that waited (for its replicas, or a paused process) may have outlived
             // this node's lease; by then the shard may have another owner.
             return s.check_lease();

@@ -35,13 +35,16 @@ pub(super) async fn create(
 ) -> Result<Response, ApiError> {
     let bytes = read_body(body, s.limits.max_body_bytes).await?;
     require_type(&headers, &["application/json"])?;
-    let def: TopicDef = serde_json::from_slice(&bytes).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_topic",
-            format!("invalid topic declaration: {e}"),
-        )
-    })?;
+    // The error names the field at fault (`min_insync: invalid type ...`).
+    let def: TopicDef =
+        serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(&bytes))
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_topic",
+                    format!("invalid topic declaration: {e}"),
+                )
+            })?;
     let existed = s.engine.topic(&def.name).is_ok();
     s.engine.create_topic(&def).map_err(|e| match e {
         EngineError::Plan(p) => ApiError::new(StatusCode::BAD_REQUEST, "bad_topic", p.to_string()),

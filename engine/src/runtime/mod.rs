@@ -339,6 +339,19 @@ impl Engine {
 
     /// Creates a topic on this node only (recovery, and the cluster layer once agreed).
     pub fn create_topic_local(&self, def: &TopicDef) -> Result<(), EngineError> {
+        if let Some(spec) = self.check_topic(def)? {
+            self.inner.add_topic(spec)?;
+        }
+        if let Some(store) = &self.inner.config.store {
+            store.catalog.add_topic(def)?;
+        }
+        Ok(())
+    }
+
+    /// Checks a topic declaration with the errors its creation would give, creating
+    /// nothing: a cluster checks before it agrees on a declaration, since every node
+    /// would otherwise fail to create what was agreed.
+    pub fn check_topic(&self, def: &TopicDef) -> Result<Option<TopicSpec>, EngineError> {
         let probe = Definition {
             name: "topic".into(),
             description: None,
@@ -357,13 +370,7 @@ impl Engine {
         // Planned against no existing topics, so that a declaration differing from an existing
         // topic is reported as the conflict it is (`add_topic` compares).
         let p = plan::plan(&probe, &HashMap::new())?;
-        if let Some(spec) = p.new_topics.into_iter().find(|t| t.name == def.name) {
-            self.inner.add_topic(spec)?;
-        }
-        if let Some(store) = &self.inner.config.store {
-            store.catalog.add_topic(def)?;
-        }
-        Ok(())
+        Ok(p.new_topics.into_iter().find(|t| t.name == def.name))
     }
 
     /// Every topic with its counters.

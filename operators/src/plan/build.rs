@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use super::*;
 use crate::definition::{
     AggDef, Definition, EmitMode, FieldDef, JoinKind, NodeDef, TopicDef, WindowDef, WindowKind,
+    MAX_COPIES,
 };
 use crate::duration::parse_duration_ms;
 use crate::json::value_from_json;
@@ -165,6 +166,16 @@ fn topic_spec(def: &TopicDef) -> Result<TopicSpec, PlanError> {
             ),
         ));
     }
+    if !(1..=MAX_COPIES).contains(&def.min_insync) {
+        return Err(bad(
+            "min_insync",
+            format!(
+                "must be between 1 and {MAX_COPIES} (the most copies a cluster keeps of a \
+                 shard), not {}",
+                def.min_insync
+            ),
+        ));
+    }
     let key = match &def.key {
         None => None,
         Some(k) => Some(
@@ -179,6 +190,7 @@ fn topic_spec(def: &TopicDef) -> Result<TopicSpec, PlanError> {
         key,
         time: Some(time),
         acks: def.acks,
+        min_insync: def.min_insync,
     })
 }
 
@@ -195,6 +207,7 @@ pub(crate) fn system_topic(name: &str) -> TopicSpec {
         key: None,
         time: Some(2),
         acks: Default::default(),
+        min_insync: 1,
     }
 }
 
@@ -603,6 +616,7 @@ impl Builder {
             key: n.schema.index_of("key"),
             time: None,
             acks: Default::default(),
+            min_insync: 1,
         })
     }
 

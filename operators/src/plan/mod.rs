@@ -28,6 +28,8 @@ pub struct TopicSpec {
     pub time: Option<usize>,
     /// When a publish is acknowledged in a replicated cluster.
     pub acks: crate::definition::Acks,
+    /// With `acks = all`, the fewest in-sync copies a shard needs to take a publish.
+    pub min_insync: u32,
 }
 
 /// A checked definition, ready to render on every worker.
