@@ -78,6 +78,12 @@ pub enum Command {
         node: NodeId,
         epoch: Epoch,
     },
+    /// The owner of `epoch` waited too long on an in-sync replica: it goes back to joining.
+    ReplicaOutOfSync {
+        shard: ShardId,
+        node: NodeId,
+        epoch: Epoch,
+    },
     /// Makes an in-sync replica the owner (the owner died), at the next epoch.
     Promote { shard: ShardId, node: NodeId },
 }
@@ -217,6 +223,10 @@ impl ClusterState {
             Command::ReplicaInSync { shard, node, epoch } => self
                 .table
                 .replica_in_sync(*shard, *node, *epoch)
+                .map_or_else(refused, |()| Outcome::Done),
+            Command::ReplicaOutOfSync { shard, node, epoch } => self
+                .table
+                .replica_out_of_sync(*shard, *node, *epoch)
                 .map_or_else(refused, |()| Outcome::Done),
             Command::Promote { shard, node } => self
                 .table

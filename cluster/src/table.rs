@@ -220,6 +220,32 @@ impl ShardTable {
         Ok(())
     }
 
+    /// Moves an in-sync replica back to joining at `epoch` (Kafka's ISR shrink): its owner
+    /// waited on it too long, so it may be neither waited on nor promoted until it reports
+    /// itself caught up again. Refused at another epoch, so that an old owner's complaint
+    /// cannot demote a replica of the new one.
+    pub fn replica_out_of_sync(
+        &mut self,
+        shard: ShardId,
+        node: NodeId,
+        epoch: Epoch,
+    ) -> Result<(), TableError> {
+        let e = self.get_mut(shard)?;
+        if e.epoch != epoch {
+            return Err(TableError::WrongEpoch {
+                shard,
+                now: e.epoch,
+                asked: epoch,
+            });
+        }
+        if !e.replicas.contains(&node) {
+            return Err(TableError::NotReplica { shard, node });
+        }
+        e.replicas.retain(|r| *r != node);
+        e.joining.push(node);
+        Ok(())
+    }
+
     /// Drops a node from every replica list (it left the cluster).
     pub fn forget_replica(&mut self, node: NodeId) {
         for e in &mut self.shards {
@@ -290,5 +316,32 @@ mod tests {
                 shards: 4
             })
         );
+    }
+
+    #[test]
+    fn a_replica_out_of_sync_goes_back_to_joining_only_at_its_epoch() {
+        let mut t = ShardTable::new(2).unwrap();
+        t.assign(0, 1).unwrap();
+        let epoch = t.get(0).unwrap().epoch;
+        t.add_replica(0, 2).unwrap();
+        t.replica_in_sync(0, 2, epoch).unwrap();
+        assert_eq!(
+            t.replica_out_of_sync(0, 2, Epoch(epoch.0 + 1)),
+            Err(TableError::WrongEpoch {
+                shard: 0,
+                now: epoch,
+                asked: Epoch(epoch.0 + 1)
+            })
+        );
+        assert_eq!(
+            t.replica_out_of_sync(0, 3, epoch),
+            Err(TableError::NotReplica { shard: 0, node: 3 })
+        );
+        t.replica_out_of_sync(0, 2, epoch).unwrap();
+        let e = t.get(0).unwrap();
+        assert!(e.replicas.is_empty() && e.joining == [2], "{e:?}");
+        // Caught up again, it is back in sync.
+        t.replica_in_sync(0, 2, epoch).unwrap();
+        assert_eq!(t.get(0).unwrap().replicas, [2]);
     }
 }

@@ -739,7 +739,18 @@ fn a_2_3_partition_with_replication_loses_nothing_and_heals_to_equal_copies() {
             tokio::time::sleep(Duration::from_secs(3)).await;
             lab.partition(&[&[0, 1], &[2, 3, 4]]);
             *partitioned.lock().unwrap() = Some(Instant::now());
-            tokio::time::sleep(Duration::from_secs(30)).await;
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            // How the minority sees itself once its lease should have lapsed.
+            let mut minority_views = Vec::new();
+            for n in &nodes[..2] {
+                let v = cluster_view(n).await.unwrap_or(Json::Null);
+                minority_views.push(format!(
+                    "{}: leader {}, voters {}, lease {}",
+                    v["node"]["name"], v["leader"], v["voters"], v["lease"]
+                ));
+            }
+            println!("5 s into the cut: {minority_views:?}");
+            tokio::time::sleep(Duration::from_secs(25)).await;
             lab.heal_all();
             *healed.lock().unwrap() = Some(Instant::now());
             tokio::time::sleep(Duration::from_secs(3)).await;
@@ -758,7 +769,8 @@ fn a_2_3_partition_with_replication_loses_nothing_and_heals_to_equal_copies() {
                 .collect();
             assert!(
                 late_acks.is_empty(),
-                "the minority acknowledged during the partition: {late_acks:?}"
+                "the minority acknowledged during the partition: {late_acks:?}; 5 s into the \
+                 cut: {minority_views:?}"
             );
             let refusal = minority
                 .iter()
@@ -864,4 +876,129 @@ fn batch_ids(first: u64, n: u64) -> Vec<u8> {
         body.push(b'\n');
     }
     body
+}
+
+/// A replica cut from its owner alone stays live to gossip (the third host relays its
+/// heartbeats), so nothing declares it dead, and `acks = all` publishes of its shards would
+/// wait on it until the 10 s ack timeout. Its owner moves it back to joining after the lag
+/// limit (4 s), so every publish is acknowledged, the later ones at once. After healing it
+/// catches up, is in sync again, and holds its owner's log.
+#[test]
+fn a_replica_cut_from_its_owner_alone_leaves_the_in_sync_set_and_returns() {
+    with_lab(3, |lab| {
+        rt().block_on(async {
+            let start = |i: usize, seed: Option<&str>| {
+                let mut args = member_args(lab, i, seed);
+                args.extend(["--replication".to_string(), "2".to_string()]);
+                let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+                lab.start(i, &refs)
+            };
+            let a = start(0, None);
+            let seed = a.banner_field("gossip");
+            let nodes = [a, start(1, Some(&seed)), start(2, Some(&seed))];
+            let refs: Vec<&NodeProc> = nodes.iter().collect();
+            settled(&refs, 3, Duration::from_secs(60)).await;
+            HttpClient::new(&nodes[0].base())
+                .create_topic(&clicks_topic("clicks"))
+                .await
+                .unwrap();
+            let view = cluster_view(&nodes[0]).await.unwrap();
+            let index = |id: &Json| -> Option<usize> {
+                let name = view["members"]
+                    .as_array()?
+                    .iter()
+                    .find(|m| m["id"] == *id)?["name"]
+                    .as_str()?
+                    .to_string();
+                Some((name.as_bytes()[0] - b'a') as usize)
+            };
+            // A shard whose two copies are both off the Raft leader, so that the cut
+            // leaves Raft alone.
+            let leader = index(&view["leader"]).expect("a leader");
+            let (shard, x, y) = view["shards"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find_map(|e| {
+                    let x = index(&e["owner"])?;
+                    let y = index(&e["replicas"][0])?;
+                    (x != leader && y != leader).then(|| (e["shard"].as_u64().unwrap(), x, y))
+                })
+                .expect("a shard held by the two followers");
+            let user = (0..)
+                .map(|i| format!("u{i}"))
+                .find(|u| u64::from(shard_of_hash(Value::str(u).stable_hash(), 16)) == shard)
+                .unwrap();
+            let y_id = view["members"][y]["id"].clone();
+            println!("shard {shard}: owner {x}, replica {y}, leader {leader}; cutting {x} from {y}");
+            lab.cut(x, y);
+            let cut = Instant::now();
+            let client = HttpClient::new(&nodes[x].base());
+            let mut acked = Vec::new();
+            let mut took = Vec::new();
+            let mut id = 0u64;
+            let mut demoted = None;
+            while cut.elapsed() < Duration::from_secs(12) {
+                let body = json!({"user": user, "ts": 1_000 + id, "amount": id}).to_string();
+                let t = Instant::now();
+                let r = client.publish_ndjson("clicks", body.into_bytes()).await;
+                took.push(t.elapsed());
+                match r {
+                    Ok(1) => acked.push(id),
+                    other => panic!("publish {id} after {:?} of the cut: {other:?}", cut.elapsed()),
+                }
+                id += 1;
+                if demoted.is_none() {
+                    // Out of the in-sync set: back to joining by the lag rule, or removed
+                    // because gossip on the leader (busy machine) called it dead.
+                    let v = cluster_view(&nodes[x]).await.unwrap_or(Json::Null);
+                    let e = &v["shards"][shard as usize];
+                    if e["replicas"].as_array().is_some_and(|r| !r.contains(&y_id)) {
+                        let how = if e["joining"].as_array().is_some_and(|j| j.contains(&y_id)) {
+                            "moved back to joining"
+                        } else {
+                            "removed"
+                        };
+                        demoted = Some((cut.elapsed(), how));
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let (demoted, how) = demoted.expect("the cut replica stayed in the in-sync set");
+            let slowest = took.iter().max().copied().unwrap_or_default();
+            let last = took.iter().rev().take(20).max().copied().unwrap_or_default();
+            println!(
+                "{} publishes acknowledged during the cut; the replica was {how} after {demoted:?}; slowest publish {slowest:?}, slowest of the last 20 {last:?}",
+                acked.len()
+            );
+            assert!(demoted < Duration::from_secs(8), "moved back after {demoted:?}");
+            assert!(last < Duration::from_secs(1), "publishes still wait: {last:?}");
+
+            lab.heal_all();
+            let healed = Instant::now();
+            loop {
+                let v = cluster_view(&nodes[x]).await.unwrap_or(Json::Null);
+                if v["shards"][shard as usize]["replicas"]
+                    .as_array()
+                    .is_some_and(|r| r.contains(&y_id))
+                {
+                    break;
+                }
+                assert!(
+                    healed.elapsed() < Duration::from_secs(30),
+                    "the replica never came back in sync: {v:#}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            println!("back in sync {:?} after healing", healed.elapsed());
+            let owner_log = shard_ids(&nodes[x], shard).await;
+            let t = Instant::now();
+            while shard_ids(&nodes[y], shard).await != owner_log {
+                assert!(t.elapsed() < Duration::from_secs(10), "the replica's copy differs");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let lost: Vec<_> = acked.iter().filter(|i| !owner_log.contains(i)).collect();
+            assert!(lost.is_empty(), "acknowledged, not in the owner's log: {lost:?}");
+        });
+    });
 }

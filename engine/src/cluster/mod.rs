@@ -457,8 +457,13 @@ impl Shared {
         let mut local_rows = by_owner.remove(&self.me);
         if let Some(rows) = &local_rows {
             let shards = distinct_shards(rows.iter().map(|(s, _)| *s));
+            let ready = match replication::not_ready(self, &shards) {
+                Some(why) => Err(EngineError::Unavailable(why)),
+                None => Ok(()),
+            };
             if let Err(e) = self
                 .check_lease()
+                .and(ready)
                 .and_then(|()| replication::check_min_insync(self, topic, &shards))
             {
                 why = Some(e.to_string());
@@ -710,6 +715,9 @@ impl Distribution for Shared {
             return Ok(total);
         }
         let shards = distinct_shards(rows.iter().map(shard_of_row));
+        if let Some(why) = replication::not_ready(self, &shards) {
+            return Err(EngineError::Unavailable(format!("{why}; retry")));
+        }
         replication::check_min_insync(self, topic, &shards)?;
         replication::mark_epochs(self, topic, &shards)?;
         match origin {
@@ -1273,6 +1281,13 @@ async fn follow_loop(s: Arc<Shared>) {
             _ = tick.tick() => {}
         }
         let st = state.borrow_and_update().clone();
+        // Shards just promoted to this node: writes for them wait until their log is
+        // replayed (below).
+        let promoted = prev
+            .as_ref()
+            .map(|p| replication::promoted(p, &st, s.me))
+            .unwrap_or_default();
+        replication::watching(&s, &st, &promoted);
         let dead: BTreeSet<NodeId> = s.membership.dead().await.into_iter().collect();
         let newly: Vec<NodeId> = match s.dead.lock() {
             Ok(mut d) => {
@@ -1299,14 +1314,18 @@ async fn follow_loop(s: Arc<Shared>) {
         let st2 = Arc::clone(&st);
         let _ = tokio::task::spawn_blocking(move || sync_catalog(&engine, &st2, &s2)).await;
         complete_moves(&s, &st).await;
-        if let Some(p) = &prev {
-            let shards = replication::promoted(p, &st, s.me);
-            if !shards.is_empty() {
-                tracing::info!(?shards, "promoted to owner of shards whose owner died");
-                if let Err(e) = replication::take_over(&s, shards).await {
-                    tracing::error!(error = %e, "taking over shards failed");
+        if !promoted.is_empty() {
+            tracing::info!(shards = ?promoted, "promoted to owner of shards whose owner died");
+            for attempt in 1..=3 {
+                match replication::take_over(&s, promoted.clone()).await {
+                    Ok(()) => break,
+                    Err(e) => {
+                        tracing::error!(attempt, error = %e, "taking over shards failed");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
                 }
             }
+            replication::recovered(&s, &promoted);
         }
         prev = Some(st);
     }

@@ -21,7 +21,9 @@
 //! - **In sync.** A new replica joins as `joining`; once a fetch leaves it level with the
 //!   owner it proposes `ReplicaInSync` at the owner's epoch. Replicas that gossip reports
 //!   dead are removed by the Raft leader, so an owner never waits on a dead one for longer
-//!   than failure detection takes.
+//!   than failure detection takes; one that is alive but does not confirm a publish within
+//!   [`REPLICA_LAG_MAX`] is moved back to joining by its owner (`ReplicaOutOfSync`, Kafka's
+//!   ISR shrink) and returns by the same report once it has caught up.
 //! - **Promotion.** When an owner dies the leader promotes an in-sync replica; the new owner
 //!   replays the shard's log into its dataflows, rebuilding the shard's state.
 
@@ -45,6 +47,11 @@ const FETCH_ENTRIES: usize = 1024;
 const FETCH_BYTES: usize = wire::MAX_FRAME / 4;
 /// How long a publish to an `acks = all` topic waits for its replicas.
 pub(super) const ACK_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a publish waits on an in-sync replica before its owner moves that replica
+/// back to joining (Kafka's `replica.lag.time.max.ms`): a replica that is alive to gossip
+/// but not copying (cut from its owner alone, or stuck) then stops holding every
+/// `acks = all` publish of its shards until the ack timeout.
+pub(super) const REPLICA_LAG_MAX: Duration = Duration::from_secs(4);
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -69,6 +76,15 @@ pub(super) struct Replication {
     progressed: Notify,
     /// Woken when this node appends to a shard it owns, for fetches waiting for entries.
     appended: Notify,
+    /// As a promoted owner: shards whose log is still being replayed into this node's
+    /// dataflows. Writes for them wait, so that replayed history reaches the dataflows
+    /// before anything new (new events first would make the replayed ones late).
+    recovering: Mutex<BTreeSet<u32>>,
+    /// The table the state watcher last looked at for promotions: a write for a shard whose
+    /// epoch it has not seen yet waits too, so none slips in before `recovering` is set.
+    watched: Mutex<Option<Arc<ClusterState>>>,
+    /// As owner: (shard, replica, epoch) whose move back to joining is being proposed.
+    demoting: Mutex<BTreeSet<(u32, NodeId, u64)>>,
     /// As owner: (topic, shard) → the newest epoch marked in the log.
     marked: Mutex<HashMap<(String, u32), u64>>,
     /// As replica: shard → when this node last reported itself in sync (a report is
@@ -301,6 +317,8 @@ pub(super) async fn await_replicas(
         notified.as_mut().enable();
         let table = s.current();
         let mut missing: Vec<String> = Vec::new();
+        // In-sync replicas (by the table) that have not confirmed: (shard, replica, epoch).
+        let mut lagging: Vec<(u32, NodeId, u64)> = Vec::new();
         // The fewest copies any of the shards has of the events, the owner's included.
         let mut fewest = u32::MAX;
         {
@@ -329,6 +347,9 @@ pub(super) async fn await_replicas(
                         .map_or(0, |(_, next)| *next);
                     if have < *end {
                         missing.push(format!("{r:016x} (shard {shard})"));
+                        if e.replicas.contains(r) {
+                            lagging.push((*shard, *r, e.epoch.0));
+                        }
                     } else {
                         copies += 1;
                     }
@@ -349,6 +370,11 @@ pub(super) async fn await_replicas(
             // this node's lease; by then the shard may have another owner.
             return s.check_lease();
         }
+        if deadline.saturating_duration_since(Instant::now()) < ACK_TIMEOUT - REPLICA_LAG_MAX {
+            for l in lagging {
+                demote(s, topic, l).await;
+            }
+        }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(EngineError::Unavailable(format!(
@@ -362,6 +388,70 @@ pub(super) async fn await_replicas(
             _ = state.changed() => {}
             _ = tokio::time::sleep(left.min(Duration::from_millis(100))) => {}
         }
+    }
+}
+
+/// As owner: moves in-sync replica `replica` of `shard` back to joining at `epoch` (once
+/// per replica, whatever number of publishes wait on it). Its fetches stop counting as
+/// level first: from the commit on, this node waits on it again only after a fetch it
+/// answers later, and the replica reports itself in sync only from a fetch it sent after
+/// it saw itself joining, so no publish acknowledged in between can be missing from a copy
+/// the cluster counts in sync.
+async fn demote(s: &Shared, topic: &str, (shard, replica, epoch): (u32, NodeId, u64)) {
+    if !lock(&s.replication.demoting).insert((shard, replica, epoch)) {
+        return;
+    }
+    lock(&s.replication.level).retain(|(_, sh, r, _)| !(*sh == shard && *r == replica));
+    tracing::warn!(shard, topic, replica = %format!("{replica:016x}"), waited = ?REPLICA_LAG_MAX, "an in-sync replica did not confirm in time; moving it back to joining");
+    let command = Command::ReplicaOutOfSync {
+        shard,
+        node: replica,
+        epoch: Epoch(epoch),
+    };
+    match tokio::time::timeout(Duration::from_secs(2), s.propose(command)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::debug!(shard, error = %e, "could not move a replica back to joining")
+        }
+        Err(_) => tracing::debug!(shard, "moving a replica back to joining timed out"),
+    }
+    lock(&s.replication.demoting).remove(&(shard, replica, epoch));
+}
+
+/// Why a write for `shards` must wait on this node (see `Replication::recovering`), if it
+/// must.
+pub(super) fn not_ready(s: &Shared, shards: &[u32]) -> Option<String> {
+    let table = s.current();
+    let watched = lock(&s.replication.watched).clone();
+    let recovering = lock(&s.replication.recovering);
+    for &shard in shards {
+        if recovering.contains(&shard) {
+            return Some(format!(
+                "shard {shard} is being rebuilt from its log on its new owner"
+            ));
+        }
+        let now = table.table.get(shard).map(|e| e.epoch).ok();
+        let seen = watched
+            .as_ref()
+            .and_then(|w| w.table.get(shard).ok().map(|e| e.epoch));
+        if seen < now {
+            return Some(format!("shard {shard} changed owner a moment ago"));
+        }
+    }
+    None
+}
+
+/// The state watcher looked at `st`: `promoted` are recovering until [`recovered`].
+pub(super) fn watching(s: &Shared, st: &Arc<ClusterState>, promoted: &[u32]) {
+    lock(&s.replication.recovering).extend(promoted.iter().copied());
+    *lock(&s.replication.watched) = Some(Arc::clone(st));
+}
+
+/// Writes for `shards` may go ahead: their history is in the dataflows.
+pub(super) fn recovered(s: &Shared, shards: &[u32]) {
+    let mut recovering = lock(&s.replication.recovering);
+    for shard in shards {
+        recovering.remove(shard);
     }
 }
 
@@ -429,6 +519,37 @@ fn read_for(
     items: &[FetchItem],
 ) -> Result<Vec<Fetched>, EngineError> {
     let mut out = Vec::with_capacity(items.len());
+    // Topics this node logs in a fetched shard that the replica did not ask for (its
+    // catalog lags behind): an empty answer carrying this node's end keeps the replica
+    // from counting itself level, and this node from counting it so.
+    let mut unasked: BTreeSet<u32> = BTreeSet::new();
+    let engine = s.engine()?;
+    for topic in log.topics()? {
+        if !engine
+            .read_topic_spec(&topic, |t| t.time.is_some())
+            .unwrap_or(false)
+        {
+            continue;
+        }
+        for &(shard, _) in epochs {
+            if items.iter().any(|i| i.shard == shard && i.topic == topic) {
+                continue;
+            }
+            let owner_next = log.next_offset(&topic, shard)?;
+            if owner_next > 0 {
+                unasked.insert(shard);
+                out.push(Fetched {
+                    topic: topic.clone(),
+                    shard,
+                    owner_next,
+                    truncate_to: None,
+                    first: 0,
+                    payloads: Vec::new(),
+                    marks: Vec::new(),
+                });
+            }
+        }
+    }
     let mut budget = FETCH_BYTES;
     let mut reported = Vec::new();
     for item in items {
@@ -483,7 +604,7 @@ fn read_for(
                 .copied()
                 .collect();
         }
-        if item.next + f.payloads.len() as u64 >= owner_next {
+        if item.next + f.payloads.len() as u64 >= owner_next && !unasked.contains(&item.shard) {
             lock(&s.replication.level).insert((item.topic.clone(), item.shard, replica, epoch));
         }
         out.push(f);
@@ -588,6 +709,20 @@ async fn fetch_once(s: &Arc<Shared>, owner: NodeId, shards: &[(u32, u64)]) -> Re
             });
         }
     }
+    // Shards this node saw itself joining before it asked: only a fetch sent after that may
+    // report it in sync (see `demote`).
+    let joining_before: BTreeSet<u32> = {
+        let st = s.current();
+        shards
+            .iter()
+            .filter(|(sh, ep)| {
+                st.table
+                    .get(*sh)
+                    .is_ok_and(|e| e.joining.contains(&s.me) && e.epoch.0 == *ep)
+            })
+            .map(|(sh, _)| *sh)
+            .collect()
+    };
     let client = s.peers.replica(owner).await.map_err(|e| e.to_string())?;
     let answer = tokio::time::timeout(
         Duration::from_millis(u64::from(FETCH_WAIT_MS)) + Duration::from_secs(5),
@@ -698,10 +833,11 @@ async fn fetch_once(s: &Arc<Shared>, owner: NodeId, shards: &[(u32, u64)]) -> Re
     }
     // Level with the owner on every topic: a joining replica is in sync from here on.
     for (shard, epoch) in shards {
-        let joining = now
-            .table
-            .get(*shard)
-            .is_ok_and(|e| e.joining.contains(&s.me) && e.epoch.0 == *epoch);
+        let joining = joining_before.contains(shard)
+            && now
+                .table
+                .get(*shard)
+                .is_ok_and(|e| e.joining.contains(&s.me) && e.epoch.0 == *epoch);
         if !joining || !level.get(shard).copied().unwrap_or(false) {
             continue;
         }

@@ -88,6 +88,8 @@ pub(crate) async fn cluster_json(s: &Shared) -> Value {
         "replication": state.replication_factor(),
         "replicas_joining": joining,
         "voters": voting,
+        // Whether this node may take writes for its shards now (ARCHITECTURE §5, fencing).
+        "lease": s.raft.lease_valid(super::LEASE),
         "settled": settled,
         "members": members,
         "shards": shards,
