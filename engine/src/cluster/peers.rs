@@ -41,7 +41,20 @@ const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 /// about the time gossip takes to declare it dead.
 const PEER_IDLE: std::time::Duration = std::time::Duration::from_secs(5);
 
-type Slot = Arc<tokio::sync::Mutex<Option<Arc<QuicClient>>>>;
+/// How long after a failed connect calls to the same peer fail at once instead of trying
+/// again. Without it every call queued on the slot tried its own connect in turn, so with
+/// a peer out of reach a publish could wait many connect timeouts, far past its own
+/// placement deadline.
+const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// One connection to a peer, and the last failed attempt to open it.
+#[derive(Default)]
+struct SlotState {
+    client: Option<Arc<QuicClient>>,
+    failed: Option<(std::time::Instant, String)>,
+}
+
+type Slot = Arc<tokio::sync::Mutex<SlotState>>;
 
 /// The pool.
 #[derive(Default)]
@@ -89,23 +102,38 @@ impl Peers {
             Arc::clone(slots.entry((node, lane)).or_default())
         };
         let mut open = slot.lock().await;
-        if let Some(c) = open.as_ref() {
+        if let Some(c) = open.client.as_ref() {
             if c.is_open() && c.connection().remote_address() == addr.quic {
                 return Ok(Arc::clone(c));
             }
         }
+        if let Some((at, why)) = &open.failed {
+            if at.elapsed() < RETRY_AFTER {
+                return Err(ClientError::Protocol(format!(
+                    "node {node:016x} could not be reached a moment ago ({why})"
+                )));
+            }
+        }
         let connect =
             QuicClient::connect_peer(addr.quic, Trust::Fingerprint(addr.fingerprint), PEER_IDLE);
-        let c = tokio::time::timeout(CONNECT_TIMEOUT, connect)
-            .await
-            .map_err(|_| {
-                ClientError::Protocol(format!(
+        let c = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                open.failed = Some((std::time::Instant::now(), e.to_string()));
+                return Err(e);
+            }
+            Err(_) => {
+                let why = format!(
                     "node {node:016x} at {} did not answer within {CONNECT_TIMEOUT:?}",
                     addr.quic
-                ))
-            })??;
+                );
+                open.failed = Some((std::time::Instant::now(), why.clone()));
+                return Err(ClientError::Protocol(why));
+            }
+        };
         let c = Arc::new(c);
-        *open = Some(Arc::clone(&c));
+        open.client = Some(Arc::clone(&c));
+        open.failed = None;
         Ok(c)
     }
 
@@ -122,7 +150,7 @@ impl Peers {
     /// at once and are routed again, instead of waiting for the idle timeout.
     pub async fn close_dead(&self, node: NodeId) {
         for slot in self.slots_of(node) {
-            if let Some(c) = slot.lock().await.take() {
+            if let Some(c) = slot.lock().await.client.take() {
                 c.connection()
                     .close(0u32.into(), b"declared dead by gossip");
             }
@@ -133,7 +161,7 @@ impl Peers {
     pub async fn reset(&self, node: NodeId) {
         for slot in self.slots_of(node) {
             if let Ok(mut s) = slot.try_lock() {
-                *s = None;
+                s.client = None;
             }
         }
     }
