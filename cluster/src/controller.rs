@@ -378,23 +378,32 @@ mod tests {
     /// at the shard's current epoch.
     fn converge_replicated(s: &mut ClusterState, live: &BTreeSet<NodeId>) {
         for _ in 0..1000 {
-            let mut cmds = next_commands(s, live, 8);
-            let joining: Vec<Command> = s
+            let cmds = next_commands(s, live, 8);
+            let joining: Vec<(ShardId, NodeId)> = s
                 .table
                 .iter()
-                .flat_map(|(sh, e)| {
-                    e.joining.iter().map(move |n| Command::ReplicaInSync {
-                        shard: sh,
-                        node: *n,
-                        epoch: e.epoch,
-                    })
-                })
+                .flat_map(|(sh, e)| e.joining.iter().map(move |n| (sh, *n)))
                 .collect();
-            cmds.extend(joining);
-            if cmds.is_empty() {
+            if cmds.is_empty() && joining.is_empty() {
                 return;
             }
             apply_all(s, &cmds);
+            // Each report names the lists' version as the replica sees it when it reports.
+            for (shard, node) in joining {
+                let Ok(e) = s.table.get(shard) else { continue };
+                if e.joining.contains(&node) {
+                    let (epoch, isr) = (e.epoch, e.isr);
+                    apply_all(
+                        s,
+                        &[Command::ReplicaInSync {
+                            shard,
+                            node,
+                            epoch,
+                            isr,
+                        }],
+                    );
+                }
+            }
             let moving: Vec<_> = s
                 .table
                 .iter()
@@ -523,7 +532,8 @@ mod tests {
             s.apply(&Command::ReplicaInSync {
                 shard: sh,
                 node: 3,
-                epoch: e.epoch.next()
+                epoch: e.epoch.next(),
+                isr: e.isr,
             }),
             Outcome::Refused(_)
         ));

@@ -72,17 +72,21 @@ pub enum Command {
     AddReplica { shard: ShardId, node: NodeId },
     /// Removes a replica of a shard.
     RemoveReplica { shard: ShardId, node: NodeId },
-    /// A joining replica copied the whole log of the owner of `epoch`.
+    /// A joining replica copied the whole log of the owner of `epoch`, as it found in a
+    /// fetch it sent while the shard's lists were at version `isr`.
     ReplicaInSync {
         shard: ShardId,
         node: NodeId,
         epoch: Epoch,
+        isr: u64,
     },
-    /// The owner of `epoch` waited too long on an in-sync replica: it goes back to joining.
+    /// The owner of `epoch` waited too long on a replica, judging by version `isr` of the
+    /// shard's lists: an in-sync one goes back to joining.
     ReplicaOutOfSync {
         shard: ShardId,
         node: NodeId,
         epoch: Epoch,
+        isr: u64,
     },
     /// Makes an in-sync replica the owner (the owner died), at the next epoch.
     Promote { shard: ShardId, node: NodeId },
@@ -220,13 +224,23 @@ impl ClusterState {
                 .table
                 .remove_replica(*shard, *node)
                 .map_or_else(refused, |()| Outcome::Done),
-            Command::ReplicaInSync { shard, node, epoch } => self
+            Command::ReplicaInSync {
+                shard,
+                node,
+                epoch,
+                isr,
+            } => self
                 .table
-                .replica_in_sync(*shard, *node, *epoch)
+                .replica_in_sync(*shard, *node, *epoch, *isr)
                 .map_or_else(refused, |()| Outcome::Done),
-            Command::ReplicaOutOfSync { shard, node, epoch } => self
+            Command::ReplicaOutOfSync {
+                shard,
+                node,
+                epoch,
+                isr,
+            } => self
                 .table
-                .replica_out_of_sync(*shard, *node, *epoch)
+                .replica_out_of_sync(*shard, *node, *epoch, *isr)
                 .map_or_else(refused, |()| Outcome::Done),
             Command::Promote { shard, node } => self
                 .table

@@ -51,6 +51,12 @@ pub struct ShardEntry {
     /// Set while the shard is being handed from `owner` to this node: writes for the shard
     /// are held back until the move completes at the next epoch.
     pub moving_to: Option<NodeId>,
+    /// Raised on every change to the shard's owner or replica lists. A replica's report that
+    /// it caught up names the version it saw when it asked the owner, and an owner's
+    /// complaint that a replica lags names the version it judged by; one made before another
+    /// change is refused, so neither acts on a stale view (see `engine` replication).
+    #[serde(default)]
+    pub isr: u64,
 }
 
 /// Why a table operation was refused.
@@ -70,6 +76,12 @@ pub enum TableError {
     NotReplica { shard: ShardId, node: NodeId },
     #[error("node {node} is not an in-sync replica of shard {shard}, so it may miss acknowledged events")]
     NotInSync { shard: ShardId, node: NodeId },
+    #[error("shard {shard}'s replica lists changed since (version {now}, not {asked})")]
+    StaleIsr {
+        shard: ShardId,
+        now: u64,
+        asked: u64,
+    },
     #[error("shard {shard} is at epoch {now}, not {asked}")]
     WrongEpoch {
         shard: ShardId,
@@ -155,6 +167,7 @@ impl ShardTable {
         e.moving_to = None;
         e.replicas.retain(|r| *r != node);
         e.joining.retain(|r| *r != node);
+        e.isr += 1;
         e.epoch = e.epoch.next();
         Ok(e.epoch)
     }
@@ -171,6 +184,7 @@ impl ShardTable {
         e.moving_to = None;
         e.replicas.retain(|r| *r != node);
         e.joining.retain(|r| *r != node);
+        e.isr += 1;
         e.epoch = e.epoch.next();
         Ok(e.epoch)
     }
@@ -181,6 +195,7 @@ impl ShardTable {
         if e.owner == Some(node) || e.replicas.contains(&node) || e.joining.contains(&node) {
             return Err(TableError::AlreadyHolds { shard, node });
         }
+        e.isr += 1;
         e.joining.push(node);
         Ok(())
     }
@@ -192,65 +207,66 @@ impl ShardTable {
             return Err(TableError::NotReplica { shard, node });
         }
         e.replicas.retain(|r| *r != node);
+        e.isr += 1;
         e.joining.retain(|r| *r != node);
         Ok(())
     }
 
     /// Counts a joining replica in sync: it copied the whole log of the owner of `epoch`.
     /// Refused at any other epoch, since a new owner's log may differ.
+    /// The replica's view is version `isr` of the lists, taken when it asked the owner for
+    /// what made it level; refused at another version.
     pub fn replica_in_sync(
         &mut self,
         shard: ShardId,
         node: NodeId,
         epoch: Epoch,
+        isr: u64,
     ) -> Result<(), TableError> {
         let e = self.get_mut(shard)?;
-        if e.epoch != epoch {
-            return Err(TableError::WrongEpoch {
-                shard,
-                now: e.epoch,
-                asked: epoch,
-            });
-        }
+        check_view(shard, e, epoch, isr)?;
         if !e.joining.contains(&node) {
             return Err(TableError::NotReplica { shard, node });
         }
         e.joining.retain(|r| *r != node);
         e.replicas.push(node);
+        e.isr += 1;
         Ok(())
     }
 
     /// Moves an in-sync replica back to joining at `epoch` (Kafka's ISR shrink): its owner
     /// waited on it too long, so it may be neither waited on nor promoted until it reports
     /// itself caught up again. Refused at another epoch, so that an old owner's complaint
-    /// cannot demote a replica of the new one.
+    /// cannot demote a replica of the new one, and at another version `isr` of the lists.
+    /// A joining replica stays joining, but the version still rises: a report of it being
+    /// in sync, made before, no longer counts.
     pub fn replica_out_of_sync(
         &mut self,
         shard: ShardId,
         node: NodeId,
         epoch: Epoch,
+        isr: u64,
     ) -> Result<(), TableError> {
         let e = self.get_mut(shard)?;
-        if e.epoch != epoch {
-            return Err(TableError::WrongEpoch {
-                shard,
-                now: e.epoch,
-                asked: epoch,
-            });
-        }
-        if !e.replicas.contains(&node) {
+        check_view(shard, e, epoch, isr)?;
+        if e.replicas.contains(&node) {
+            e.replicas.retain(|r| *r != node);
+            e.joining.push(node);
+        } else if !e.joining.contains(&node) {
             return Err(TableError::NotReplica { shard, node });
         }
-        e.replicas.retain(|r| *r != node);
-        e.joining.push(node);
+        e.isr += 1;
         Ok(())
     }
 
     /// Drops a node from every replica list (it left the cluster).
     pub fn forget_replica(&mut self, node: NodeId) {
         for e in &mut self.shards {
-            e.replicas.retain(|r| *r != node);
-            e.joining.retain(|r| *r != node);
+            if e.replicas.contains(&node) || e.joining.contains(&node) {
+                e.replicas.retain(|r| *r != node);
+                e.joining.retain(|r| *r != node);
+                e.isr += 1;
+            }
         }
     }
 
@@ -275,6 +291,7 @@ impl ShardTable {
         e.moving_to = None;
         e.replicas.retain(|r| *r != to);
         e.joining.retain(|r| *r != to);
+        e.isr += 1;
         e.epoch = e.epoch.next();
         Ok(e.epoch)
     }
@@ -287,9 +304,29 @@ impl ShardTable {
             return Err(TableError::NotMoving { shard, node: to });
         }
         e.moving_to = None;
+        e.isr += 1;
         e.epoch = e.epoch.next();
         Ok(e.epoch)
     }
+}
+
+/// Refuses a command made against another epoch or version of a shard's lists.
+fn check_view(shard: ShardId, e: &ShardEntry, epoch: Epoch, isr: u64) -> Result<(), TableError> {
+    if e.epoch != epoch {
+        return Err(TableError::WrongEpoch {
+            shard,
+            now: e.epoch,
+            asked: epoch,
+        });
+    }
+    if e.isr != isr {
+        return Err(TableError::StaleIsr {
+            shard,
+            now: e.isr,
+            asked: isr,
+        });
+    }
+    Ok(())
 }
 
 /// The shard of a key's stable hash (see `starling_operators::Value::stable_hash`).
@@ -324,9 +361,11 @@ mod tests {
         t.assign(0, 1).unwrap();
         let epoch = t.get(0).unwrap().epoch;
         t.add_replica(0, 2).unwrap();
-        t.replica_in_sync(0, 2, epoch).unwrap();
+        let isr = t.get(0).unwrap().isr;
+        t.replica_in_sync(0, 2, epoch, isr).unwrap();
+        let isr = t.get(0).unwrap().isr;
         assert_eq!(
-            t.replica_out_of_sync(0, 2, Epoch(epoch.0 + 1)),
+            t.replica_out_of_sync(0, 2, Epoch(epoch.0 + 1), isr),
             Err(TableError::WrongEpoch {
                 shard: 0,
                 now: epoch,
@@ -334,14 +373,29 @@ mod tests {
             })
         );
         assert_eq!(
-            t.replica_out_of_sync(0, 3, epoch),
+            t.replica_out_of_sync(0, 3, epoch, isr),
             Err(TableError::NotReplica { shard: 0, node: 3 })
         );
-        t.replica_out_of_sync(0, 2, epoch).unwrap();
+        t.replica_out_of_sync(0, 2, epoch, isr).unwrap();
         let e = t.get(0).unwrap();
         assert!(e.replicas.is_empty() && e.joining == [2], "{e:?}");
-        // Caught up again, it is back in sync.
-        t.replica_in_sync(0, 2, epoch).unwrap();
+        // A report of being in sync made before the demotion is refused...
+        assert_eq!(
+            t.replica_in_sync(0, 2, epoch, isr),
+            Err(TableError::StaleIsr {
+                shard: 0,
+                now: isr + 1,
+                asked: isr
+            })
+        );
+        // ... and so is a complaint about a joining replica made against an older view,
+        // while one made against the current view raises the version, leaving it joining.
+        assert!(t.replica_out_of_sync(0, 2, epoch, isr).is_err());
+        t.replica_out_of_sync(0, 2, epoch, isr + 1).unwrap();
+        assert_eq!(t.get(0).unwrap().joining, [2]);
+        assert!(t.replica_in_sync(0, 2, epoch, isr + 1).is_err());
+        // Caught up again, reported against the current view, it is back in sync.
+        t.replica_in_sync(0, 2, epoch, isr + 2).unwrap();
         assert_eq!(t.get(0).unwrap().replicas, [2]);
     }
 }

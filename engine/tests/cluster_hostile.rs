@@ -458,6 +458,7 @@ fn a_member_refuses_hostile_node_to_node_requests() {
                 epochs,
                 items,
                 wait_ms,
+                isr: Vec::new(),
             };
         let r = ask(
             &c,

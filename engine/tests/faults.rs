@@ -951,6 +951,12 @@ fn a_replica_cut_from_its_owner_alone_leaves_the_in_sync_set_and_returns() {
                 .unwrap();
             let y_id = view["shards"][shard as usize]["replicas"][0].clone();
             println!("shard {shard}: owner {x}, replica {y}, leader {leader}; cutting {x} from {y}");
+            // The topic is agreed through Raft: wait until the owner has created it.
+            let t = Instant::now();
+            while HttpClient::new(&nodes[x].base()).topics().await.map_or(true, |v| !v.to_string().contains("\"clicks\"")) {
+                assert!(t.elapsed() < Duration::from_secs(15), "the owner never created the topic");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
             lab.cut(x, y);
             let cut = Instant::now();
             let client = HttpClient::new(&nodes[x].base());

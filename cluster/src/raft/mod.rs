@@ -149,6 +149,10 @@ pub enum ProposeError {
     Stopped(String),
 }
 
+/// Leader contacts a follower keeps for its lease: heartbeats come every 100 ms, so this
+/// covers well over a lease's worth.
+const CONTACTS_KEPT: usize = 32;
+
 /// The role a node got from [`ClusterRaft::add_node`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NodeRole {
@@ -168,9 +172,11 @@ pub struct ClusterRaft {
     transport: Arc<dyn ErasedTransport>,
     state: watch::Receiver<Arc<ClusterState>>,
     settings: RaftSettings,
-    /// When this node last heard from a leader it accepts (an `AppendEntries`, heartbeats
-    /// included, that it did not refuse for a higher vote): what a follower's lease runs on.
-    last_leader_contact: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
+    /// When this node recently heard from a leader it accepts (an `AppendEntries`,
+    /// heartbeats included, that it did not refuse for a higher vote), each with the
+    /// leader's commit index then, newest last: what a follower's lease runs on.
+    last_leader_contact:
+        Arc<std::sync::Mutex<std::collections::VecDeque<(std::time::Instant, u64)>>>,
 }
 
 fn stopped<E: std::fmt::Display>(e: E) -> RaftError {
@@ -232,7 +238,7 @@ impl ClusterRaft {
             settings,
             // No lease before a leader has been heard: a node restarting on a stale table
             // must not take writes for shards that moved while it was away.
-            last_leader_contact: Arc::new(std::sync::Mutex::new(None)),
+            last_leader_contact: Arc::new(std::sync::Mutex::new(Default::default())),
         })
     }
 
@@ -523,6 +529,7 @@ impl ClusterRaft {
         match request.rpc {
             RaftRpc::AppendEntries(rpc) => {
                 let received = std::time::Instant::now();
+                let commit = rpc.leader_commit.map_or(0, |c| c.index);
                 let reply = self.raft.append_entries(rpc).await;
                 // Renewed only by a leader that a majority acknowledged recently, counted
                 // from that acknowledgement, and only when this node's log matched.
@@ -536,7 +543,12 @@ impl ClusterRaft {
                     .and_then(|age| received.checked_sub(Duration::from_millis(age)));
                 if let (true, Some(at)) = (matched, acked) {
                     if let Ok(mut t) = self.last_leader_contact.lock() {
-                        *t = Some(t.map_or(at, |t| t.max(at)));
+                        if t.back().is_none_or(|(old, _)| at >= *old) {
+                            t.push_back((at, commit));
+                            if t.len() > CONTACTS_KEPT {
+                                t.pop_front();
+                            }
+                        }
                     }
                 }
                 RaftRpcReply::AppendEntries(reply)
@@ -587,8 +599,9 @@ impl ClusterRaft {
     }
 
     /// Whether this node may still act on its ownership (ARCHITECTURE §5, fencing): a leader
-    /// while a majority of voters acknowledged it within `lease`, a follower while its
-    /// leader's last heartbeat is younger than `lease`, the only voter always. A node cut off
+    /// while a majority of voters acknowledged it within `lease`, a follower while a heartbeat
+    /// younger than `lease` came from its leader and it has applied what that leader had
+    /// committed by then, the only voter always. A node cut off
     /// from the majority therefore stops accepting writes once `lease` has passed, which must
     /// be shorter than the time the majority needs to declare it dead and move its shards.
     pub fn lease_valid(&self, lease: Duration) -> bool {
@@ -602,9 +615,19 @@ impl ClusterRaft {
                 .millis_since_quorum_ack
                 .is_some_and(|ms| u128::from(ms) < lease.as_millis());
         }
+        // Fresh contact is not enough: this node's applied state must also have caught up
+        // with what the leader had committed then. A node resuming from a pause hears a
+        // heartbeat before it applies the entries that gave its shards away, and would
+        // otherwise take writes for them on its stale table for that moment. Any recent
+        // contact whose commit is applied will do, so that applying the newest entries a
+        // moment after they arrive does not lapse the lease of a node that keeps up.
+        let applied = m.last_applied.map_or(0, |l| l.index);
         self.last_leader_contact
             .lock()
-            .map(|t| t.is_some_and(|t| t.elapsed() < lease))
+            .map(|t| {
+                t.iter()
+                    .any(|(t, commit)| t.elapsed() < lease && applied >= *commit)
+            })
             .unwrap_or(false)
     }
 

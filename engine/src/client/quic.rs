@@ -453,12 +453,14 @@ impl QuicClient {
         epochs: Vec<(u32, u64)>,
         items: Vec<wire::FetchItem>,
         wait_ms: u32,
+        isr: Vec<(u32, u64)>,
     ) -> Result<Vec<wire::Fetched>, ClientError> {
         let req = Request::Fetch {
             replica,
             epochs,
             items,
             wait_ms,
+            isr,
         };
         match self.request(&req).await? {
             Response::Fetched(v) => Ok(v),

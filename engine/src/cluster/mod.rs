@@ -43,7 +43,7 @@ pub use peers::PeerAddr;
 
 use crate::node::ClusterConfig;
 use crate::quic::wire;
-use crate::runtime::{feed, Distribution};
+use crate::runtime::{feed, Distribution, FetchView};
 use crate::{DataflowInfo, Engine, EngineError, Subscription};
 
 /// How long a publish keeps trying to place events (owners unreachable, shards moving)
@@ -740,11 +740,11 @@ impl Distribution for Shared {
     fn fetch(
         &self,
         replica: u64,
-        epochs: &[(u32, u64)],
+        view: FetchView<'_>,
         items: Vec<wire::FetchItem>,
         wait_ms: u32,
     ) -> Result<Vec<wire::Fetched>, EngineError> {
-        replication::serve_fetch(self, replica, epochs, items, wait_ms)
+        replication::serve_fetch(self, replica, view, items, wait_ms)
     }
 
     fn install(&self, def: &Definition) -> Result<DataflowInfo, EngineError> {
@@ -1316,14 +1316,9 @@ async fn follow_loop(s: Arc<Shared>) {
         complete_moves(&s, &st).await;
         if !promoted.is_empty() {
             tracing::info!(shards = ?promoted, "promoted to owner of shards whose owner died");
-            for attempt in 1..=3 {
-                match replication::take_over(&s, promoted.clone()).await {
-                    Ok(()) => break,
-                    Err(e) => {
-                        tracing::error!(attempt, error = %e, "taking over shards failed");
-                        tokio::time::sleep(Duration::from_millis(500)).await;
-                    }
-                }
+            // Not tried again: a replay that failed part way has fed some events already.
+            if let Err(e) = replication::take_over(&s, promoted.clone()).await {
+                tracing::error!(error = %e, shards = ?promoted, "taking over shards failed: their dataflow state may miss logged events (the log itself is whole)");
             }
             replication::recovered(&s, &promoted);
         }

@@ -19,11 +19,13 @@
 //!   publish to an `acks = all` topic only once every in-sync replica of the shard (the
 //!   table's `replicas`) reported an end at or past the publish's entries.
 //! - **In sync.** A new replica joins as `joining`; once a fetch leaves it level with the
-//!   owner it proposes `ReplicaInSync` at the owner's epoch. Replicas that gossip reports
-//!   dead are removed by the Raft leader, so an owner never waits on a dead one for longer
-//!   than failure detection takes; one that is alive but does not confirm a publish within
-//!   [`REPLICA_LAG_MAX`] is moved back to joining by its owner (`ReplicaOutOfSync`, Kafka's
-//!   ISR shrink) and returns by the same report once it has caught up.
+//!   owner it proposes `ReplicaInSync` at the owner's epoch, naming the version of the
+//!   shard's replica lists it saw when it sent that fetch (the table refuses a stale one).
+//!   Replicas that gossip reports dead are removed by the Raft leader, so an owner never
+//!   waits on a dead one for longer than failure detection takes; one that is alive but
+//!   does not confirm a publish within [`REPLICA_LAG_MAX`] is taken out by its owner
+//!   (`ReplicaOutOfSync`, Kafka's ISR shrink, which raises the version) and returns by the
+//!   same report once it has caught up.
 //! - **Promotion.** When an owner dies the leader promotes an in-sync replica; the new owner
 //!   replays the shard's log into its dataflows, rebuilding the shard's state.
 
@@ -71,7 +73,9 @@ pub(super) struct Replication {
     /// everything it had. Such a replica may be counted in sync by the cluster before this
     /// node's table says so (it proposes that itself), so from then on this node waits for
     /// it too (Kafka's "maximal ISR" while an ISR change is pending).
-    level: Mutex<std::collections::HashSet<(String, u32, NodeId, u64)>>,
+    /// The value is the newest version of the shard's replica lists the replica had seen
+    /// when it sent such a fetch (see `demote`).
+    level: Mutex<HashMap<(String, u32, NodeId, u64), u64>>,
     /// Woken when a replica reports progress.
     progressed: Notify,
     /// Woken when this node appends to a shard it owns, for fetches waiting for entries.
@@ -83,8 +87,9 @@ pub(super) struct Replication {
     /// The table the state watcher last looked at for promotions: a write for a shard whose
     /// epoch it has not seen yet waits too, so none slips in before `recovering` is set.
     watched: Mutex<Option<Arc<ClusterState>>>,
-    /// As owner: (shard, replica, epoch) whose move back to joining is being proposed.
-    demoting: Mutex<BTreeSet<(u32, NodeId, u64)>>,
+    /// As owner: (shard, replica, epoch, list version) whose move back to joining is being
+    /// proposed.
+    demoting: Mutex<BTreeSet<(u32, NodeId, u64, u64)>>,
     /// As owner: (topic, shard) → the newest epoch marked in the log.
     marked: Mutex<HashMap<(String, u32), u64>>,
     /// As replica: shard → when this node last reported itself in sync (a report is
@@ -310,6 +315,8 @@ pub(super) async fn await_replicas(
     }
     let min = all_acks(s, topic).unwrap_or(1);
     let deadline = Instant::now() + ACK_TIMEOUT;
+    // When this publish first found each (shard, replica, version of the lists) missing.
+    let mut waiting_since: HashMap<(u32, NodeId, u64), Instant> = HashMap::new();
     let mut state = s.state.clone();
     loop {
         let notified = s.replication.progressed.notified();
@@ -317,9 +324,11 @@ pub(super) async fn await_replicas(
         notified.as_mut().enable();
         let table = s.current();
         let mut missing: Vec<String> = Vec::new();
-        // In-sync replicas (by the table) that have not confirmed: (shard, replica, epoch).
-        let mut lagging: Vec<(u32, NodeId, u64)> = Vec::new();
-        // The fewest copies any of the shards has of the events, the owner's included.
+        // Replicas waited on for longer than the lag limit: (shard, replica, epoch, version
+        // of the lists).
+        let mut lagging: Vec<(u32, NodeId, u64, u64)> = Vec::new();
+        // The fewest in-sync copies any of the shards has of the events, the owner's
+        // included.
         let mut fewest = u32::MAX;
         {
             let progress = lock(&s.replication.progress);
@@ -334,11 +343,10 @@ pub(super) async fn await_replicas(
                     )));
                 }
                 let level = lock(&s.replication.level);
-                let waited = e.replicas.iter().chain(
-                    e.joining
-                        .iter()
-                        .filter(|r| level.contains(&(topic.to_string(), *shard, **r, e.epoch.0))),
-                );
+                let waited =
+                    e.replicas.iter().chain(e.joining.iter().filter(|r| {
+                        level.contains_key(&(topic.to_string(), *shard, **r, e.epoch.0))
+                    }));
                 let mut copies = 1;
                 for r in waited {
                     let have = progress
@@ -347,11 +355,16 @@ pub(super) async fn await_replicas(
                         .map_or(0, |(_, next)| *next);
                     if have < *end {
                         missing.push(format!("{r:016x} (shard {shard})"));
-                        if e.replicas.contains(r) {
-                            lagging.push((*shard, *r, e.epoch.0));
+                        let since = *waiting_since
+                            .entry((*shard, *r, e.isr))
+                            .or_insert_with(Instant::now);
+                        if since.elapsed() >= REPLICA_LAG_MAX {
+                            lagging.push((*shard, *r, e.epoch.0, e.isr));
                         }
                     } else {
-                        copies += 1;
+                        if e.replicas.contains(r) {
+                            copies += 1;
+                        }
                     }
                 }
                 fewest = fewest.min(copies);
@@ -370,10 +383,8 @@ pub(super) async fn await_replicas(
             // this node's lease; by then the shard may have another owner.
             return s.check_lease();
         }
-        if deadline.saturating_duration_since(Instant::now()) < ACK_TIMEOUT - REPLICA_LAG_MAX {
-            for l in lagging {
-                demote(s, topic, l).await;
-            }
+        for l in lagging {
+            demote(s, topic, l).await;
         }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -391,31 +402,35 @@ pub(super) async fn await_replicas(
     }
 }
 
-/// As owner: moves in-sync replica `replica` of `shard` back to joining at `epoch` (once
-/// per replica, whatever number of publishes wait on it). Its fetches stop counting as
-/// level first: from the commit on, this node waits on it again only after a fetch it
-/// answers later, and the replica reports itself in sync only from a fetch it sent after
-/// it saw itself joining, so no publish acknowledged in between can be missing from a copy
-/// the cluster counts in sync.
-async fn demote(s: &Shared, topic: &str, (shard, replica, epoch): (u32, NodeId, u64)) {
-    if !lock(&s.replication.demoting).insert((shard, replica, epoch)) {
+/// As owner: takes a replica that a publish waited on for [`REPLICA_LAG_MAX`] out of what
+/// publishes wait on: an in-sync one goes back to joining, a joining one this node counted
+/// level stops being counted so (`ReplicaOutOfSync` at version `isr` of the shard's lists,
+/// which it raises). The fetches that made it level and were sent at version `isr` or
+/// before stop counting first. A replica reports itself in sync naming the version it saw
+/// when it sent the fetch that made it level, and the table refuses a report made before
+/// the raise, so no publish acknowledged without the replica can be missing from a copy
+/// the cluster counts in sync; fetches it sends after the raise count again.
+async fn demote(s: &Shared, topic: &str, (shard, replica, epoch, isr): (u32, NodeId, u64, u64)) {
+    if !lock(&s.replication.demoting).insert((shard, replica, epoch, isr)) {
         return;
     }
-    lock(&s.replication.level).retain(|(_, sh, r, _)| !(*sh == shard && *r == replica));
-    tracing::warn!(shard, topic, replica = %format!("{replica:016x}"), waited = ?REPLICA_LAG_MAX, "an in-sync replica did not confirm in time; moving it back to joining");
+    lock(&s.replication.level)
+        .retain(|(_, sh, r, _), seen| !(*sh == shard && *r == replica && *seen <= isr));
+    tracing::warn!(shard, topic, replica = %format!("{replica:016x}"), waited = ?REPLICA_LAG_MAX, "a replica did not confirm in time; it no longer counts as in sync");
     let command = Command::ReplicaOutOfSync {
         shard,
         node: replica,
         epoch: Epoch(epoch),
+        isr,
     };
     match tokio::time::timeout(Duration::from_secs(2), s.propose(command)).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {
-            tracing::debug!(shard, error = %e, "could not move a replica back to joining")
+            tracing::debug!(shard, error = %e, "could not take a replica out of the in-sync set")
         }
-        Err(_) => tracing::debug!(shard, "moving a replica back to joining timed out"),
+        Err(_) => tracing::debug!(shard, "taking a replica out of the in-sync set timed out"),
     }
-    lock(&s.replication.demoting).remove(&(shard, replica, epoch));
+    lock(&s.replication.demoting).remove(&(shard, replica, epoch, isr));
 }
 
 /// Why a write for `shards` must wait on this node (see `Replication::recovering`), if it
@@ -459,7 +474,7 @@ pub(super) fn recovered(s: &Shared, shards: &[u32]) {
 pub(super) fn serve_fetch(
     s: &Shared,
     replica: NodeId,
-    epochs: &[(u32, u64)],
+    view: crate::runtime::FetchView<'_>,
     items: Vec<FetchItem>,
     wait_ms: u32,
 ) -> Result<Vec<Fetched>, EngineError> {
@@ -468,6 +483,7 @@ pub(super) fn serve_fetch(
         .store()
         .ok_or_else(|| EngineError::BadRequest("this node keeps no log".into()))?;
     let log = store.log();
+    let epochs = view.epochs;
     let table = s.current();
     for &(shard, epoch) in epochs {
         let e = table
@@ -497,7 +513,7 @@ pub(super) fn serve_fetch(
         let notified = s.replication.appended.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let answer = read_for(s, log.as_ref(), (replica, epochs), &items)?;
+        let answer = read_for(s, log.as_ref(), replica, view, &items)?;
         let left = deadline.saturating_duration_since(Instant::now());
         let news = answer
             .iter()
@@ -515,7 +531,8 @@ pub(super) fn serve_fetch(
 fn read_for(
     s: &Shared,
     log: &dyn EventLog,
-    (replica, epochs): (NodeId, &[(u32, u64)]),
+    replica: NodeId,
+    crate::runtime::FetchView { epochs, isr }: crate::runtime::FetchView<'_>,
     items: &[FetchItem],
 ) -> Result<Vec<Fetched>, EngineError> {
     let mut out = Vec::with_capacity(items.len());
@@ -605,7 +622,16 @@ fn read_for(
                 .collect();
         }
         if item.next + f.payloads.len() as u64 >= owner_next && !unasked.contains(&item.shard) {
-            lock(&s.replication.level).insert((item.topic.clone(), item.shard, replica, epoch));
+            // A fetch without the version counts as sent before any (0).
+            let seen = isr
+                .iter()
+                .find(|(sh, _)| *sh == item.shard)
+                .map_or(0, |(_, v)| *v);
+            let mut level = lock(&s.replication.level);
+            let v = level
+                .entry((item.topic.clone(), item.shard, replica, epoch))
+                .or_insert(seen);
+            *v = (*v).max(seen);
         }
         out.push(f);
     }
@@ -709,24 +735,27 @@ async fn fetch_once(s: &Arc<Shared>, owner: NodeId, shards: &[(u32, u64)]) -> Re
             });
         }
     }
-    // Shards this node saw itself joining before it asked: only a fetch sent after that may
-    // report it in sync (see `demote`).
-    let joining_before: BTreeSet<u32> = {
+    // The version of each shard's replica lists as this node sees them before it asks, sent
+    // along, and named when a level answer makes it report itself in sync (see `demote`);
+    // and the shards it saw itself joining.
+    let (isr, joining_before): (Vec<(u32, u64)>, BTreeSet<u32>) = {
         let st = s.current();
-        shards
-            .iter()
-            .filter(|(sh, ep)| {
-                st.table
-                    .get(*sh)
-                    .is_ok_and(|e| e.joining.contains(&s.me) && e.epoch.0 == *ep)
-            })
-            .map(|(sh, _)| *sh)
-            .collect()
+        let mut isr = Vec::with_capacity(shards.len());
+        let mut joining = BTreeSet::new();
+        for (sh, ep) in shards {
+            if let Ok(e) = st.table.get(*sh) {
+                isr.push((*sh, e.isr));
+                if e.joining.contains(&s.me) && e.epoch.0 == *ep {
+                    joining.insert(*sh);
+                }
+            }
+        }
+        (isr, joining)
     };
     let client = s.peers.replica(owner).await.map_err(|e| e.to_string())?;
     let answer = tokio::time::timeout(
         Duration::from_millis(u64::from(FETCH_WAIT_MS)) + Duration::from_secs(5),
-        client.fetch(s.me, shards.to_vec(), items, FETCH_WAIT_MS),
+        client.fetch(s.me, shards.to_vec(), items, FETCH_WAIT_MS, isr.clone()),
     )
     .await
     .map_err(|_| "the owner did not answer in time".to_string())?
@@ -852,6 +881,10 @@ async fn fetch_once(s: &Arc<Shared>, owner: NodeId, shards: &[(u32, u64)]) -> Re
             shard: *shard,
             node: s.me,
             epoch: Epoch(*epoch),
+            isr: isr
+                .iter()
+                .find(|(sh, _)| sh == shard)
+                .map_or(0, |(_, v)| *v),
         };
         // Proposed on the side: a Raft majority out of reach must not stop the copying.
         let s2 = Arc::clone(s);

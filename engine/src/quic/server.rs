@@ -539,12 +539,13 @@ fn handle(engine: &Engine, frame: &[u8]) -> (&'static str, Outcome) {
             epochs,
             items,
             wait_ms,
+            isr,
         } => (
             "fetch",
             fetch(
                 engine,
                 replica.to_native(),
-                epochs,
+                (epochs, isr),
                 items,
                 wait_ms.to_native(),
             ),
@@ -805,7 +806,7 @@ fn forward_events(
 fn fetch(
     engine: &Engine,
     replica: u64,
-    epochs: &ArchivedVec<rkyv::tuple::ArchivedTuple2<rkyv::rend::u32_le, rkyv::rend::u64_le>>,
+    (epochs, isr): (&ArchivedPairs, &ArchivedPairs),
     items: &ArchivedVec<wire::ArchivedFetchItem>,
     wait_ms: u32,
 ) -> Result<Response, EngineError> {
@@ -814,10 +815,12 @@ fn fetch(
             "this node is not part of a cluster".into(),
         ));
     };
-    let epochs: Vec<(u32, u64)> = epochs
-        .iter()
-        .map(|t| (t.0.to_native(), t.1.to_native()))
-        .collect();
+    let pairs = |v: &ArchivedPairs| -> Vec<(u32, u64)> {
+        v.iter()
+            .map(|t| (t.0.to_native(), t.1.to_native()))
+            .collect()
+    };
+    let (epochs, isr) = (pairs(epochs), pairs(isr));
     let items: Vec<wire::FetchItem> = items
         .iter()
         .map(|i| wire::FetchItem {
@@ -827,10 +830,16 @@ fn fetch(
             last_epoch: i.last_epoch.to_native(),
         })
         .collect();
-    Ok(Response::Fetched(
-        d.fetch(replica, &epochs, items, wait_ms)?,
-    ))
+    let view = crate::runtime::FetchView {
+        epochs: &epochs,
+        isr: &isr,
+    };
+    Ok(Response::Fetched(d.fetch(replica, view, items, wait_ms)?))
 }
+
+/// An archived list of (shard, number) pairs, as fetches carry them.
+type ArchivedPairs =
+    ArchivedVec<rkyv::tuple::ArchivedTuple2<rkyv::rend::u32_le, rkyv::rend::u64_le>>;
 
 fn handoff(
     engine: &Engine,

@@ -310,6 +310,9 @@ pub enum Request {
         items: Vec<FetchItem>,
         /// How long to wait for new entries, at most 1 000 ms.
         wait_ms: u32,
+        /// (shard, version of its replica lists) as the replica saw them when it asked: an
+        /// answer that leaves it level counts for it from that version on only.
+        isr: Vec<(u32, u64)>,
     },
     /// Node to node: one Raft message (serialised by the cluster crate). Answered with
     /// `Raft`.

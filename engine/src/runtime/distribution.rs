@@ -22,6 +22,15 @@ use crate::EngineError;
 
 /// Where front-door calls go in a cluster. Every method is called from a blocking thread
 /// (never from an async task) and may block until the cluster answers.
+/// What a replica's fetch says of its view of the shards it copies.
+#[derive(Clone, Copy, Debug)]
+pub struct FetchView<'a> {
+    /// (shard, epoch) the replica copies at.
+    pub epochs: &'a [(u32, u64)],
+    /// (shard, version of its replica lists) the replica saw when it asked.
+    pub isr: &'a [(u32, u64)],
+}
+
 pub trait Distribution: Send + Sync {
     /// Publishes a batch across the cluster; returns once every owner acknowledged its part.
     /// `wait` false asks for [`EngineError::Busy`] instead of waiting for room.
@@ -79,7 +88,7 @@ pub trait Distribution: Send + Sync {
     fn fetch(
         &self,
         replica: u64,
-        epochs: &[(u32, u64)],
+        view: FetchView<'_>,
         items: Vec<crate::quic::wire::FetchItem>,
         wait_ms: u32,
     ) -> Result<Vec<crate::quic::wire::Fetched>, EngineError>;
