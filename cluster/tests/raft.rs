@@ -511,3 +511,34 @@ async fn a_learner_that_could_not_catch_up_is_promoted_later() {
         n.shutdown().await.unwrap();
     }
 }
+
+/// Leases: a follower's comes from asking its leader (counted from when it asked) and holds
+/// while the leader keeps a majority; it lapses once the follower is cut off, and comes back
+/// when it is reachable again. A leader's lease lapses once it has no majority.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_follow_the_majority() {
+    let lease = Duration::from_millis(1000);
+    let net = Arc::new(Net::default());
+    let (_keep, dirs) = dirs(3);
+    let nodes = three_nodes(&net, &dirs).await;
+    eventually("every lease", || nodes.iter().all(|n| n.lease_valid(lease))).await;
+    net.cut(2, true);
+    eventually("the cut follower's lease to lapse", || {
+        !nodes[1].lease_valid(lease)
+    })
+    .await;
+    assert!(nodes[0].lease_valid(lease) && nodes[2].lease_valid(lease));
+    net.cut(2, false);
+    eventually("the follower's lease back", || nodes[1].lease_valid(lease)).await;
+    net.cut(2, true);
+    net.cut(3, true);
+    eventually("the leader's lease to lapse without a majority", || {
+        !nodes[0].lease_valid(lease)
+    })
+    .await;
+    net.cut(2, false);
+    net.cut(3, false);
+    for n in &nodes {
+        n.shutdown().await.unwrap();
+    }
+}

@@ -304,7 +304,6 @@ fn a_member_refuses_hostile_node_to_node_requests() {
             from: 1,
             to: me,
             rpc: RaftRpc::ClientWrite(Command::SetLeaving { node: me }),
-            lease_age_ms: None,
         })
         .unwrap();
         let why = refusal(ask(&c, &Request::Raft { payload: foreign }).await);
@@ -317,7 +316,6 @@ fn a_member_refuses_hostile_node_to_node_requests() {
             from: 1,
             to: me ^ 1,
             rpc: RaftRpc::ClientWrite(Command::SetLeaving { node: me }),
-            lease_age_ms: None,
         })
         .unwrap();
         let why = refusal(

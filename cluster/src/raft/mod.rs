@@ -149,9 +149,80 @@ pub enum ProposeError {
     Stopped(String),
 }
 
-/// Leader contacts a follower keeps for its lease: heartbeats come every 100 ms, so this
+/// Leader contacts a follower keeps for its lease: one comes every [`LEASE_POLL`], so this
 /// covers well over a lease's worth.
 const CONTACTS_KEPT: usize = 32;
+/// How often a follower asks its leader for a lease.
+const LEASE_POLL: Duration = Duration::from_millis(200);
+
+type Contacts = std::sync::Mutex<std::collections::VecDeque<(std::time::Instant, u64)>>;
+
+/// On a follower, for as long as its `ClusterRaft` lives: asks the leader every
+/// [`LEASE_POLL`] how recently a majority acknowledged it, and records a contact at (when
+/// this node *asked* − that age), with the leader's last log index. Counted from the
+/// asking, an answer that waited in a queue (a paused process, a slow network) can only
+/// shorten the lease; counted from its arrival, as a heartbeat's would be, a process
+/// resuming from a pause would take a heartbeat queued before the pause for a fresh one.
+async fn keep_lease(
+    raft: Raft<TypeConfig>,
+    transport: Arc<dyn ErasedTransport>,
+    (me, cluster_id): (NodeId, String),
+    contacts: std::sync::Weak<Contacts>,
+) {
+    loop {
+        tokio::time::sleep(LEASE_POLL).await;
+        if contacts.strong_count() == 0 {
+            return;
+        }
+        let m = raft.metrics().borrow().clone();
+        if m.running_state.is_err() {
+            return;
+        }
+        let Some(leader) = m.current_leader.filter(|l| *l != me) else {
+            continue;
+        };
+        let Some(addr) = m
+            .membership_config
+            .membership()
+            .get_node(&leader)
+            .map(|n| n.addr.clone())
+        else {
+            continue;
+        };
+        let asked = std::time::Instant::now();
+        let request = encode(&RpcRequest {
+            cluster_id: cluster_id.clone(),
+            from: me,
+            to: leader,
+            rpc: RaftRpc::Lease,
+        });
+        let call = transport.call_boxed(leader, &addr, request);
+        let Ok(Ok(reply)) = tokio::time::timeout(LEASE_POLL * 5, call).await else {
+            continue;
+        };
+        let Ok(RaftRpcReply::Lease {
+            age_ms: Some(age),
+            last_index,
+        }) = serde_json::from_slice(&reply)
+        else {
+            continue;
+        };
+        let (Some(at), Some(contacts)) = (
+            asked.checked_sub(Duration::from_millis(age)),
+            contacts.upgrade(),
+        ) else {
+            continue;
+        };
+        if let Ok(mut t) = contacts.lock() {
+            if t.back().is_none_or(|(old, _)| at >= *old) {
+                t.push_back((at, last_index));
+                if t.len() > CONTACTS_KEPT {
+                    t.pop_front();
+                }
+            }
+        };
+    }
+}
 
 /// The role a node got from [`ClusterRaft::add_node`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -172,9 +243,9 @@ pub struct ClusterRaft {
     transport: Arc<dyn ErasedTransport>,
     state: watch::Receiver<Arc<ClusterState>>,
     settings: RaftSettings,
-    /// When this node recently heard from a leader it accepts (an `AppendEntries`,
-    /// heartbeats included, that it did not refuse for a higher vote), each with the
-    /// leader's commit index then, newest last: what a follower's lease runs on.
+    /// When this node's leader was recently acknowledged by a majority, as its answers to
+    /// this node's lease requests say ([`keep_lease`]), each with the leader's last log
+    /// index then, newest last: what a follower's lease runs on.
     last_leader_contact:
         Arc<std::sync::Mutex<std::collections::VecDeque<(std::time::Instant, u64)>>>,
 }
@@ -216,20 +287,17 @@ impl ClusterRaft {
         let (store, state) = DiskStore::open(&dir.join("raft"), node_id, cluster_id, shards)?;
         let (log_store, state_machine) = Adaptor::new(store);
         let transport: Arc<dyn ErasedTransport> = transport;
-        let metrics: network::MetricsCell = Arc::default();
         let network = NetworkFactory {
             transport: transport.clone(),
             cluster_id: Arc::from(cluster_id),
             me: node_id,
             max_bytes: settings.max_rpc_bytes,
-            metrics: Arc::clone(&metrics),
         };
         let raft = Raft::new(node_id, Arc::new(config), network, log_store, state_machine)
             .await
             .map_err(stopped)?;
-        let _ = metrics.set(raft.metrics());
         tracing::info!(node = node_id, cluster = cluster_id, "Raft member started");
-        Ok(ClusterRaft {
+        let me = ClusterRaft {
             id: node_id,
             cluster_id: cluster_id.to_string(),
             raft,
@@ -239,7 +307,14 @@ impl ClusterRaft {
             // No lease before a leader has been heard: a node restarting on a stale table
             // must not take writes for shards that moved while it was away.
             last_leader_contact: Arc::new(std::sync::Mutex::new(Default::default())),
-        })
+        };
+        tokio::spawn(keep_lease(
+            me.raft.clone(),
+            Arc::clone(&me.transport),
+            (node_id, me.cluster_id.clone()),
+            Arc::downgrade(&me.last_leader_contact),
+        ));
+        Ok(me)
     }
 
     /// Bootstraps a one-voter cluster made of this node, unless this node's Raft was ever
@@ -464,7 +539,6 @@ impl ClusterRaft {
             from: self.id,
             to: leader,
             rpc: RaftRpc::ClientWrite(command.clone()),
-            lease_age_ms: None,
         });
         let uncertain = |reason: String| ProposeError::Uncertain {
             leader: Some(leader),
@@ -528,30 +602,16 @@ impl ClusterRaft {
         }
         match request.rpc {
             RaftRpc::AppendEntries(rpc) => {
-                let received = std::time::Instant::now();
-                let commit = rpc.leader_commit.map_or(0, |c| c.index);
-                let reply = self.raft.append_entries(rpc).await;
-                // Renewed only by a leader that a majority acknowledged recently, counted
-                // from that acknowledgement, and only when this node's log matched.
-                let matched = matches!(
-                    &reply,
-                    Ok(openraft::raft::AppendEntriesResponse::Success
-                        | openraft::raft::AppendEntriesResponse::PartialSuccess(_))
-                );
-                let acked = request
-                    .lease_age_ms
-                    .and_then(|age| received.checked_sub(Duration::from_millis(age)));
-                if let (true, Some(at)) = (matched, acked) {
-                    if let Ok(mut t) = self.last_leader_contact.lock() {
-                        if t.back().is_none_or(|(old, _)| at >= *old) {
-                            t.push_back((at, commit));
-                            if t.len() > CONTACTS_KEPT {
-                                t.pop_front();
-                            }
-                        }
-                    }
+                RaftRpcReply::AppendEntries(self.raft.append_entries(rpc).await)
+            }
+            RaftRpc::Lease => {
+                let m = self.raft.metrics().borrow().clone();
+                RaftRpcReply::Lease {
+                    age_ms: m
+                        .millis_since_quorum_ack
+                        .filter(|_| m.current_leader == Some(self.id)),
+                    last_index: m.last_log_index.unwrap_or(0),
                 }
-                RaftRpcReply::AppendEntries(reply)
             }
             RaftRpc::Vote(rpc) => RaftRpcReply::Vote(self.raft.vote(rpc).await),
             RaftRpc::InstallSnapshot(rpc) => {
@@ -599,9 +659,9 @@ impl ClusterRaft {
     }
 
     /// Whether this node may still act on its ownership (ARCHITECTURE §5, fencing): a leader
-    /// while a majority of voters acknowledged it within `lease`, a follower while a heartbeat
-    /// younger than `lease` came from its leader and it has applied what that leader had
-    /// committed by then, the only voter always. A node cut off
+    /// while a majority of voters acknowledged it within `lease`, a follower while its leader
+    /// says a majority acknowledged it within `lease` (measured from when this node asked)
+    /// and this node has applied the leader's log as it was then, the only voter always. A node cut off
     /// from the majority therefore stops accepting writes once `lease` has passed, which must
     /// be shorter than the time the majority needs to declare it dead and move its shards.
     pub fn lease_valid(&self, lease: Duration) -> bool {
@@ -616,10 +676,10 @@ impl ClusterRaft {
                 .is_some_and(|ms| u128::from(ms) < lease.as_millis());
         }
         // Fresh contact is not enough: this node's applied state must also have caught up
-        // with what the leader had committed then. A node resuming from a pause hears a
-        // heartbeat before it applies the entries that gave its shards away, and would
+        // with the leader's log as it was then. A node resuming from a pause learns of its
+        // leader before it applies the entries that gave its shards away, and would
         // otherwise take writes for them on its stale table for that moment. Any recent
-        // contact whose commit is applied will do, so that applying the newest entries a
+        // contact whose index is applied will do, so that applying the newest entries a
         // moment after they arrive does not lapse the lease of a node that keeps up.
         let applied = m.last_applied.map_or(0, |l| l.index);
         self.last_leader_contact

@@ -89,6 +89,9 @@ pub enum RaftRpc {
     InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
     /// A proposal forwarded by a follower to the leader.
     ClientWrite(Command),
+    /// A follower asking its leader how recently a majority acknowledged it: what the
+    /// follower's lease runs on (see `ClusterRaft::lease_valid`).
+    Lease,
 }
 
 /// What goes on the wire: the RPC plus who it is from and for, so that a message that
@@ -103,17 +106,7 @@ pub struct RpcRequest {
     pub to: NodeId,
     /// The message itself.
     pub rpc: RaftRpc,
-    /// On `AppendEntries` from a leader: how long ago a majority last acknowledged it, so a
-    /// follower's lease never outlives its leader's (a leader cut off from the majority
-    /// must not keep its followers' leases alive).
-    #[serde(default)]
-    pub lease_age_ms: Option<u64>,
 }
-
-/// Where a node's own Raft metrics are read from, once Raft has started.
-pub(crate) type MetricsCell = Arc<
-    std::sync::OnceLock<tokio::sync::watch::Receiver<openraft::RaftMetrics<NodeId, BasicNode>>>,
->;
 
 /// Why the leader did not apply a forwarded proposal.
 #[derive(Debug, Clone, Error, PartialEq, Eq, Serialize, Deserialize)]
@@ -140,6 +133,13 @@ pub enum RaftRpcReply {
     ),
     /// The outcome of a forwarded proposal, or why there is none.
     ClientWrite(Result<Outcome, ForwardError>),
+    /// The answer to `Lease`: how long before answering a majority last acknowledged this
+    /// node as leader (`None` if it is not the leader or has no such acknowledgement), and
+    /// the index of its last log entry then.
+    Lease {
+        age_ms: Option<u64>,
+        last_index: u64,
+    },
     /// The request was not understood or not accepted (malformed, too large, another
     /// cluster, another node).
     Refused(String),
@@ -159,7 +159,6 @@ pub(crate) struct NetworkFactory {
     pub(crate) cluster_id: Arc<str>,
     pub(crate) me: NodeId,
     pub(crate) max_bytes: usize,
-    pub(crate) metrics: MetricsCell,
 }
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
@@ -173,7 +172,6 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             target,
             addr: node.addr.clone(),
             max_bytes: self.max_bytes,
-            metrics: self.metrics.clone(),
         }
     }
 }
@@ -186,7 +184,6 @@ pub(crate) struct Connection {
     target: NodeId,
     addr: String,
     max_bytes: usize,
-    metrics: MetricsCell,
 }
 
 #[derive(Debug, Error)]
@@ -198,23 +195,11 @@ impl Connection {
         &self,
         rpc: RaftRpc,
     ) -> Result<RaftRpcReply, RPCError<NodeId, BasicNode, E>> {
-        let lease_age_ms = match rpc {
-            RaftRpc::AppendEntries(_) => self.metrics.get().and_then(|m| {
-                let m = m.borrow();
-                if m.current_leader == Some(self.me) {
-                    m.millis_since_quorum_ack
-                } else {
-                    None
-                }
-            }),
-            _ => None,
-        };
         let request = encode(&RpcRequest {
             cluster_id: self.cluster_id.to_string(),
             from: self.me,
             to: self.target,
             rpc,
-            lease_age_ms,
         });
         let reply = match self
             .transport
