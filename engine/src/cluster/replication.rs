@@ -541,6 +541,8 @@ fn read_for(
     // from counting itself level, and this node from counting it so.
     let mut unasked: BTreeSet<u32> = BTreeSet::new();
     let engine = s.engine()?;
+    let asked: std::collections::HashSet<(&str, u32)> =
+        items.iter().map(|i| (i.topic.as_str(), i.shard)).collect();
     for topic in log.topics()? {
         if !engine
             .read_topic_spec(&topic, |t| t.time.is_some())
@@ -549,7 +551,7 @@ fn read_for(
             continue;
         }
         for &(shard, _) in epochs {
-            if items.iter().any(|i| i.shard == shard && i.topic == topic) {
+            if asked.contains(&(topic.as_str(), shard)) {
                 continue;
             }
             let owner_next = log.next_offset(&topic, shard)?;
