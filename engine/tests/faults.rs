@@ -673,6 +673,26 @@ async fn shard_ids(node: &NodeProc, shard: u64) -> Vec<u64> {
     }
 }
 
+/// Members on the first `n` hosts of `lab` with R = 2, joined through the first, once they
+/// have settled.
+async fn replicated_members(lab: &Lab, n: usize) -> Vec<NodeProc> {
+    let start = |i: usize, seed: Option<&str>| {
+        let mut args = member_args(lab, i, seed);
+        args.extend(["--replication".to_string(), "2".to_string()]);
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        lab.start(i, &refs)
+    };
+    let a = start(0, None);
+    let seed = a.banner_field("gossip");
+    let mut nodes = vec![a];
+    for i in 1..n {
+        nodes.push(start(i, Some(&seed)));
+    }
+    let refs: Vec<&NodeProc> = nodes.iter().collect();
+    settled(&refs, n, Duration::from_secs(90)).await;
+    nodes
+}
+
 /// A 5-node cluster with R = 2 (`acks = all`) split 2 | 3 for 30 s while clients publish on
 /// both sides: the minority answers errors, not acknowledgements, once its lease lapses;
 /// after healing every shard's replica holds exactly its owner's log, and no acknowledged
@@ -681,20 +701,7 @@ async fn shard_ids(node: &NodeProc, shard: u64) -> Vec<u64> {
 fn a_2_3_partition_with_replication_loses_nothing_and_heals_to_equal_copies() {
     with_lab(5, |lab| {
         rt().block_on(async {
-            let start = |i: usize, seed: Option<&str>| {
-                let mut args = member_args(lab, i, seed);
-                args.extend(["--replication".to_string(), "2".to_string()]);
-                let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-                lab.start(i, &refs)
-            };
-            let a = start(0, None);
-            let seed = a.banner_field("gossip");
-            let mut nodes = vec![a];
-            for i in 1..5 {
-                nodes.push(start(i, Some(&seed)));
-            }
-            let refs: Vec<&NodeProc> = nodes.iter().collect();
-            settled(&refs, 5, Duration::from_secs(90)).await;
+            let nodes = replicated_members(lab, 5).await;
             HttpClient::new(&nodes[2].base())
                 .create_topic(&clicks_topic("clicks"))
                 .await
@@ -907,17 +914,7 @@ fn batch_ids(first: u64, n: u64) -> Vec<u8> {
 fn a_replica_cut_from_its_owner_alone_leaves_the_in_sync_set_and_returns() {
     with_lab(3, |lab| {
         rt().block_on(async {
-            let start = |i: usize, seed: Option<&str>| {
-                let mut args = member_args(lab, i, seed);
-                args.extend(["--replication".to_string(), "2".to_string()]);
-                let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-                lab.start(i, &refs)
-            };
-            let a = start(0, None);
-            let seed = a.banner_field("gossip");
-            let nodes = [a, start(1, Some(&seed)), start(2, Some(&seed))];
-            let refs: Vec<&NodeProc> = nodes.iter().collect();
-            settled(&refs, 3, Duration::from_secs(60)).await;
+            let nodes = replicated_members(lab, 3).await;
             HttpClient::new(&nodes[0].base())
                 .create_topic(&clicks_topic("clicks"))
                 .await
