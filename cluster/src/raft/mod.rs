@@ -665,9 +665,12 @@ impl ClusterRaft {
     /// from the majority therefore stops accepting writes once `lease` has passed, which must
     /// be shorter than the time the majority needs to declare it dead and move its shards.
     pub fn lease_valid(&self, lease: Duration) -> bool {
-        let m = self.raft.metrics().borrow().clone();
-        let voters: Vec<NodeId> = m.membership_config.membership().voter_ids().collect();
-        if voters == [self.id] {
+        // Read in place: every write checks this, and a clone of the metrics copies the
+        // membership.
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        let mut voters = m.membership_config.membership().voter_ids();
+        if voters.next() == Some(self.id) && voters.next().is_none() {
             return true;
         }
         if m.current_leader == Some(self.id) {

@@ -386,6 +386,15 @@ impl Shared {
         }
     }
 
+    /// Whether this node may append to `shards` of `topic` now, as their owner: its lease
+    /// holds, none of them is being rebuilt from its log, and each has the in-sync copies the
+    /// topic's `min_insync` asks. The one gate of both write paths (own share, forwards).
+    fn may_append(&self, topic: &str, shards: &[u32]) -> Result<(), EngineError> {
+        self.check_lease()?;
+        replication::check_ready(self, shards)?;
+        replication::check_min_insync(self, topic, shards)
+    }
+
     /// Checks that this node owns each shard at exactly the epoch the sender stamped; waits
     /// briefly when the sender's table is newer than ours.
     fn fence(&self, epochs: &[(u32, u64)]) -> Result<(), EngineError> {
@@ -457,15 +466,7 @@ impl Shared {
         let mut local_rows = by_owner.remove(&self.me);
         if let Some(rows) = &local_rows {
             let shards = distinct_shards(rows.iter().map(|(s, _)| *s));
-            let ready = match replication::not_ready(self, &shards) {
-                Some(why) => Err(EngineError::Unavailable(why)),
-                None => Ok(()),
-            };
-            if let Err(e) = self
-                .check_lease()
-                .and(ready)
-                .and_then(|()| replication::check_min_insync(self, topic, &shards))
-            {
+            if let Err(e) = self.may_append(topic, &shards) {
                 why = Some(e.to_string());
                 left.extend(local_rows.take().unwrap_or_default());
             }
@@ -715,10 +716,7 @@ impl Distribution for Shared {
             return Ok(total);
         }
         let shards = distinct_shards(rows.iter().map(shard_of_row));
-        if let Some(why) = replication::not_ready(self, &shards) {
-            return Err(EngineError::Unavailable(format!("{why}; retry")));
-        }
-        replication::check_min_insync(self, topic, &shards)?;
+        self.may_append(topic, &shards)?;
         replication::mark_epochs(self, topic, &shards)?;
         match origin {
             Some(o) => {

@@ -230,11 +230,6 @@ fn all_acks(s: &Shared, topic: &str) -> Option<u32> {
         .ok()?
 }
 
-/// Whether publishes to `topic` wait for replicas.
-fn waits(s: &Shared, topic: &str) -> bool {
-    s.current().replication_factor() > 1 && all_acks(s, topic).is_some()
-}
-
 /// As owner, before appending to `shards` of `topic`: refuses the write while a shard has
 /// fewer in-sync copies (its owner included) than the topic's `min_insync`, as Kafka answers
 /// `NOT_ENOUGH_REPLICAS`. Nothing is logged then, so a cluster down to one copy does not
@@ -301,7 +296,11 @@ pub(super) async fn await_replicas(
     topic: &str,
     shards: &[u32],
 ) -> Result<(), EngineError> {
-    if shards.is_empty() || !waits(s, topic) {
+    // Only `acks = all` publishes in a replicated cluster wait.
+    let Some(min) = all_acks(s, topic) else {
+        return Ok(());
+    };
+    if shards.is_empty() || s.current().replication_factor() <= 1 {
         return Ok(());
     }
     let engine = s.engine()?;
@@ -313,7 +312,6 @@ pub(super) async fn await_replicas(
     for &shard in shards {
         ends.push((shard, log.next_offset(topic, shard)?));
     }
-    let min = all_acks(s, topic).unwrap_or(1);
     let deadline = Instant::now() + ACK_TIMEOUT;
     // When this publish first found each (shard, replica, version of the lists) missing.
     let mut waiting_since: HashMap<(u32, NodeId, u64), Instant> = HashMap::new();
@@ -433,27 +431,29 @@ async fn demote(s: &Shared, topic: &str, (shard, replica, epoch, isr): (u32, Nod
     lock(&s.replication.demoting).remove(&(shard, replica, epoch, isr));
 }
 
-/// Why a write for `shards` must wait on this node (see `Replication::recovering`), if it
-/// must.
-pub(super) fn not_ready(s: &Shared, shards: &[u32]) -> Option<String> {
+/// Refuses a write for `shards` while it must wait on this node (see
+/// `Replication::recovering`), saying why.
+pub(super) fn check_ready(s: &Shared, shards: &[u32]) -> Result<(), EngineError> {
     let table = s.current();
     let watched = lock(&s.replication.watched).clone();
     let recovering = lock(&s.replication.recovering);
     for &shard in shards {
         if recovering.contains(&shard) {
-            return Some(format!(
-                "shard {shard} is being rebuilt from its log on its new owner"
-            ));
+            return Err(EngineError::Unavailable(format!(
+                "shard {shard} is being rebuilt from its log on its new owner; retry"
+            )));
         }
         let now = table.table.get(shard).map(|e| e.epoch).ok();
         let seen = watched
             .as_ref()
             .and_then(|w| w.table.get(shard).ok().map(|e| e.epoch));
         if seen < now {
-            return Some(format!("shard {shard} changed owner a moment ago"));
+            return Err(EngineError::Unavailable(format!(
+                "shard {shard} changed owner a moment ago; retry"
+            )));
         }
     }
-    None
+    Ok(())
 }
 
 /// The state watcher looked at `st`: `promoted` are recovering until [`recovered`].
