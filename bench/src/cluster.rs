@@ -31,8 +31,8 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use hdrhistogram::Histogram;
 use serde_json::{json, Value as Json};
-use starling_engine::client::http::HttpClient;
-use starling_engine::client::{QuicClient, Trust};
+use starling_node::client::http::HttpClient;
+use starling_node::client::{QuicClient, Trust};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The topic every part publishes to.
@@ -461,7 +461,7 @@ struct Load {
     keep_going: bool,
 }
 
-fn is_retryable(e: &starling_engine::client::quic::ClientError) -> bool {
+fn is_retryable(e: &starling_node::client::quic::ClientError) -> bool {
     matches!(e.code(), Some("busy" | "unavailable" | "stale_epoch"))
 }
 
@@ -499,7 +499,7 @@ async fn run_load(load: Load) -> Result<LoadResult> {
                     let t = Instant::now();
                     let mut tries = 0;
                     let outcome = loop {
-                        match client.publish_wire(TOPIC, batch.clone()).await {
+                        match client.publish(TOPIC, batch.clone()).await {
                             Err(e) if is_retryable(&e) && tries < 5_000 => {
                                 tries += 1;
                                 retries += 1;

@@ -11,10 +11,10 @@ use anyhow::{anyhow, bail, Context, Result};
 use hdrhistogram::Histogram;
 use serde_json::{json, Map, Value as Json};
 use starling_dataflows::nexmark::Query;
-use starling_engine::client::http::{ClientError, HttpClient};
-use starling_engine::client::{QuicClient, Trust};
 use starling_engine::operators::json::value_to_json;
-use starling_engine::quic::wire::{row_to_wire, WireValue};
+use starling_node::client::http::{ClientError, HttpClient};
+use starling_node::client::{QuicClient, Trust};
+use starling_node::quic::wire::{row_to_wire, WireValue};
 
 use crate::publish::NodeProcess;
 use crate::queries::{topics, TopicBatch, SETTLE_MS};
@@ -198,7 +198,7 @@ async fn publish(
     let mut tries = 0;
     loop {
         let r = match (body, quic) {
-            (Body::Wire(rows), Some(q)) => return Ok(q.publish_wire(topic, rows.clone()).await?),
+            (Body::Wire(rows), Some(q)) => return Ok(q.publish(topic, rows.clone()).await?),
             (Body::Ndjson(text), _) => http.publish_ndjson(topic, text.clone()).await,
             (Body::Wire(_), None) => bail!("QUIC rows without a QUIC connection"),
         };

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use hdrhistogram::Histogram;
 use serde_json::json;
-use starling_engine::client::http::HttpClient;
+use starling_node::client::http::HttpClient;
 
 /// A `starling node` child process, stopped on drop.
 pub struct NodeProcess {
@@ -139,9 +139,9 @@ fn batch(seq: u64, size: usize) -> Vec<u8> {
 pub fn wire_batches(
     batch: usize,
     count: u64,
-) -> Arc<Vec<Vec<Vec<starling_engine::quic::wire::WireValue>>>> {
+) -> Arc<Vec<Vec<Vec<starling_node::quic::wire::WireValue>>>> {
     use starling_engine::operators::Value;
-    use starling_engine::quic::wire::row_to_wire;
+    use starling_node::quic::wire::row_to_wire;
     let note = "an event of about one hundred bytes";
     Arc::new(
         (0..count)
@@ -254,9 +254,9 @@ pub async fn http_publish(
             loop {
                 match client.publish_ndjson("bench", body.clone()).await {
                     Ok(n) => return Ok(n),
-                    Err(starling_engine::client::http::ClientError::Api {
-                        status: 429, ..
-                    }) if tries < 1000 => {
+                    Err(starling_node::client::http::ClientError::Api { status: 429, .. })
+                        if tries < 1000 =>
+                    {
                         tries += 1;
                         tokio::time::sleep(Duration::from_millis(1)).await;
                     }
@@ -279,7 +279,7 @@ pub async fn quic_publish(
     streams: usize,
     rate: Option<u64>,
 ) -> Result<PublishResult> {
-    use starling_engine::client::{QuicClient, Trust};
+    use starling_node::client::{QuicClient, Trust};
 
     HttpClient::new(http).create_topic(&bench_topic()).await?;
     let client = QuicClient::connect(quic, Trust::Fingerprint(fingerprint.to_string())).await?;
@@ -290,7 +290,7 @@ pub async fn quic_publish(
         move |i| {
             let client = client.clone();
             let rows = wire_batches[(i % wire_batches.len() as u64) as usize].clone();
-            async move { Ok(client.publish_wire("bench", rows).await?) }
+            async move { Ok(client.publish("bench", rows).await?) }
         }
     })
     .await;
@@ -301,7 +301,7 @@ pub async fn quic_publish(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use starling_engine::node::{Node, NodeConfig};
+    use starling_node::node::{Node, NodeConfig};
 
     /// Both publish benchmarks run (small) against an in-process node, so they cannot rot.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

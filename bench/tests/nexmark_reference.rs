@@ -4,7 +4,7 @@
 //! row and multiplicity for multiplicity, with events in order and out of order.
 //!
 //! DuckDB comes from PyPI: `bench/reference/setup.sh` installs it into a virtual environment
-//! under `target/` (CI runs it first; this test runs it if the environment is missing).
+//! under `target/` the first time any test asks (`starling_testkit::reference`).
 //! `STARLING_REFERENCE_PYTHON` points at another interpreter that has `duckdb`.
 
 use std::collections::BTreeMap;
@@ -25,22 +25,10 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// The interpreter with DuckDB, installing it on first use.
+/// The interpreter with DuckDB, installing it on first use (under a lock: both tests of this
+/// file, and any other test binary, may ask at once on a fresh clone).
 fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("STARLING_REFERENCE_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let out = Command::new("bash")
-        .arg(repo().join("bench/reference/setup.sh"))
-        .output()
-        .expect("bash runs");
-    assert!(
-        out.status.success(),
-        "bench/reference/setup.sh failed (DuckDB is needed for the reference check):\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    PathBuf::from(path)
+    starling_testkit::reference::python().unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// A row with every number as a float, so that DuckDB's `2` and Starling's `2.0` (or the

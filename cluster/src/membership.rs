@@ -43,10 +43,10 @@ pub mod keys {
     pub const NODE_ID: &str = "node_id";
     /// A human-readable name for logs and the UI.
     pub const NAME: &str = "name";
-    /// Where the node's QUIC endpoint (event forwarding, hand-off) listens.
-    pub const QUIC_ADDR: &str = "quic_addr";
+    /// Where the node's peer listener (forwards, hand-off, replication, Raft) listens.
+    pub const PEER_ADDR: &str = "peer_addr";
     /// SHA-256 of the node's QUIC certificate (hex), so peers can pin it.
-    pub const QUIC_FINGERPRINT: &str = "quic_fingerprint";
+    pub const PEER_FINGERPRINT: &str = "peer_fingerprint";
     /// Where the node's HTTP API listens.
     pub const HTTP_ADDR: &str = "http_addr";
     /// The Starling cluster id the node was started for.
@@ -161,10 +161,10 @@ pub struct MembershipConfig {
     /// node. Host names are re-resolved by chitchat every minute.
     pub seeds: Vec<String>,
     /// Published so peers can forward events to this node over QUIC.
-    pub quic_addr: SocketAddr,
+    pub peer_addr: SocketAddr,
     /// Published so peers can pin this node's QUIC certificate: node-to-node trust is then
     /// as strong as the gossip network (a cluster CA would make it stronger).
-    pub quic_fingerprint: String,
+    pub peer_fingerprint: String,
     /// Published so peers and the UI can reach this node's HTTP API.
     pub http_addr: SocketAddr,
     /// How often this node gossips with up to three peers. Shorter converges and detects
@@ -183,7 +183,7 @@ impl MembershipConfig {
         cluster_id: impl Into<String>,
         shards: u32,
         gossip_listen: SocketAddr,
-        quic_addr: SocketAddr,
+        peer_addr: SocketAddr,
         http_addr: SocketAddr,
     ) -> MembershipConfig {
         MembershipConfig {
@@ -194,8 +194,8 @@ impl MembershipConfig {
             gossip_listen,
             gossip_advertise: None,
             seeds: Vec::new(),
-            quic_addr,
-            quic_fingerprint: String::new(),
+            peer_addr,
+            peer_fingerprint: String::new(),
             http_addr,
             gossip_interval: Duration::from_millis(500),
             failure: FailureDetection::default(),
@@ -213,9 +213,9 @@ pub struct Member {
     /// Where it gossips.
     pub gossip_addr: SocketAddr,
     /// Where its QUIC endpoint listens.
-    pub quic_addr: SocketAddr,
+    pub peer_addr: SocketAddr,
     /// Its QUIC certificate's SHA-256 (hex), to pin when connecting.
-    pub quic_fingerprint: String,
+    pub peer_fingerprint: String,
     /// Where its HTTP API listens.
     pub http_addr: SocketAddr,
     /// Joining, live or leaving.
@@ -396,10 +396,10 @@ impl Membership {
         let initial = vec![
             (keys::NODE_ID.to_string(), config.node_id.to_string()),
             (keys::NAME.to_string(), config.name.clone()),
-            (keys::QUIC_ADDR.to_string(), config.quic_addr.to_string()),
+            (keys::PEER_ADDR.to_string(), config.peer_addr.to_string()),
             (
-                keys::QUIC_FINGERPRINT.to_string(),
-                config.quic_fingerprint.clone(),
+                keys::PEER_FINGERPRINT.to_string(),
+                config.peer_fingerprint.clone(),
             ),
             (keys::HTTP_ADDR.to_string(), config.http_addr.to_string()),
             (keys::CLUSTER_ID.to_string(), config.cluster_id.clone()),
@@ -694,8 +694,8 @@ struct Peer {
     node_id: NodeId,
     name: String,
     gossip_addr: SocketAddr,
-    quic_addr: SocketAddr,
-    quic_fingerprint: String,
+    peer_addr: SocketAddr,
+    peer_fingerprint: String,
     http_addr: SocketAddr,
     cluster_id: String,
     shards: u32,
@@ -720,9 +720,9 @@ fn parse_peer(state: &NodeState) -> Option<Peer> {
             node_id: state.get(keys::NODE_ID)?.parse().ok()?,
             name: state.get(keys::NAME)?.to_string(),
             gossip_addr: id.gossip_advertise_addr,
-            quic_addr: state.get(keys::QUIC_ADDR)?.parse().ok()?,
-            quic_fingerprint: state
-                .get(keys::QUIC_FINGERPRINT)
+            peer_addr: state.get(keys::PEER_ADDR)?.parse().ok()?,
+            peer_fingerprint: state
+                .get(keys::PEER_FINGERPRINT)
                 .unwrap_or_default()
                 .to_string(),
             http_addr: state.get(keys::HTTP_ADDR)?.parse().ok()?,
@@ -768,8 +768,8 @@ fn classify<'a>(nodes: impl Iterator<Item = (&'a ChitchatId, &'a NodeState)>, ou
             node_id: peer.node_id,
             name: peer.name,
             gossip_addr: peer.gossip_addr,
-            quic_addr: peer.quic_addr,
-            quic_fingerprint: peer.quic_fingerprint,
+            peer_addr: peer.peer_addr,
+            peer_fingerprint: peer.peer_fingerprint,
             http_addr: peer.http_addr,
             state: peer.state,
             load: peer.load,
@@ -795,7 +795,7 @@ fn same_membership(a: &[Member], b: &[Member]) -> bool {
             x.node_id == y.node_id
                 && x.name == y.name
                 && x.gossip_addr == y.gossip_addr
-                && x.quic_addr == y.quic_addr
+                && x.peer_addr == y.peer_addr
                 && x.http_addr == y.http_addr
                 && x.state == y.state
         })

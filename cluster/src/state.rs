@@ -19,8 +19,10 @@ pub const MAX_REPLICATION: u32 = 7;
 pub struct MemberInfo {
     /// A readable name (`--node-name`, or derived from the id).
     pub name: String,
-    /// The node's QUIC front door (also used node to node).
-    pub quic_addr: String,
+    /// The node's peer listener (node to node only; clients use its QUIC front door).
+    /// Read under its old name from a state written before peers had their own listener.
+    #[serde(alias = "quic_addr")]
+    pub peer_addr: String,
     /// The node's HTTP front door.
     pub http_addr: String,
     /// True once the node asked to leave: it gets no new shards and its shards move away.

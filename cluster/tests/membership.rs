@@ -132,7 +132,7 @@ async fn three_nodes_find_each_other_through_one_seed() {
         };
         assert_eq!(m2.name, "node-2");
         assert_eq!(m2.gossip_addr, n2.gossip_addr());
-        assert_eq!(m2.quic_addr, SocketAddr::from(([127, 0, 0, 1], 20_002)));
+        assert_eq!(m2.peer_addr, SocketAddr::from(([127, 0, 0, 1], 20_002)));
         assert_eq!(m2.http_addr, SocketAddr::from(([127, 0, 0, 1], 30_002)));
         let Some(m3) = members.iter().find(|m| m.node_id == 3) else {
             panic!("n3 missing from {members:?}");
@@ -343,7 +343,7 @@ async fn default_timings_converge_and_detect_a_crash() {
             "d",
             8,
             c.gossip_listen,
-            c.quic_addr,
+            c.peer_addr,
             c.http_addr,
         );
         c.gossip_interval = defaults.gossip_interval;

@@ -84,7 +84,7 @@ fn settings() -> RaftSettings {
 fn info(id: NodeId) -> MemberInfo {
     MemberInfo {
         name: format!("node-{id}"),
-        quic_addr: format!("127.0.0.1:{}", 7000 + id),
+        peer_addr: format!("127.0.0.1:{}", 7000 + id),
         http_addr: format!("127.0.0.1:{}", 8000 + id),
         leaving: false,
     }
@@ -452,9 +452,9 @@ async fn at_most_five_voters_and_a_leaving_voter_is_replaced_by_a_learner() {
     ));
     // A node that comes back at another address is re-pointed, and keeps its vote.
     let mut moved = info(4);
-    moved.quic_addr = "127.0.0.1:9999".into();
+    moved.peer_addr = "127.0.0.1:9999".into();
     assert_eq!(n1.add_node(4, moved).await.unwrap(), NodeRole::Voter);
-    assert_eq!(state_of(&n1).members[&4].quic_addr, "127.0.0.1:9999");
+    assert_eq!(state_of(&n1).members[&4].peer_addr, "127.0.0.1:9999");
     assert_eq!(n1.voters(), [1, 2, 3, 4, 5].into());
     // A leaving voter is replaced by the caught-up learner.
     n1.remove_node(5).await.unwrap();

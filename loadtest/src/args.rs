@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 use clap::{Parser, ValueEnum};
-use starling_engine::operators::duration::parse_duration_ms;
 
 /// Most keys a run may use: the client keeps two counters per key, and the check reads the
 /// whole view back at the end.
@@ -199,7 +198,7 @@ pub enum Stop {
 #[derive(Clone, Debug)]
 pub struct QuicTarget {
     pub addr: String,
-    pub trust: starling_engine::client::Trust,
+    pub trust: starling_client::Trust,
 }
 
 /// A checked run description.
@@ -249,8 +248,8 @@ impl Config {
                     );
                 };
                 let trust = match (&a.fingerprint, &a.cert) {
-                    (Some(f), _) => starling_engine::client::Trust::Fingerprint(f.clone()),
-                    (None, Some(c)) => starling_engine::client::Trust::CertFile(c.clone()),
+                    (Some(f), _) => starling_client::Trust::Fingerprint(f.clone()),
+                    (None, Some(c)) => starling_client::Trust::CertFile(c.clone()),
                     (None, None) => bail!(
                         "--protocol quic needs --fingerprint HEX (the node's \
                          `quic_fingerprint=`) or --cert DATA_DIR/tls/cert.der"
@@ -365,11 +364,10 @@ fn parse_run_duration(text: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
-/// A duration as definitions write them, zero allowed.
+/// A duration as definitions write them, zero allowed (humantime reads the same units:
+/// `ms`, `s`, `m`, `h`, combined as in `1m30s`; a bare number has no unit and is refused).
 fn parse_any_duration(text: &str) -> Result<Duration, String> {
-    parse_duration_ms(text)
-        .map(Duration::from_millis)
-        .map_err(|e| e.to_string())
+    humantime::parse_duration(text.trim()).map_err(|e| format!("`{text}`: {e}"))
 }
 
 #[cfg(test)]

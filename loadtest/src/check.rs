@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value as Json;
-use starling_engine::client::http::HttpClient;
+use starling_client::http::HttpClient;
 
 use crate::setup::{Names, WINDOW_MS};
 use crate::workload::KeyNames;

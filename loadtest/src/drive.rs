@@ -33,8 +33,8 @@ use anyhow::{anyhow, Context, Result};
 use hdrhistogram::Histogram;
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
-use starling_engine::client::http::{ClientError as HttpError, HttpClient};
-use starling_engine::client::{ClientError as QuicError, QuicClient};
+use starling_client::http::{ClientError as HttpError, HttpClient};
+use starling_client::{ClientError as QuicError, QuicClient};
 
 use crate::args::{Config, Protocol, QuicTarget, Rate, Stop};
 use crate::workload::{payload, Batch, Body, Generator, KeyNames, KeySampler};
@@ -460,10 +460,7 @@ async fn send(conn: &Conn, topic: &str, body: &Body) -> Result<u64, Failure> {
             .publish_ndjson(topic, b.clone())
             .await
             .map_err(classify_http),
-        (Conn::Quic(c), Body::Rows(r)) => c
-            .publish_wire(topic, r.clone())
-            .await
-            .map_err(classify_quic),
+        (Conn::Quic(c), Body::Rows(r)) => c.publish(topic, r.clone()).await.map_err(classify_quic),
         _ => Err(Failure::Fatal(
             "a batch was built for the other protocol".into(),
         )),

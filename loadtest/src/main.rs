@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use starling_engine::client::http::HttpClient;
+use starling_client::http::HttpClient;
 
 use args::{Args, Config, Query};
 

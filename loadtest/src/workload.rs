@@ -9,7 +9,7 @@ use rand::rngs::SmallRng;
 use rand::RngExt;
 use rand_distr::{Distribution, Zipf};
 use serde_json::{json, Value as Json};
-use starling_engine::quic::wire::WireValue;
+use starling_client::protocol::WireValue;
 
 use crate::args::KeyDistribution;
 

@@ -1,4 +1,5 @@
-//! Values written flat, for rkyv archives (the QUIC wire format and operator checkpoints).
+//! Values written flat, for rkyv archives (the QUIC wire format and operator checkpoints):
+//! conversions between the engine's [`Value`]s and the protocol's [`WireValue`] cells.
 //!
 //! A row is a `Vec<WireValue>` in which a nested value is written in pre-order: `List(n)`
 //! followed by its `n` elements and `Map(n)` followed by `n` pairs of (`Str` key, value). Flat
@@ -8,37 +9,13 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use rkyv::{Archive, Deserialize, Serialize};
-
 use crate::value::Value;
 
-/// How deeply lists and maps may nest inside one value.
-pub const MAX_DEPTH: usize = 32;
+pub use starling_protocol::value::{ArchivedWireValue, WireValue, MAX_DEPTH};
+use starling_protocol::{WireEvent, WireUpdate};
 
-/// One cell of a flat row (see the module docs for how nesting is written).
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub enum WireValue {
-    /// SQL null (an optional field then takes its default).
-    Null,
-    /// A boolean.
-    Bool(bool),
-    /// A 64-bit integer (also accepted for float and timestamp fields).
-    Int(i64),
-    /// A 64-bit float.
-    Float(f64),
-    /// UTF-8 text (validated on receipt).
-    Str(String),
-    /// Raw bytes.
-    Bytes(Vec<u8>),
-    /// Milliseconds since the Unix epoch (UTC).
-    Timestamp(i64),
-    /// A dense f32 vector.
-    Vector(Vec<f32>),
-    /// A list: the next `n` values (each possibly nested) are its elements.
-    List(u32),
-    /// A map: the next `n` pairs of (`Str` key, value) are its entries.
-    Map(u32),
-}
+use crate::event::Event;
+use crate::render::Update;
 
 // ---- values ----
 
@@ -65,6 +42,11 @@ pub fn push_value(v: &Value, out: &mut Vec<WireValue>) {
             }
         }
     }
+}
+
+/// Rows written flat, as a client publishes them.
+pub fn rows_to_wire(rows: &[Vec<Value>]) -> Vec<Vec<WireValue>> {
+    rows.iter().map(|r| row_to_wire(r)).collect()
 }
 
 /// A row (or any values) written flat.
@@ -188,5 +170,99 @@ pub fn value_from_wire<C: FlatCell>(cells: &[C]) -> Result<Value, String> {
     match row.len() {
         1 => Ok(row.pop().unwrap_or_default()),
         n => Err(format!("a key must be one value, found {n}")),
+    }
+}
+
+// ---- events and updates ----
+
+/// An output update for the wire.
+pub fn update_to_wire((e, time, diff): &Update) -> WireUpdate {
+    let mut key = Vec::with_capacity(1);
+    push_value(&e.key, &mut key);
+    WireUpdate {
+        key,
+        event_time: e.time,
+        row: row_to_wire(&e.row),
+        time: *time,
+        diff: *diff as i64,
+    }
+}
+
+/// A topic event for the wire.
+pub fn event_to_wire(e: &Event) -> WireEvent {
+    let mut key = Vec::with_capacity(1);
+    push_value(&e.key, &mut key);
+    WireEvent {
+        key,
+        time: e.time,
+        row: row_to_wire(&e.row),
+    }
+}
+
+/// An update read back from the wire.
+pub fn update_from_wire(u: &WireUpdate) -> Result<Update, String> {
+    let event = Event::new(
+        value_from_wire(&u.key)?,
+        u.event_time,
+        row_from_wire(&u.row)?,
+    );
+    Ok((event, u.time, u.diff as isize))
+}
+
+/// An event read back from the wire.
+pub fn event_from_wire(e: &WireEvent) -> Result<Event, String> {
+    Ok(Event::new(
+        value_from_wire(&e.key)?,
+        e.time,
+        row_from_wire(&e.row)?,
+    ))
+}
+
+#[cfg(test)]
+mod wire_tests {
+    use super::*;
+    use crate::Value;
+    use rkyv::util::AlignedVec;
+    use starling_protocol::{access_request, encode, ArchivedRequest, Request};
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    #[test]
+    fn nested_values_round_trip() {
+        let mut m = BTreeMap::new();
+        m.insert(
+            "a".to_string(),
+            Value::List(vec![Value::Int(1), Value::str("x")].into()),
+        );
+        let row = vec![
+            Value::Map(Arc::new(m)),
+            Value::Null,
+            Value::Vector(vec![1.0f32, 2.0].into()),
+            Value::Timestamp(5),
+        ];
+        let wire = row_to_wire(&row);
+        assert_eq!(row_from_wire(&wire).unwrap(), row);
+        let frame = encode(&Request::Publish {
+            topic: "t".into(),
+            rows: vec![wire],
+        })
+        .unwrap();
+        let mut body = AlignedVec::<16>::new();
+        body.extend_from_slice(&frame[4..]);
+        let ArchivedRequest::Publish { rows, .. } = access_request(&body).unwrap() else {
+            panic!("wrong variant")
+        };
+        assert_eq!(row_from_wire(rows[0].as_slice()).unwrap(), row);
+    }
+
+    #[test]
+    fn lying_counts_and_depth_are_refused() {
+        assert!(row_from_wire(&[WireValue::List(3), WireValue::Int(1)]).is_err());
+        assert!(row_from_wire(&[WireValue::Map(1), WireValue::Int(1), WireValue::Int(2)]).is_err());
+        let deep: Vec<WireValue> = (0..100)
+            .map(|_| WireValue::List(1))
+            .chain([WireValue::Null])
+            .collect();
+        assert!(row_from_wire(&deep).is_err());
     }
 }

@@ -13,7 +13,7 @@ pub fn ensure_starling() {
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
-        .args(["build", "-p", "starling-engine", "--bin", "starling"])
+        .args(["build", "-p", "starling-node", "--bin", "starling"])
         .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
         .status()
         .expect("cargo runs");

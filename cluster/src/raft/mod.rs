@@ -323,7 +323,7 @@ impl ClusterRaft {
     /// the leader instead. Idempotent, so a restarted first node may call it again.
     pub async fn initialize(&self, self_info: MemberInfo) -> Result<(), RaftError> {
         if !self.raft.is_initialized().await.map_err(stopped)? {
-            let nodes = BTreeMap::from([(self.id, BasicNode::new(&self_info.quic_addr))]);
+            let nodes = BTreeMap::from([(self.id, BasicNode::new(&self_info.peer_addr))]);
             match self.raft.initialize(nodes).await {
                 Ok(()) => tracing::info!(node = self.id, "bootstrapped a new Raft cluster"),
                 Err(OrRaftError::APIError(InitializeError::NotAllowed(_))) => {}
@@ -333,7 +333,7 @@ impl ClusterRaft {
         let known = self.state.borrow().members.get(&self.id).cloned();
         let same = known.is_some_and(|m| {
             m.name == self_info.name
-                && m.quic_addr == self_info.quic_addr
+                && m.peer_addr == self_info.peer_addr
                 && m.http_addr == self_info.http_addr
         });
         if !same {
@@ -346,7 +346,7 @@ impl ClusterRaft {
         Ok(())
     }
 
-    /// Adds `node` (reached at `info.quic_addr`) as a learner, records it as a member, and
+    /// Adds `node` (reached at `info.peer_addr`) as a learner, records it as a member, and
     /// promotes it to voter once it has caught up if there are fewer than [`MAX_VOTERS`].
     /// Call on the leader (the engine does when gossip shows a new member). Calling it again
     /// for a node that is already a learner retries the promotion; for a node that came back
@@ -361,19 +361,19 @@ impl ClusterRaft {
             .membership()
             .get_node(&node)
             .map(|n| n.addr.clone());
-        if known_addr.as_ref().is_some_and(|a| *a != info.quic_addr) {
+        if known_addr.as_ref().is_some_and(|a| *a != info.peer_addr) {
             // The node came back at another address: point Raft at the new one.
-            let nodes = BTreeMap::from([(node, BasicNode::new(&info.quic_addr))]);
+            let nodes = BTreeMap::from([(node, BasicNode::new(&info.peer_addr))]);
             self.raft
                 .change_membership(ChangeMembers::SetNodes(nodes), true)
                 .await
                 .map_err(|e| self.write_error(e))?;
-            tracing::info!(node, addr = %info.quic_addr, "updated a Raft member's address");
+            tracing::info!(node, addr = %info.peer_addr, "updated a Raft member's address");
         }
         if known_addr.is_none() {
             let added = self
                 .raft
-                .add_learner(node, BasicNode::new(&info.quic_addr), false)
+                .add_learner(node, BasicNode::new(&info.peer_addr), false)
                 .await
                 .map_err(|e| self.write_error(e))?;
             tracing::info!(node, log = %added.log_id, "added a Raft learner");

@@ -11,9 +11,45 @@ use rkyv::rancor;
 use rkyv::util::AlignedVec;
 use rkyv::{Archive, Deserialize, Serialize};
 
+use starling_operators::flat::{
+    push_value, row_from_wire, row_to_wire, value_from_wire, WireValue,
+};
 use starling_operators::Event;
 
-use crate::quic::wire::{event_from_wire, event_to_wire, WireEvent};
+/// One logged event, flat. The log's own type, not the QUIC wire's: the on-disk format must
+/// not change when the protocol does. Its archive has the same layout as the wire event it
+/// replaced (same fields, same order), so logs written before the split read unchanged.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct LogEvent {
+    /// The key, one flat value.
+    pub key: Vec<WireValue>,
+    /// Event time, milliseconds since the Unix epoch.
+    pub time: u64,
+    /// The event's row, flat.
+    pub row: Vec<WireValue>,
+}
+
+impl LogEvent {
+    /// An engine event in log form.
+    pub fn from_event(e: &Event) -> LogEvent {
+        let mut key = Vec::with_capacity(1);
+        push_value(&e.key, &mut key);
+        LogEvent {
+            key,
+            time: e.time,
+            row: row_to_wire(&e.row),
+        }
+    }
+
+    /// Back to an engine event; an error names what is malformed.
+    pub fn to_event(&self) -> Result<Event, String> {
+        Ok(Event::new(
+            value_from_wire(&self.key)?,
+            self.time,
+            row_from_wire(&self.row)?,
+        ))
+    }
+}
 
 /// The only entry format so far; a reader refuses others instead of guessing.
 const FORMAT: u8 = 1;
@@ -23,7 +59,7 @@ const HEADER: usize = 9;
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub enum LogRecord {
     /// Events of one published batch that hash to this entry's shard, in batch order.
-    Events(Vec<WireEvent>),
+    Events(Vec<LogEvent>),
     /// An explicit watermark mark on the topic (`POST /v1/topics/{t}/watermark`).
     Watermark(u64),
     /// Events like `Events`, from publish `batch` of the cluster node `producer`: a node
@@ -33,7 +69,7 @@ pub enum LogRecord {
     Tagged {
         producer: u64,
         batch: u64,
-        events: Vec<WireEvent>,
+        events: Vec<LogEvent>,
     },
 }
 
@@ -48,7 +84,9 @@ pub enum Entry {
 
 /// Encodes events as an entry with sequence number 0; [`stamp`] sets the real one.
 pub fn encode_events<'a>(events: impl Iterator<Item = &'a Event>) -> Result<Vec<u8>, String> {
-    encode(&LogRecord::Events(events.map(event_to_wire).collect()))
+    encode(&LogRecord::Events(
+        events.map(LogEvent::from_event).collect(),
+    ))
 }
 
 /// Encodes events tagged with the publish they came from (see [`LogRecord::Tagged`]).
@@ -59,7 +97,7 @@ pub fn encode_tagged<'a>(
     encode(&LogRecord::Tagged {
         producer,
         batch,
-        events: events.map(event_to_wire).collect(),
+        events: events.map(LogEvent::from_event).collect(),
     })
 }
 
@@ -111,11 +149,11 @@ pub fn decode_tagged(bytes: &[u8]) -> Result<(u64, Entry, Option<Origin>), Strin
     aligned.extend_from_slice(&bytes[HEADER..]);
     let record =
         rkyv::from_bytes::<LogRecord, rancor::Error>(&aligned).map_err(|e| e.to_string())?;
-    let events = |events: Vec<WireEvent>| -> Result<Entry, String> {
+    let events = |events: Vec<LogEvent>| -> Result<Entry, String> {
         Ok(Entry::Events(
             events
                 .iter()
-                .map(event_from_wire)
+                .map(LogEvent::to_event)
                 .collect::<Result<_, _>>()?,
         ))
     };

@@ -33,7 +33,7 @@ use starling_operators::plan::{self, Plan, TopicSpec};
 use starling_operators::render::{DataflowStats, Update};
 use starling_operators::{Event, Row, Value};
 
-pub use distribution::{Distribution, FetchView};
+pub use distribution::Distribution;
 pub use handoff::ShardPart;
 pub use subscribers::{feed, Feed, Subscribers, Subscription, SubscriptionClosed};
 use worker::Command;

@@ -3,7 +3,7 @@
 //!
 //! The `starling` binary belongs to the engine crate, so cargo does not build it for this
 //! crate's tests. It lives next to this crate's binary (same target directory and profile);
-//! the tests run `cargo build -p starling-engine --bin starling` there once per test process
+//! the tests run `cargo build -p starling-node --bin starling` there once per test process
 //! with the cargo that runs them (`$CARGO`, inheriting `CARGO_TARGET_DIR`), so the node under
 //! test is never older than the source: a no-op when it is up to date. `STARLING_BIN` names
 //! a binary to use instead.
@@ -35,7 +35,7 @@ pub fn starling_bin() -> &'static Path {
             "build",
             "--quiet",
             "-p",
-            "starling-engine",
+            "starling-node",
             "--bin",
             "starling",
         ]);

@@ -1,0 +1,291 @@
+//! Reads that span every node (ARCHITECTURE §5): a KV view, a series or a vector collection
+//! is written on the node that processes each key, so after shards were spread (or moved)
+//! the answer is in pieces on several nodes. The node a client asked reads its own store,
+//! asks every peer over QUIC with the `*Local` requests (a peer never scatters again), and
+//! merges:
+//! - get: the first value present wins, asking first the node that owns the key's shard;
+//! - scan: pages merged in key order, cut at `limit`, with a `next` that loses nothing;
+//! - series: points united by window start;
+//! - vector search: hits merged by distance, the nearest `k` kept.
+//!
+//! An answer that would be incomplete (a peer unreachable) is refused as `unavailable`
+//! rather than returned short, except a get that found its value anyway.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Map, Value as Json};
+use starling_cluster::NodeId;
+use starling_operators::Value;
+use starling_storage::{Hit, KvPage};
+
+use super::Shared;
+use starling_client::ClientError;
+
+use super::peer_client::PeerClient;
+use crate::durable::queries::{check_limit, VectorQuery};
+use crate::quic::wire::codes;
+use crate::EngineError;
+
+/// How long a peer may take to answer its part of a read.
+const PEER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A peer's refusal or failure as the caller's error: its own refusal of the caller's input
+/// stays a bad request; anything else means the merged answer cannot be complete.
+fn refused(node: NodeId, e: ClientError) -> EngineError {
+    match e {
+        ClientError::Server { code, message } if code == codes::BAD_REQUEST => {
+            EngineError::BadRequest(format!("node {node:016x}: {message}"))
+        }
+        e => EngineError::Unavailable(format!(
+            "node {node:016x} could not answer its part of the read: {e}; retry once it is \
+             back or has left the cluster"
+        )),
+    }
+}
+
+/// Whether a local refusal means "this node has no such collection".
+fn is_not_found(e: &EngineError) -> bool {
+    matches!(
+        crate::quic::dispatch::engine_error(e),
+        crate::quic::wire::Response::Error { code, .. } if code == codes::NOT_FOUND
+    )
+}
+
+impl Shared {
+    /// Every member but this node, in id order (so merges that prefer one copy are
+    /// deterministic).
+    fn other_members(&self) -> Vec<NodeId> {
+        self.current()
+            .members
+            .keys()
+            .copied()
+            .filter(|n| *n != self.me)
+            .collect()
+    }
+
+    /// Asks every peer at once; each answer comes back with the peer's id.
+    async fn ask_peers<T, F, Fut>(&self, call: F) -> Vec<(NodeId, Result<T, ClientError>)>
+    where
+        F: Fn(Arc<PeerClient>) -> Fut,
+        Fut: Future<Output = Result<T, ClientError>>,
+    {
+        let call = &call;
+        let asks = self.other_members().into_iter().map(|p| async move {
+            let r = tokio::time::timeout(PEER_TIMEOUT, async {
+                let c = self.peers.client(p).await?;
+                call(c).await
+            })
+            .await
+            .unwrap_or_else(|_| {
+                Err(ClientError::Protocol(format!(
+                    "no answer within {PEER_TIMEOUT:?}"
+                )))
+            });
+            if let Err(e) = &r {
+                if e.code().is_none() {
+                    self.peers.reset(p).await;
+                }
+            }
+            (p, r)
+        });
+        futures_util::future::join_all(asks).await
+    }
+
+    /// The nodes most likely to hold the current value of a view key: the owner (and the
+    /// receiver of a move) of its shard, reading the key as a string and, when it is JSON
+    /// text of another value, as that value.
+    fn likely_writers(&self, key: &str) -> Vec<NodeId> {
+        let mut candidates = vec![Value::str(key)];
+        if let Ok(n) = key.parse::<i64>() {
+            candidates.push(Value::Int(n));
+        }
+        let state = self.current();
+        let mut out = Vec::new();
+        for v in candidates {
+            if let Ok(e) = state.table.get(self.shard_of(&v)) {
+                for n in [e.moving_to, e.owner].into_iter().flatten() {
+                    if !out.contains(&n) {
+                        out.push(n);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// See [`crate::runtime::Distribution::kv_get`].
+    pub(crate) fn scatter_kv_get(
+        &self,
+        view: &str,
+        key: &str,
+    ) -> Result<Option<Vec<u8>>, EngineError> {
+        let engine = self.engine()?;
+        let local = engine.kv_get_local(view, key)?;
+        let preferred = self.likely_writers(key);
+        if local.is_some() && preferred.first().is_none_or(|n| *n == self.me) {
+            return Ok(local);
+        }
+        let answers =
+            self.block(self.ask_peers(|c| async move { c.kv_get_local(view, key).await }));
+        let mut found: HashMap<NodeId, Vec<u8>> = HashMap::new();
+        if let Some(v) = local {
+            found.insert(self.me, v);
+        }
+        let mut failed = None;
+        for (p, r) in answers {
+            match r {
+                Ok(Some(v)) => {
+                    found.insert(p, v.into_bytes());
+                }
+                Ok(None) => {}
+                Err(e) => failed = failed.or(Some(refused(p, e))),
+            }
+        }
+        let mut order = preferred;
+        order.push(self.me);
+        order.extend(self.other_members());
+        if let Some(v) = order.iter().find_map(|n| found.remove(n)) {
+            return Ok(Some(v));
+        }
+        // Absent everywhere that answered: only a complete "absent" is an answer.
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(None),
+        }
+    }
+
+    /// See [`crate::runtime::Distribution::kv_scan`].
+    pub(crate) fn scatter_kv_scan(
+        &self,
+        view: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<KvPage, EngineError> {
+        let engine = self.engine()?;
+        let limit = check_limit(limit)?;
+        let local = engine.kv_scan_local(view, prefix, after, limit)?;
+        let wire_limit = limit as u32;
+        let answers =
+            self.block(self.ask_peers(|c| async move {
+                c.kv_scan_local(view, prefix, after, wire_limit).await
+            }));
+        let mut more = local.next.is_some();
+        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = local.items.into_iter().collect();
+        for (p, r) in answers {
+            let (items, next) = r.map_err(|e| refused(p, e))?;
+            more |= next.is_some();
+            for (k, v) in items {
+                merged
+                    .entry(k.into_bytes())
+                    .or_insert_with(|| v.into_bytes());
+            }
+        }
+        // Each node gave its first `limit` keys after `after`; the first `limit` of the
+        // union are therefore the first of the whole view, and every key past the last one
+        // kept is still ahead of the cursor on its node.
+        let total = merged.len();
+        let items: Vec<(Vec<u8>, Vec<u8>)> = merged.into_iter().take(limit).collect();
+        let next = if total > limit || more {
+            items.last().map(|(k, _)| k.clone())
+        } else {
+            None
+        };
+        Ok(KvPage { items, next })
+    }
+
+    /// See [`crate::runtime::Distribution::series_range`].
+    pub(crate) fn scatter_series_range(
+        &self,
+        series: &str,
+        key: &str,
+        from: u64,
+        to: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, EngineError> {
+        let engine = self.engine()?;
+        let limit = check_limit(limit)?;
+        let local = engine.series_range_local(series, key, from, to, limit)?;
+        let wire_limit = limit as u32;
+        let answers = self.block(self.ask_peers(|c| async move {
+            c.series_range_local(series, key, from, to, wire_limit)
+                .await
+        }));
+        let mut merged: BTreeMap<u64, Vec<u8>> = local.into_iter().collect();
+        for (p, r) in answers {
+            for (t, v) in r.map_err(|e| refused(p, e))? {
+                merged.entry(t).or_insert_with(|| v.into_bytes());
+            }
+        }
+        Ok(merged.into_iter().take(limit).collect())
+    }
+
+    /// See [`crate::runtime::Distribution::vector_search`].
+    pub(crate) fn scatter_vector_search(
+        &self,
+        collection: &str,
+        query: VectorQuery,
+        k: usize,
+        filter: &Map<String, Json>,
+    ) -> Result<Vec<Hit>, EngineError> {
+        let engine = self.engine()?;
+        // A collection may exist on some nodes only (points upserted over HTTP stay on the
+        // node that took them): "not found" here is an answer only if it is so everywhere.
+        let (mut hits, mut missing) =
+            match engine.vector_search_local(collection, query.clone(), k, filter) {
+                Ok(h) => (h, None),
+                Err(e) if is_not_found(&e) => (Vec::new(), Some(e)),
+                Err(e) => return Err(e),
+            };
+        let (vector, text) = match query {
+            VectorQuery::Vector(v) => (v, None),
+            VectorQuery::Text(t) => (Vec::new(), Some(t)),
+        };
+        let filter_json = if filter.is_empty() {
+            String::new()
+        } else {
+            Json::Object(filter.clone()).to_string()
+        };
+        let (vector, text, filter_json) = (&vector, &text, filter_json.as_str());
+        let wire_k = u32::try_from(k).unwrap_or(u32::MAX);
+        let answers = self.block(self.ask_peers(|c| async move {
+            c.vector_search_local(
+                collection,
+                vector.clone(),
+                text.clone(),
+                wire_k,
+                filter_json,
+            )
+            .await
+        }));
+        for (p, r) in answers {
+            match r {
+                Ok(found) => {
+                    missing = None;
+                    hits.extend(found.into_iter().map(|(key, distance, meta)| Hit {
+                        key,
+                        distance,
+                        metadata: meta.into_bytes(),
+                    }));
+                }
+                Err(e) if e.code() == Some(codes::NOT_FOUND) => {}
+                Err(e) => return Err(refused(p, e)),
+            }
+        }
+        if let Some(e) = missing {
+            return Err(e);
+        }
+        hits.sort_by(|a, b| {
+            a.distance
+                .total_cmp(&b.distance)
+                .then_with(|| a.key.cmp(&b.key))
+        });
+        let mut seen = std::collections::HashSet::new();
+        hits.retain(|h| seen.insert(h.key.clone()));
+        hits.truncate(k);
+        Ok(hits)
+    }
+}

@@ -1,0 +1,227 @@
+//! Reads that span a cluster: a `kv_put` view and a series are written on the node that
+//! processes each key, yet a GET, a paged scan and a series range on any one node answer
+//! for the whole cluster (HTTP and QUIC front doors alike).
+
+mod cluster_common;
+mod node_common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use cluster_common::{members, rt, settled};
+use node_common::{clicks_topic, NodeProc};
+use serde_json::{json, Value as Json};
+use starling_node::client::http::HttpClient;
+use starling_node::client::quic::{QuicClient, Trust};
+use starling_node::cluster::PeerClient;
+
+const USERS: usize = 40;
+
+/// Per-user count into the `totals` view, and per-user 10 s counts into the `per_user`
+/// series.
+const COUNTS: &str = r#"
+name: counts
+inputs: [{id: c, topic: clicks, watermark: {max_delay: 0s, idle_timeout: 0s}}]
+nodes:
+  - id: all
+    op: aggregate
+    input: c
+    aggregates: [{name: n, fn: count}]
+  - {id: latest, op: kv_put, input: all, view: totals}
+  - {id: w, op: window, input: c, kind: tumbling, size: 10s}
+  - id: per_window
+    op: aggregate
+    input: w
+    aggregates: [{name: n, fn: count}]
+  - {id: hist, op: series, input: per_window, name: per_user}
+outputs: [{name: out, from: all}]
+"#;
+
+fn user(u: usize) -> String {
+    format!("u{u:02}")
+}
+
+/// User `u` clicks `u % 5 + 1` times in the first window and once in the second.
+fn clicks() -> Vec<Json> {
+    let mut out = Vec::new();
+    for u in 0..USERS {
+        for i in 0..u % 5 + 1 {
+            out.push(json!({"user": user(u), "ts": 1_000_000 + (i * 100 + u) as u64}));
+        }
+        out.push(json!({"user": user(u), "ts": 1_015_000 + u as u64}));
+    }
+    out
+}
+
+fn expected_count(u: usize) -> u64 {
+    (u % 5 + 2) as u64
+}
+
+async fn get_json(url: String) -> (u16, Json) {
+    let r = reqwest::get(url).await.expect("GET sent");
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Json::Null))
+}
+
+async fn quic(node: &NodeProc) -> QuicClient {
+    let addr = node.banner_field("quic").parse().expect("quic address");
+    QuicClient::connect(
+        addr,
+        Trust::Fingerprint(node.banner_field("quic_fingerprint")),
+    )
+    .await
+    .expect("QUIC connects")
+}
+
+/// A connection to a node's peer listener, as another member opens it.
+async fn peer(node: &NodeProc) -> PeerClient {
+    let addr = node.banner_field("peer").parse().expect("peer address");
+    PeerClient::connect(
+        addr,
+        Trust::Fingerprint(node.banner_field("quic_fingerprint")),
+        Duration::from_secs(5),
+    )
+    .await
+    .expect("the peer listener accepts a connection")
+}
+
+/// 3 nodes, a kv_put view of per-user counts spread over all of them: every key read on one
+/// node has the right value, a paged scan returns every key once in order, a series range
+/// unites the points; each node holds only part of the view (asked with `KvGetLocal`).
+#[test]
+fn kv_and_series_reads_answer_for_the_whole_cluster() {
+    let nodes = members(3);
+    let refs: Vec<&NodeProc> = nodes.iter().collect();
+    let rt = rt();
+    rt.block_on(async {
+        settled(&refs, 3, Duration::from_secs(60)).await;
+        let admin = HttpClient::new(&nodes[0].base());
+        admin.create_topic(&clicks_topic("clicks")).await.unwrap();
+        admin.submit(COUNTS).await.unwrap();
+        let mut body = Vec::new();
+        for e in clicks() {
+            body.extend_from_slice(e.to_string().as_bytes());
+            body.push(b'\n');
+        }
+        let n = HttpClient::new(&nodes[1].base())
+            .publish_ndjson("clicks", body)
+            .await
+            .unwrap();
+        assert_eq!(n as usize, clicks().len());
+        admin.advance_watermark("clicks", 2_000_000).await.unwrap();
+
+        // Every key, read on node c only, whoever wrote it.
+        let reader = &nodes[2];
+        let start = Instant::now();
+        for u in 0..USERS {
+            loop {
+                let (status, body) =
+                    get_json(reader.url(&format!("/v1/kv/totals/{}", user(u)))).await;
+                if status == 200 && body["value"]["n"] == expected_count(u) {
+                    break;
+                }
+                assert!(
+                    start.elapsed() < Duration::from_secs(30),
+                    "key {}: {status} {body}",
+                    user(u)
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        let (status, body) = get_json(reader.url("/v1/kv/totals/nobody")).await;
+        assert_eq!((status, body["code"].as_str()), (404, Some("not_found")));
+
+        // The keys really are spread: each node's own store has part of them, none twice.
+        let mut holders: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        for (i, node) in nodes.iter().enumerate() {
+            let c = quic(node).await;
+            let p = peer(node).await;
+            for u in 0..USERS {
+                if p.kv_get_local("totals", &user(u)).await.unwrap().is_some() {
+                    holders.entry(user(u)).or_default().push(i);
+                }
+            }
+            // The front-door request scatters like HTTP does.
+            let v = c.kv_get("totals", &user(7)).await.unwrap().expect("u07");
+            assert_eq!(
+                serde_json::from_str::<Json>(&v).unwrap()["n"],
+                expected_count(7)
+            );
+        }
+        assert_eq!(holders.len(), USERS, "{holders:?}");
+        assert!(holders.values().all(|h| h.len() == 1), "{holders:?}");
+        for i in 0..nodes.len() {
+            assert!(
+                holders.values().any(|h| h[0] == i),
+                "node {i} holds no key: {holders:?}"
+            );
+        }
+
+        // A paged scan on one node: every key exactly once, in order, with right values.
+        let mut seen = Vec::new();
+        let mut after: Option<String> = None;
+        let mut pages = 0;
+        loop {
+            let mut url = reader.url("/v1/kv/totals?prefix=u&limit=7");
+            if let Some(a) = &after {
+                url.push_str(&format!("&after={a}"));
+            }
+            let (status, page) = get_json(url).await;
+            assert_eq!(status, 200, "{page}");
+            pages += 1;
+            for item in page["items"].as_array().unwrap() {
+                let key = item["key"].as_str().unwrap().to_string();
+                let u: usize = key[1..].parse().unwrap();
+                assert_eq!(item["value"]["n"], expected_count(u), "{key}");
+                seen.push(key);
+            }
+            match page["next"].as_str() {
+                Some(n) => after = Some(n.to_string()),
+                None => break,
+            }
+            assert!(pages < 20, "the scan does not end");
+        }
+        let all: Vec<String> = (0..USERS).map(user).collect();
+        assert_eq!(seen, all);
+        assert_eq!(pages, USERS.div_ceil(7));
+        // The same over QUIC, in one page and with a page size that ends exactly.
+        let c = quic(reader).await;
+        let (items, next) = c.kv_scan("totals", "", None, 100).await.unwrap();
+        assert_eq!(
+            items.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(),
+            all
+        );
+        assert_eq!(next, None);
+        let (items, next) = c.kv_scan("totals", "u", Some("u29"), 10).await.unwrap();
+        assert_eq!(items.len(), 10);
+        assert_eq!(items[0].0, "u30");
+        assert_eq!(next, None, "the last page must not promise more");
+        let (_, next) = c.kv_scan("totals", "u", Some("u28"), 10).await.unwrap();
+        assert_eq!(next.as_deref(), Some("u38"));
+
+        // A series range on one node unites the windows: both windows of every user.
+        for u in [0, 13, 39] {
+            let (status, body) =
+                get_json(reader.url(&format!("/v1/series/per_user/{}?from=0&limit=10", user(u))))
+                    .await;
+            assert_eq!(status, 200, "{body}");
+            let points: Vec<(u64, Json)> = body["points"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| (p["time"].as_u64().unwrap(), p["value"]["n"].clone()))
+                .collect();
+            assert_eq!(
+                points,
+                vec![(1_000_000, json!(u % 5 + 1)), (1_010_000, json!(1))],
+                "{}",
+                user(u)
+            );
+        }
+        let points = c
+            .series_range("per_user", &user(2), 0, u64::MAX, 1)
+            .await
+            .unwrap();
+        assert_eq!(points.len(), 1, "limit is honoured after the merge");
+    });
+}
