@@ -18,7 +18,7 @@ use starling_operators::{Event, Row};
 use serde_json::{Map, Value as Json};
 use starling_storage::{Hit, KvPage};
 
-use super::{DataflowInfo, Subscription};
+use super::{DataflowInfo, Engine, Subscription};
 use crate::durable::queries::VectorQuery;
 use crate::EngineError;
 
@@ -76,4 +76,27 @@ pub trait Distribution: Send + Sync {
         k: usize,
         filter: &Map<String, Json>,
     ) -> Result<Vec<Hit>, EngineError>;
+}
+
+/// Setting and reading the seam; the front-door methods that consult it live with their
+/// concerns (topics, publish, dataflows, subscriptions, watermarks).
+impl Engine {
+    /// Hands front-door calls to the cluster layer from now on. Set once; a second call is
+    /// refused.
+    pub fn set_distribution(&self, d: Arc<dyn Distribution>) -> Result<(), EngineError> {
+        self.inner
+            .distribution
+            .set(d)
+            .map_err(|_| EngineError::Internal("the distribution is already set".into()))
+    }
+
+    /// The cluster layer, when set.
+    pub fn distribution(&self) -> Option<&Arc<dyn Distribution>> {
+        self.inner.distribution.get()
+    }
+
+    /// Whether front-door calls go to a cluster.
+    pub fn is_distributed(&self) -> bool {
+        self.inner.distribution.get().is_some()
+    }
 }

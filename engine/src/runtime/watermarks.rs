@@ -1,0 +1,113 @@
+//! Event time: forced watermark marks, the idle clock that lets quiet inputs advance, and
+//! waiting for a dataflow's results up to a time. Its own file because marks are logged and
+//! ordered like events but carry no rows, and the clock runs on its own thread.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::topics::Topic;
+use super::worker::Command;
+use super::{Engine, Inner};
+use crate::durable::record;
+use crate::EngineError;
+
+/// Where a cluster node logs a topic's watermark marks: a log no shard of the table names,
+/// so no replica copies it and no owner's offsets move for it.
+pub const WATERMARK_SHARD: u32 = u32::MAX;
+
+impl Engine {
+    /// Forces the watermark of every input reading `topic` up to `time` (like an end-of-input
+    /// mark up to that time). Events older than it that arrive later are late.
+    pub fn advance_watermark(&self, topic: &str, time: u64) -> Result<(), EngineError> {
+        match self.inner.distribution.get() {
+            Some(d) => d.advance_watermark(topic, time),
+            None => self.advance_watermark_local(topic, time),
+        }
+    }
+
+    /// Moves a topic's watermark on this node only (the cluster layer does it on each node).
+    pub fn advance_watermark_local(&self, topic: &str, time: u64) -> Result<(), EngineError> {
+        let t = self.inner.topic(topic)?;
+        let mut next_seq = self.inner.lock_ingest();
+        if self.inner.shutting_down.load(Ordering::Relaxed) {
+            return Err(EngineError::ShuttingDown);
+        }
+        let pos = next_seq.saturating_add(1);
+        if let Some(store) = &self.inner.config.store {
+            let mut entry = record::encode_watermark(time).map_err(EngineError::Internal)?;
+            record::stamp(&mut entry, *next_seq);
+            // In a cluster every node logs its own watermark marks, so they stay out of the
+            // shards whose logs replicas copy offset for offset.
+            let shard = if self.inner.config.clustered {
+                WATERMARK_SHARD
+            } else {
+                0
+            };
+            store.log.append(&t.spec.name, shard, &[&entry])?;
+            *next_seq += 1;
+        }
+        self.inner.broadcast(|| Command::Watermark {
+            topic: t.spec.name.clone().into(),
+            time,
+            pos,
+        });
+        Ok(())
+    }
+
+    /// Waits until every result of `dataflow` up to `time` is out (its probe passed `time`
+    /// on every worker). Returns false on timeout.
+    pub fn wait_until(
+        &self,
+        dataflow: &str,
+        time: u64,
+        timeout: Duration,
+    ) -> Result<bool, EngineError> {
+        let frontiers = self
+            .inner
+            .lock_dataflows()
+            .get(dataflow)
+            .map(|d| Arc::clone(&d.frontiers))
+            .ok_or_else(|| EngineError::UnknownDataflow(dataflow.into()))?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if frontiers.iter().all(|f| f.load(Ordering::Acquire) > time) {
+                return Ok(true);
+            }
+            if Instant::now() > deadline {
+                return Ok(false);
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+}
+
+impl Inner {
+    /// Tells the workers how long each topic has been idle, so idle inputs advance.
+    pub(super) fn tick(&self) {
+        if self.replaying.load(Ordering::Relaxed) {
+            return;
+        }
+        let topics: Vec<Arc<Topic>> = self.read_topics().values().cloned().collect();
+        // Under the ingest lock, so the position is exact: every record below it was handed
+        // over before these clocks.
+        let ingest = self.lock_ingest();
+        let pos = *ingest;
+        for t in topics {
+            let (max_seen, idle) = {
+                let c = t.clock.lock().unwrap_or_else(|p| p.into_inner());
+                (c.max_seen, c.last_arrival.elapsed())
+            };
+            if let Some(max_seen) = max_seen {
+                let name: Arc<str> = t.spec.name.as_str().into();
+                self.broadcast(|| Command::Clock {
+                    topic: Arc::clone(&name),
+                    max_seen,
+                    idle_ms: idle.as_millis() as u64,
+                    pos,
+                });
+            }
+        }
+        drop(ingest);
+    }
+}
