@@ -367,7 +367,9 @@ fn parse_run_duration(text: &str) -> Result<Duration, String> {
 /// A duration as definitions write them, zero allowed (humantime reads the same units:
 /// `ms`, `s`, `m`, `h`, combined as in `1m30s`; a bare number has no unit and is refused).
 fn parse_any_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text.trim()).map_err(|e| format!("`{text}`: {e}"))
+    humantime::parse_duration(text.trim()).map_err(|e| {
+        format!("`{text}` is not a duration ({e}); write it as definitions do, e.g. `500ms`, `30s`, `2m`")
+    })
 }
 
 #[cfg(test)]

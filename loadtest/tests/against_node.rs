@@ -129,7 +129,7 @@ fn quic_run_at_a_fixed_rate_counts_every_acknowledged_event_once() {
 #[test]
 fn a_withheld_event_fails_the_check_with_its_count() {
     let node = Node::start();
-    let json = node.dir.path().join("report.json");
+    let json = node.dir().join("report.json");
     let run = loadtest(&[
         "--node",
         &node.http,

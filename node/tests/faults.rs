@@ -16,6 +16,7 @@ use serde_json::{json, Value as Json};
 use starling_cluster::shard_of_hash;
 use starling_node::client::http::HttpClient;
 use starling_node::operators::Value;
+use starling_testkit::rng::Rng;
 
 /// Members of cluster `f` with 16 shards on `lab`'s host `i`, joining through `seed`.
 fn member(lab: &Lab, i: usize, seed: Option<&str>, name: &str) -> NodeProc {
@@ -339,26 +340,6 @@ fn a_paused_owner_resumes_as_a_follower_and_logs_nothing_for_shards_it_lost() {
     });
 }
 
-/// A small xorshift generator: the schedule is a function of the seed alone.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-
-    fn millis(&mut self, lo: u64, hi: u64) -> Duration {
-        Duration::from_millis(lo + self.below(hi - lo))
-    }
-}
-
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
@@ -420,7 +401,7 @@ fn random_schedule(replication: u64) {
                 args.extend(["--replication".to_string(), replication.to_string()]);
                 args
             };
-            let mut rng = Rng(seed | 1);
+            let mut rng = Rng::seeded(seed | 1);
             let mut nodes: Vec<Option<NodeProc>> = Vec::new();
             let first = {
                 let args = member_args(lab, 0, None);
@@ -445,7 +426,7 @@ fn random_schedule(replication: u64) {
             let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
             let client = {
                 let (acked, stop) = (acked.clone(), stop.clone());
-                let mut rng = Rng(seed.rotate_left(17) | 1);
+                let mut rng = Rng::seeded(seed.rotate_left(17) | 1);
                 tokio::spawn(async move {
                     let (mut next, mut refused) = (0u64, 0u64);
                     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
