@@ -426,12 +426,13 @@ fn main() -> Result<()> {
                 max_replication,
             };
             o.check()?;
-            let bin = starling_bench::publish::starling_binary()?;
+            // Built (or brought up to date) before any node starts; a failure is reported here.
+            starling_testkit::bin::try_starling().map_err(anyhow::Error::msg)?;
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
                 .build()?;
-            let report = rt.block_on(cluster::run(&o, &bin))?;
+            let report = rt.block_on(cluster::run(&o))?;
             if json {
                 println!("{}", report.to_json(&o));
             } else {
@@ -445,12 +446,12 @@ fn main() -> Result<()> {
             streams,
             workers,
         } => {
-            use starling_bench::publish::{quic_publish, starling_binary, NodeProcess};
+            use starling_bench::publish::{quic_publish, NodeProcess};
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
                 .build()?;
-            let node = NodeProcess::start(&starling_binary()?, workers)?;
+            let node = NodeProcess::start(workers)?;
             let max = rt.block_on(quic_publish(
                 &node.http,
                 node.quic,
@@ -465,7 +466,7 @@ fn main() -> Result<()> {
                 max.events, max.elapsed.as_secs_f64(), max.events_per_sec(), max.p50_us, max.p99_us, max.max_us
             );
             drop(node);
-            let node = NodeProcess::start(&starling_binary()?, workers)?;
+            let node = NodeProcess::start(workers)?;
             let half = (max.events_per_sec() / 2.0) as u64;
             let r = rt.block_on(quic_publish(
                 &node.http,
@@ -509,18 +510,14 @@ fn main() -> Result<()> {
             workers,
             modes,
         } => {
-            use starling_bench::publish::{quic_publish, starling_binary, NodeProcess};
+            use starling_bench::publish::{quic_publish, NodeProcess};
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
                 .build()?;
             let mut baseline = None;
             for mode in &modes {
-                let node = NodeProcess::start_with(
-                    &starling_binary()?,
-                    workers,
-                    &["--durability", mode.as_str()],
-                )?;
+                let node = NodeProcess::start_with(workers, &["--durability", mode.as_str()])?;
                 let r = rt.block_on(quic_publish(
                     &node.http,
                     node.quic,
@@ -549,10 +546,7 @@ fn main() -> Result<()> {
             connections,
             workers,
         } => {
-            let node = starling_bench::publish::NodeProcess::start(
-                &starling_bench::publish::starling_binary()?,
-                workers,
-            )?;
+            let node = starling_bench::publish::NodeProcess::start(workers)?;
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
@@ -569,10 +563,7 @@ fn main() -> Result<()> {
                 max.events, max.elapsed.as_secs_f64(), max.events_per_sec(), max.p50_us, max.p99_us, max.max_us
             );
             drop(node);
-            let node = starling_bench::publish::NodeProcess::start(
-                &starling_bench::publish::starling_binary()?,
-                workers,
-            )?;
+            let node = starling_bench::publish::NodeProcess::start(workers)?;
             let half = (max.events_per_sec() / 2.0) as u64;
             let r = rt.block_on(starling_bench::publish::http_publish(
                 &node.http,

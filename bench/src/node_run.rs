@@ -95,7 +95,7 @@ pub async fn run(
     durability: Option<&str>,
 ) -> Result<NodeRun> {
     let extra: Vec<&str> = durability.map_or(vec![], |d| vec!["--durability", d]);
-    let node = NodeProcess::start_with(&crate::publish::starling_binary()?, workers, &extra)?;
+    let node = NodeProcess::start_with(workers, &extra)?;
     let http = HttpClient::new(&node.http);
     for t in topics()? {
         http.create_topic(&serde_json::to_value(&t)?)

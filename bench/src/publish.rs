@@ -1,10 +1,9 @@
 //! Publishing into a node from another process: HTTP NDJSON throughput and publish→ack
-//! latency. The node runs as a child process (`starling node` on free ports); this process
-//! is the client, as a producer would be.
+//! latency. The node runs as a child process (`starling node` on free ports, the binary
+//! `starling_testkit::bin` finds or builds beside this one); this process is the client, as a
+//! producer would be.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,97 +11,58 @@ use anyhow::{anyhow, bail, Context, Result};
 use hdrhistogram::Histogram;
 use serde_json::json;
 use starling_node::client::http::HttpClient;
+use starling_testkit::node::{Launch, NodeProc};
 
-/// A `starling node` child process, stopped on drop.
+/// A `starling node` child for the publish and in-node runs (testkit's [`NodeProc`]: killed
+/// and its temporary directory removed on drop), with the addresses its clients need.
 pub struct NodeProcess {
-    child: Child,
+    pub proc: NodeProc,
+    /// `http://ADDR`.
     pub http: String,
-    pub quic: std::net::SocketAddr,
+    pub quic: SocketAddr,
     pub fingerprint: String,
-    _dir: tempfile_dir::TempDir,
-}
-
-mod tempfile_dir {
-    /// A temporary directory removed on drop.
-    pub struct TempDir(pub std::path::PathBuf);
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
 }
 
 impl NodeProcess {
-    /// Starts `binary node` on a free port and waits until it listens.
-    pub fn start(binary: &Path, workers: usize) -> Result<NodeProcess> {
-        NodeProcess::start_with(binary, workers, &[])
+    /// Starts `starling node` on free ports and waits until it listens.
+    pub fn start(workers: usize) -> Result<NodeProcess> {
+        NodeProcess::start_with(workers, &[])
     }
 
     /// Like [`NodeProcess::start`], with extra `starling node` flags (e.g. `--durability`).
-    pub fn start_with(binary: &Path, workers: usize, extra: &[&str]) -> Result<NodeProcess> {
-        let dir = std::env::temp_dir().join(format!("starling-bench-{}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
-        let mut child = Command::new(binary)
-            .args([
-                "node",
-                "--http",
-                "127.0.0.1:0",
-                "--quic",
-                "127.0.0.1:0",
-                "--workers",
-                &workers.to_string(),
-                "--data-dir",
-            ])
-            .arg(&dir)
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .with_context(|| format!("cannot start {}", binary.display()))?;
-        let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line)?;
-        let http = line
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("http="))
-            .ok_or_else(|| anyhow!("the node did not say where it listens: {line:?}"))?
-            .to_string();
-        let field = |key: &str| {
-            line.split_whitespace()
-                .find_map(|w| w.strip_prefix(key))
-                .map(str::to_string)
-                .ok_or_else(|| anyhow!("the node did not print {key}: {line:?}"))
+    /// The node's warnings go to this process's stderr, and `STARLING_*` settings in the
+    /// environment reach it (`STARLING_SHARDS=16 starling-bench durability`).
+    pub fn start_with(workers: usize, extra: &[&str]) -> Result<NodeProcess> {
+        let launch = Launch {
+            workers,
+            banner_wait: Duration::from_secs(60),
+            inherit_stderr: true,
+            env_remove: Vec::new(),
         };
-        let quic = field("quic=")?.parse()?;
-        let fingerprint = field("quic_fingerprint=")?;
+        let dir = tempfile::Builder::new()
+            .prefix("starling-bench-")
+            .tempdir()?;
+        let proc = launch.start_in(dir, extra).map_err(|e| anyhow!(e))?;
+        let (quic, fingerprint) = quic_door(&proc)?;
         Ok(NodeProcess {
-            child,
-            http: format!("http://{http}"),
+            http: proc.base(),
             quic,
             fingerprint,
-            _dir: tempfile_dir::TempDir(dir),
+            proc,
         })
     }
 }
 
-impl Drop for NodeProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The `starling` binary next to this one (build it with `cargo build --release`).
-pub fn starling_binary() -> Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let bin = exe.with_file_name("starling");
-    if !bin.exists() {
-        bail!(
-            "{} not found: run `cargo build --release` first",
-            bin.display()
-        );
-    }
-    Ok(bin)
+/// The QUIC address and certificate fingerprint a node printed on start.
+pub fn quic_door(node: &NodeProc) -> Result<(SocketAddr, String)> {
+    let field = |key: &str| {
+        node.banner_value(key)
+            .ok_or_else(|| anyhow!("the node did not print {key}=: {:?}", node.banner))
+    };
+    let quic = field("quic")?
+        .parse()
+        .with_context(|| format!("the node's quic= address: {:?}", node.banner))?;
+    Ok((quic, field("quic_fingerprint")?.to_string()))
 }
 
 /// One run's figures.

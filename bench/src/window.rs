@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use starling_engine::operators::{Row, Value};
 use starling_engine::{Engine, EngineConfig};
+use starling_testkit::rng::Rng;
 
 /// Parameters of one run.
 #[derive(Clone, Debug)]
@@ -86,17 +87,6 @@ outputs:
 "#
 }
 
-/// A small, fast, seeded generator (xorshift*), so runs are reproducible.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-}
-
 /// Runs the benchmark once and checks that every event was counted exactly once.
 pub fn run(p: &WindowBench) -> Result<WindowResult> {
     let engine = Engine::start(EngineConfig {
@@ -106,16 +96,17 @@ pub fn run(p: &WindowBench) -> Result<WindowResult> {
     })?;
     engine.install_text(definition())?;
     let sub = engine.subscribe("bench_window", "out")?;
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    // Seeded, so runs are reproducible.
+    let mut rng = Rng::seeded(0x9e37_79b9_7f4a_7c15);
     let ooo_threshold = (p.out_of_order * u64::MAX as f64) as u64;
     let mut next_id = 0u64;
     let mut generate = |n: u64| -> Vec<Row> {
         let mut rows: Vec<Row> = Vec::with_capacity(n as usize);
         for _ in 0..n {
-            let r = rng.next();
+            let r = rng.next_u64();
             let mut ts = MAX_DELAY_MS + next_id * 1_000 / p.rate.max(1);
             if r < ooo_threshold {
-                ts -= rng.next() % MAX_DELAY_MS;
+                ts -= rng.next_u64() % MAX_DELAY_MS;
             }
             rows.push(vec![
                 Value::Int((r % p.keys) as i64),

@@ -1,14 +1,11 @@
 //! `starling-bench cluster` as a user runs it, with tiny sizes so the runner cannot rot: one
-//! round of 1 node against 3, three joins, a hand-off under load; one JSON object out.
+//! round of 1 node against 3, three joins, a hand-off under load; one JSON object out. The
+//! benchmark finds or builds the `starling` binary beside it itself (`starling_testkit::bin`).
 
-mod common;
-
-use common::ensure_starling;
 use std::process::Command;
 
 #[test]
 fn tiny_cluster_run_reports_every_part() {
-    ensure_starling();
     let out = Command::new(env!("CARGO_BIN_EXE_starling-bench"))
         .args([
             "cluster",

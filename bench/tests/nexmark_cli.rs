@@ -1,10 +1,8 @@
 //! `starling-bench nexmark` as a user runs it: a small run of the benchmark queries in
 //! process and through a real node over QUIC and HTTP (so the runner cannot rot), and clear
-//! errors with a non-zero exit for what a user can get wrong.
+//! errors with a non-zero exit for what a user can get wrong. The benchmark finds or builds
+//! the `starling` binary beside it itself (`starling_testkit::bin`).
 
-mod common;
-
-use common::ensure_starling;
 use std::process::Command;
 
 fn bench() -> Command {
@@ -84,7 +82,6 @@ fn generated_files_read_back_to_the_same_results() {
 
 #[test]
 fn runs_through_a_node_over_quic_and_http() {
-    ensure_starling();
     for via in ["quic", "http"] {
         let (ok, out, err) = run(&[
             "nexmark", "--query", "q7", "--events", "20000", "--rate", "1000", "--batch", "2000",

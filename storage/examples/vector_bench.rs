@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use starling_storage::vector::{HNSW_CONNECTIVITY, HNSW_EXPANSION_ADD, HNSW_EXPANSION_SEARCH};
 use starling_storage::{CollectionSpec, Metric, VectorCollection, VectorStore};
+use starling_testkit::rng::Rng;
 
 type BoxError = Box<dyn std::error::Error>;
 
@@ -22,22 +23,12 @@ const QUERIES: usize = 1000;
 const K: usize = 10;
 const TARGET_RECALL: f64 = 0.97;
 
-/// splitmix64, seeded: the same data on every run.
-struct Rng(u64);
-
-impl Rng {
-    fn unit(&mut self) -> f32 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        ((z >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-
-    fn vector(&mut self, dim: usize) -> Vec<f32> {
-        (0..dim).map(|_| self.unit()).collect()
-    }
+/// A vector with components uniform in [-1, 1), from a seeded generator: the same data on
+/// every run.
+fn vector(rng: &mut Rng, dim: usize) -> Vec<f32> {
+    (0..dim)
+        .map(|_| ((rng.next_u64() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0)
+        .collect()
 }
 
 fn normalised(v: &[f32]) -> Vec<f32> {
@@ -148,9 +139,9 @@ fn main() -> Result<(), BoxError> {
         usearch::hardware_acceleration_compiled(),
         usearch::hardware_acceleration_available()
     );
-    let mut rng = Rng(2024);
-    let data: Vec<Vec<f32>> = (0..n).map(|_| rng.vector(dim)).collect();
-    let queries: Vec<Vec<f32>> = (0..QUERIES).map(|_| rng.vector(dim)).collect();
+    let mut rng = Rng::seeded(2024);
+    let data: Vec<Vec<f32>> = (0..n).map(|_| vector(&mut rng, dim)).collect();
+    let queries: Vec<Vec<f32>> = (0..QUERIES).map(|_| vector(&mut rng, dim)).collect();
     let names: Vec<String> = (0..n).map(|i| i.to_string()).collect();
 
     let dir = tempfile::tempdir()?;

@@ -10,27 +10,14 @@ use starling_storage::{
     CollectionSpec, Hit, Metric, StorageError, VectorError, VectorStore, MAX_K, MAX_KEY_BYTES,
     MAX_METADATA_BYTES,
 };
+use starling_testkit::rng::Rng;
 
-/// splitmix64: a seeded generator, so every run uses the same vectors.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [-1, 1).
-    fn unit(&mut self) -> f32 {
-        ((self.next_u64() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-
-    fn vector(&mut self, dim: usize) -> Vec<f32> {
-        (0..dim).map(|_| self.unit()).collect()
-    }
+/// A vector with components uniform in [-1, 1), from a seeded generator, so every run uses
+/// the same vectors.
+fn vector(rng: &mut Rng, dim: usize) -> Vec<f32> {
+    (0..dim)
+        .map(|_| ((rng.next_u64() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0)
+        .collect()
 }
 
 fn spec(dim: usize, metric: Metric) -> CollectionSpec {
@@ -68,8 +55,8 @@ fn recall_at_10_on_50k_random_vectors() {
     let dir = tempfile::tempdir().unwrap();
     let store = VectorStore::open(dir.path()).unwrap();
     let c = store.create("random", spec(DIM, Metric::Cosine)).unwrap();
-    let mut rng = Rng(42);
-    let data: Vec<Vec<f32>> = (0..N).map(|_| rng.vector(DIM)).collect();
+    let mut rng = Rng::seeded(42);
+    let data: Vec<Vec<f32>> = (0..N).map(|_| vector(&mut rng, DIM)).collect();
     let names: Vec<String> = (0..N).map(|i| format!("v{i}")).collect();
 
     let start = Instant::now();
@@ -88,7 +75,7 @@ fn recall_at_10_on_50k_random_vectors() {
     let unit: Vec<Vec<f32>> = data.iter().map(|v| normalised(v)).collect();
     let mut found = 0;
     for _ in 0..QUERIES {
-        let q = rng.vector(DIM);
+        let q = vector(&mut rng, DIM);
         let qn = normalised(&q);
         let mut exact: Vec<(f32, usize)> = unit
             .iter()
@@ -119,15 +106,15 @@ fn recall_at_10_on_50k_random_vectors() {
 #[test]
 fn search_answers_survive_save_and_reopen() {
     let dir = tempfile::tempdir().unwrap();
-    let mut rng = Rng(7);
-    let queries: Vec<Vec<f32>> = (0..20).map(|_| rng.vector(16)).collect();
+    let mut rng = Rng::seeded(7);
+    let queries: Vec<Vec<f32>> = (0..20).map(|_| vector(&mut rng, 16)).collect();
     let before: Vec<Vec<Hit>>;
     {
         let store = VectorStore::open(dir.path()).unwrap();
         let c = store.create("docs", spec(16, Metric::L2)).unwrap();
         for i in 0..2_000 {
             let meta = format!("meta-{i}");
-            c.upsert(&format!("k{i}"), &rng.vector(16), meta.as_bytes())
+            c.upsert(&format!("k{i}"), &vector(&mut rng, 16), meta.as_bytes())
                 .unwrap();
         }
         for i in 0..100 {
@@ -204,8 +191,8 @@ fn filter_still_returns_k() {
     let dir = tempfile::tempdir().unwrap();
     let store = VectorStore::open(dir.path()).unwrap();
     let c = store.create("f", spec(8, Metric::Cosine)).unwrap();
-    let mut rng = Rng(3);
-    let vectors: Vec<Vec<f32>> = (0..5_000).map(|_| rng.vector(8)).collect();
+    let mut rng = Rng::seeded(3);
+    let vectors: Vec<Vec<f32>> = (0..5_000).map(|_| vector(&mut rng, 8)).collect();
     let names: Vec<String> = (0..5_000).map(|i| format!("k{i}")).collect();
     let items: Vec<(&str, &[f32], &[u8])> = (0..5_000)
         .map(|i| {
@@ -215,7 +202,7 @@ fn filter_still_returns_k() {
         .collect();
     c.upsert_batch(&items).unwrap();
 
-    let q = rng.vector(8);
+    let q = vector(&mut rng, 8);
     let rare = |_: &str, m: &[u8]| m == b"rare";
     let hits = c.search(&q, 20, Some(&rare)).unwrap();
     assert_eq!(hits.len(), 20);
@@ -438,9 +425,9 @@ fn collection_input_errors_change_nothing() {
 fn saved_store(dir: &Path) -> (PathBuf, PathBuf) {
     let store = VectorStore::open(dir).unwrap();
     let c = store.create("c", spec(8, Metric::Cosine)).unwrap();
-    let mut rng = Rng(11);
+    let mut rng = Rng::seeded(11);
     for i in 0..300 {
-        c.upsert(&format!("k{i}"), &rng.vector(8), b"metadata")
+        c.upsert(&format!("k{i}"), &vector(&mut rng, 8), b"metadata")
             .unwrap();
     }
     c.save().unwrap();
@@ -526,18 +513,19 @@ fn concurrent_readers_and_writers() {
         for t in 0..4u64 {
             let c = &c;
             s.spawn(move || {
-                let mut rng = Rng(100 + t);
+                let mut rng = Rng::seeded(100 + t);
                 for i in 0..500 {
-                    c.upsert(&format!("{t}-{i}"), &rng.vector(16), b"").unwrap();
+                    c.upsert(&format!("{t}-{i}"), &vector(&mut rng, 16), b"")
+                        .unwrap();
                 }
             });
         }
         for t in 0..16u64 {
             let c = &c;
             s.spawn(move || {
-                let mut rng = Rng(200 + t);
+                let mut rng = Rng::seeded(200 + t);
                 for _ in 0..200 {
-                    c.search(&rng.vector(16), 5, None).unwrap();
+                    c.search(&vector(&mut rng, 16), 5, None).unwrap();
                 }
             });
         }

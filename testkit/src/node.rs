@@ -1,6 +1,7 @@
 //! A `starling node` process for tests and benchmarks: started on OS-chosen ports with a
 //! temporary data directory, its start line read for its addresses, signalled, restarted on
-//! what it left, and spoken to with raw HTTP.
+//! what it left, and spoken to with raw HTTP. [`Launch`] holds what benchmarks set besides
+//! (worker count, start-line wait, stderr, environment) and reports a failed start as an error.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -17,7 +18,8 @@ pub struct NodeProc {
 }
 
 impl NodeProc {
-    /// Starts `starling node --http 127.0.0.1:0 --data-dir <tmp> --workers 2 <extra>`.
+    /// Starts `starling node --http 127.0.0.1:0 --data-dir <tmp> --workers 2 <extra>`
+    /// ([`Launch::default`]).
     pub fn start(extra: &[&str]) -> NodeProc {
         NodeProc::start_in(tempfile::tempdir().expect("temp dir"), extra)
     }
@@ -35,80 +37,22 @@ impl NodeProc {
 
     /// Starts `starling node` through `command` (the binary itself, or a wrapper such as
     /// `ip netns exec NS <binary>`), listening on `ip` with OS-chosen ports.
-    pub fn spawn(
-        mut command: Command,
-        ip: &str,
-        dir: tempfile::TempDir,
-        extra: &[&str],
-    ) -> NodeProc {
-        // Appended to, so the log of a restarted node follows its predecessor's.
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.path().join("node.log"))
-            .expect("log file");
-        let any_port = format!("{ip}:0");
-        let mut child = command
-            .args([
-                "node",
-                "--http",
-                &any_port,
-                "--quic",
-                &any_port,
-                "--workers",
-                "2",
-                "--data-dir",
-            ])
-            .arg(dir.path().join("data"))
-            .args(extra)
-            .env_remove("STARLING_CONFIG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("starling node starts");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut r = BufReader::new(stdout);
-            let mut line = String::new();
-            let _ = r.read_line(&mut line);
-            let _ = tx.send(line);
-            // Keep draining so the node never blocks on a full pipe.
-            let mut rest = Vec::new();
-            let _ = r.read_to_end(&mut rest);
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("node prints its address");
-        let addr = line
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("http="))
-            .unwrap_or_else(|| {
-                let _ = child.wait();
-                panic!(
-                    "no http= in {line:?}; the node said:\n{}",
-                    std::fs::read_to_string(dir.path().join("node.log")).unwrap_or_default()
-                )
-            })
-            .parse()
-            .expect("address parses");
-        NodeProc {
-            child,
-            addr,
-            dir,
-            banner: line,
-        }
+    pub fn spawn(command: Command, ip: &str, dir: tempfile::TempDir, extra: &[&str]) -> NodeProc {
+        Launch::default()
+            .spawn(command, ip, dir, extra)
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// A `key=value` field of the start banner (`quic`, `quic_fingerprint`, ...).
     pub fn banner_field(&self, key: &str) -> String {
-        let prefix = format!("{key}=");
-        self.banner
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix(prefix.as_str()))
+        self.banner_value(key)
             .unwrap_or_else(|| panic!("no {key}= in {:?}", self.banner))
             .to_string()
+    }
+
+    /// Like [`NodeProc::banner_field`], `None` when the banner lacks the field.
+    pub fn banner_value(&self, key: &str) -> Option<&str> {
+        banner_value(&self.banner, key)
     }
 
     /// `http://ADDR`.
@@ -172,6 +116,139 @@ impl Drop for NodeProc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// How to start a node, beyond what [`NodeProc::start`] fixes. The default is what
+/// [`NodeProc::start`] does; benchmarks size their nodes, wait longer, may show the node's
+/// warnings, and get a failed start back as an error rather than a panic.
+#[derive(Clone, Debug)]
+pub struct Launch {
+    /// `--workers` (2).
+    pub workers: usize,
+    /// How long to wait for the start line (30 s).
+    pub banner_wait: Duration,
+    /// The node's stderr goes to this process's stderr instead of `<dir>/node.log` (which
+    /// [`NodeProc::log`] then does not have).
+    pub inherit_stderr: bool,
+    /// Variables taken out of the node's environment, so a setting in the caller's shell does
+    /// not reach it (`STARLING_CONFIG`). Empty passes the caller's `STARLING_*` settings on.
+    pub env_remove: Vec<&'static str>,
+}
+
+impl Default for Launch {
+    fn default() -> Launch {
+        Launch {
+            workers: 2,
+            banner_wait: Duration::from_secs(30),
+            inherit_stderr: false,
+            env_remove: vec!["STARLING_CONFIG"],
+        }
+    }
+}
+
+impl Launch {
+    /// Starts `starling node` ([`crate::bin::try_starling`]) on 127.0.0.1 with OS-chosen
+    /// ports and `<dir>/data` as its data directory.
+    pub fn start_in(&self, dir: tempfile::TempDir, extra: &[&str]) -> Result<NodeProc, String> {
+        let bin = crate::bin::try_starling()?;
+        self.spawn(Command::new(bin), "127.0.0.1", dir, extra)
+    }
+
+    /// Starts `starling node` through `command`, listening on `ip` with OS-chosen ports, and
+    /// reads its start line. On failure no process is left behind and the error carries what
+    /// the node said.
+    pub fn spawn(
+        &self,
+        mut command: Command,
+        ip: &str,
+        dir: tempfile::TempDir,
+        extra: &[&str],
+    ) -> Result<NodeProc, String> {
+        let log_path = dir.path().join("node.log");
+        let stderr = if self.inherit_stderr {
+            Stdio::inherit()
+        } else {
+            // Appended to, so the log of a restarted node follows its predecessor's.
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log_path)
+                .map_err(|e| format!("{}: {e}", log_path.display()))?;
+            Stdio::from(log)
+        };
+        let said = || {
+            if self.inherit_stderr {
+                "(its stderr is above)".to_string()
+            } else {
+                std::fs::read_to_string(&log_path).unwrap_or_default()
+            }
+        };
+        let any_port = format!("{ip}:0");
+        command
+            .args([
+                "node",
+                "--http",
+                &any_port,
+                "--quic",
+                &any_port,
+                "--workers",
+            ])
+            .arg(self.workers.to_string())
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(extra);
+        for var in &self.env_remove {
+            command.env_remove(var);
+        }
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .map_err(|e| format!("starling node does not start ({command:?}): {e}"))?;
+        let fail = |mut child: Child, why: String| {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(format!("{why}; the node said:\n{}", said()))
+        };
+        let Some(stdout) = child.stdout.take() else {
+            return fail(child, "no stdout from the node".into());
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut r = BufReader::new(stdout);
+            let mut line = String::new();
+            let _ = r.read_line(&mut line);
+            let _ = tx.send(line);
+            // Keep draining so the node never blocks on a full pipe.
+            let mut rest = Vec::new();
+            let _ = r.read_to_end(&mut rest);
+        });
+        let Ok(line) = rx.recv_timeout(self.banner_wait) else {
+            return fail(
+                child,
+                format!(
+                    "the node printed no start line within {:?}",
+                    self.banner_wait
+                ),
+            );
+        };
+        let Some(addr) = banner_value(&line, "http").and_then(|a| a.parse().ok()) else {
+            return fail(child, format!("no http= address in {line:?}"));
+        };
+        Ok(NodeProc {
+            child,
+            addr,
+            dir,
+            banner: line,
+        })
+    }
+}
+
+/// The value of `key=` in a start line.
+fn banner_value<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
 }
 
 /// Writes `request` on a new connection and reads the whole answer (until close or 10 s).
@@ -252,4 +329,21 @@ pub fn cli(base: &str, args: &[&str], stdin: Option<&[u8]>) -> (i32, String, Str
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::banner_value;
+
+    #[test]
+    fn banner_fields_match_whole_keys() {
+        let line = "starling node listening: http=127.0.0.1:1 quic=127.0.0.1:2 workers=2 \
+                    quic_fingerprint=ab:cd gossip=127.0.0.1:3\n";
+        assert_eq!(banner_value(line, "http"), Some("127.0.0.1:1"));
+        assert_eq!(banner_value(line, "quic"), Some("127.0.0.1:2"));
+        assert_eq!(banner_value(line, "quic_fingerprint"), Some("ab:cd"));
+        assert_eq!(banner_value(line, "gossip"), Some("127.0.0.1:3"));
+        assert_eq!(banner_value(line, "peer"), None);
+        assert_eq!(banner_value(line, "qui"), None);
+    }
 }

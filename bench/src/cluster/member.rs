@@ -1,31 +1,28 @@
-//! Starting a `starling node` child and reading its start banner; kept apart because every
-//! part starts nodes, and the rule that a dropped [`Member`] kills its child lives here.
+//! Starting a `starling node` child for the cluster parts (testkit's [`NodeProc`]); kept
+//! apart because every part starts nodes, and the rule that a dropped [`Member`] kills its
+//! child lives here.
 
-use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
+use starling_bench::publish::quic_door;
+use starling_testkit::node::{Launch, NodeProc};
 
 /// A `starling node` child process; killed (and its data directory removed) on drop.
 pub struct Member {
-    child: Child,
+    node: NodeProc,
     pub name: String,
     pub http: SocketAddr,
     pub quic: SocketAddr,
     pub fingerprint: String,
     /// The gossip address (`host:port`), when the node is a cluster member.
     pub gossip: Option<String>,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
 }
 
 /// How to start a member.
 #[derive(Clone, Debug)]
 pub(super) struct Spec {
-    pub(super) bin: PathBuf,
     pub(super) name: String,
     pub(super) workers: usize,
     pub(super) durability: String,
@@ -43,86 +40,45 @@ impl Member {
         let dir = tempfile::Builder::new()
             .prefix("starling-bench-cluster-")
             .tempdir()?;
-        let log = dir.path().join("node.log");
-        let log_file = std::fs::File::create(&log)?;
-        let mut cmd = Command::new(&spec.bin);
-        cmd.args(["node", "--http", "127.0.0.1:0", "--quic", "127.0.0.1:0"])
-            .args(["--workers", &spec.workers.to_string()])
-            .args(["--durability", &spec.durability])
-            .args(["--shards", &spec.shards.to_string()])
-            .arg("--data-dir")
-            .arg(dir.path().join("data"));
+        let shards = spec.shards.to_string();
+        let replication = spec.replication.to_string();
+        let mut args = vec!["--durability", &spec.durability, "--shards", &shards];
         if let Some(id) = &spec.cluster {
-            cmd.args(["--gossip", "127.0.0.1:0", "--cluster-id", id])
-                .args(["--node-name", &spec.name]);
+            args.extend(["--gossip", "127.0.0.1:0", "--cluster-id", id]);
+            args.extend(["--node-name", &spec.name]);
             if let Some(seed) = &spec.seed {
-                cmd.args(["--seed", seed]);
+                args.extend(["--seed", seed]);
             }
             if spec.replication > 0 {
-                cmd.args(["--replication", &spec.replication.to_string()]);
+                args.extend(["--replication", &replication]);
             }
         }
-        for var in ["STARLING_CONFIG", "STARLING_SEEDS", "STARLING_SHARDS"] {
-            cmd.env_remove(var);
-        }
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log_file))
-            .spawn()
-            .with_context(|| format!("cannot start {}", spec.bin.display()))?;
-        let Some(stdout) = child.stdout.take() else {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("no stdout from the node");
+        let launch = Launch {
+            workers: spec.workers,
+            banner_wait: Duration::from_secs(60),
+            inherit_stderr: false,
+            env_remove: vec!["STARLING_CONFIG", "STARLING_SEEDS", "STARLING_SHARDS"],
         };
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut r = BufReader::new(stdout);
-            let mut line = String::new();
-            let _ = r.read_line(&mut line);
-            let _ = tx.send(line);
-            // Keep draining so the node never blocks on a full pipe.
-            let mut rest = Vec::new();
-            let _ = r.read_to_end(&mut rest);
-        });
-        let line = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_default();
-        let field = |key: &str| {
-            line.split_whitespace()
-                .find_map(|w| w.strip_prefix(key))
-                .map(str::to_string)
-        };
-        let parsed = (|| -> Option<(SocketAddr, SocketAddr, String)> {
-            Some((
-                field("http=")?.parse().ok()?,
-                field("quic=")?.parse().ok()?,
-                field("quic_fingerprint=")?,
-            ))
-        })();
-        let Some((http, quic, fingerprint)) = parsed else {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!(
-                "node {} did not print its addresses (banner {line:?}); it said:\n{}",
-                spec.name,
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-        };
-        let gossip = field("gossip=");
+        let node = launch
+            .start_in(dir, &args)
+            .map_err(|e| anyhow!("node {}: {e}", spec.name))?;
+        let (quic, fingerprint) =
+            quic_door(&node).with_context(|| format!("node {}", spec.name))?;
+        let gossip = node.banner_value("gossip").map(str::to_string);
         if spec.cluster.is_some() && gossip.is_none() {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("node {} printed no gossip= address: {line:?}", spec.name);
+            bail!(
+                "node {} printed no gossip= address: {:?}",
+                spec.name,
+                node.banner
+            );
         }
         Ok(Member {
-            child,
             name: spec.name.clone(),
-            http,
+            http: node.addr,
             quic,
             fingerprint,
             gossip,
-            log,
-            _dir: dir,
+            node,
         })
     }
 
@@ -132,20 +88,13 @@ impl Member {
     }
 
     pub(super) fn base(&self) -> String {
-        format!("http://{}", self.http)
+        self.node.base()
     }
 
     /// The node's stderr so far (for error messages).
     pub(super) fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let text = self.node.log();
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(20)..].join("\n")
-    }
-}
-
-impl Drop for Member {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }

@@ -31,7 +31,6 @@ mod report;
 mod throughput;
 mod view;
 
-use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -108,11 +107,10 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// Runs the three parts; `bin` is the `starling` binary.
-pub async fn run(o: &Options, bin: &Path) -> Result<Report> {
+/// Runs the parts; the nodes are `starling_testkit::bin`'s `starling` binary.
+pub async fn run(o: &Options) -> Result<Report> {
     o.check()?;
     let spec = Spec {
-        bin: bin.to_path_buf(),
         name: "single".into(),
         workers: o.workers,
         durability: o.durability.clone(),
