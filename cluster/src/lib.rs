@@ -13,6 +13,7 @@ pub mod handoff;
 pub mod membership;
 pub mod placement;
 pub mod raft;
+pub mod replication;
 pub mod state;
 pub mod table;
 pub mod watermark;
@@ -26,6 +27,10 @@ pub use membership::{
 };
 pub use placement::{targets, weight};
 pub use raft::{ClusterRaft, ProposeError, RaftError, RaftSettings, RaftTransport, TransportError};
+pub use replication::{
+    check_min_insync, copied_by_owner, promoted, truncate_to, AckError, AckVerdict, AckWait,
+    Lagging, Progress, Seen,
+};
 pub use state::{CatalogEntry, CatalogKind, ClusterState, Command, MemberInfo, Outcome};
 pub use table::{shard_of_hash, Epoch, NodeId, ShardEntry, ShardId, ShardTable, TableError};
 pub use watermark::WatermarkMerge;

@@ -1,38 +1,22 @@
 //! Shard replication (ARCHITECTURE §6): every shard's log is copied to R − 1 replicas, so
 //! that losing its owner loses no acknowledged event.
 //!
-//! # Protocol (Kafka's, reduced to what Starling needs)
-//!
-//! - **Pull.** A replica fetches from the owner, one long-polling `Fetch` per owner for all
-//!   the shards it copies from it, giving for each (topic, shard) its log end and the epoch
-//!   of the newest owner it holds entries of. Catching up and following are the same loop.
-//! - **Same offsets.** The replica appends each entry at the offset the owner gave it, so
-//!   one shard has one log, whichever node holds it. A move (which, with replication, goes
-//!   only to an in-sync replica) and a promotion both continue the same sequence.
-//! - **Epoch marks.** Before its first write at a new epoch, an owner records where that
-//!   epoch starts in the shard's log, and replicas copy the marks. A replica whose copy goes
-//!   past the end of its newest epoch in the owner's history holds entries that owner never
-//!   had (written by an owner that lost the shard before they were copied, so never
-//!   acknowledged with `acks = all`): the owner tells it to truncate there (Kafka's
-//!   leader-epoch truncation).
-//! - **Acknowledgement.** The log end a replica sends is what it holds; an owner answers a
-//!   publish to an `acks = all` topic only once every in-sync replica of the shard (the
-//!   table's `replicas`) reported an end at or past the publish's entries.
-//! - **In sync.** A new replica joins as `joining`; once a fetch leaves it level with the
-//!   owner it proposes `ReplicaInSync` at the owner's epoch, naming the version of the
-//!   shard's replica lists it saw when it sent that fetch (the table refuses a stale one).
-//!   Replicas that gossip reports dead are removed by the Raft leader, so an owner never
-//!   waits on a dead one for longer than failure detection takes; one that is alive but
-//!   does not confirm a publish within [`REPLICA_LAG_MAX`] is taken out by its owner
-//!   (`ReplicaOutOfSync`, Kafka's ISR shrink, which raises the version) and returns by the
-//!   same report once it has caught up.
-//! - **Promotion.** When an owner dies the leader promotes an in-sync replica; the new owner
-//!   replays the shard's log into its dataflows, rebuilding the shard's state.
+//! The protocol and every decision in it (truncation, acknowledgement against the in-sync
+//! replicas, the in-sync set, retry claims, promotion) are pure code in
+//! [`starling_cluster::replication`], where its module doc explains them and a seeded
+//! simulation drives them. This is the shell around them: it reads and writes the log,
+//! carries fetches to the owners, proposes the commands through Raft, and waits (for
+//! progress, for a claim, for appends) on tokio.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub(super) use starling_cluster::replication::promoted;
+use starling_cluster::replication::{
+    caught_up, copied_by_owner, marks_within, needs_mark, truncate_to, AckVerdict, AckWait,
+    Lagging, Levels, Origin, Progress, Seen, REPLICA_LAG_MAX,
+};
 use starling_cluster::{ClusterState, Command, Epoch, NodeId};
 use starling_storage::EventLog;
 use tokio::sync::Notify;
@@ -49,33 +33,18 @@ const FETCH_ENTRIES: usize = 1024;
 const FETCH_BYTES: usize = wire::MAX_FRAME / 4;
 /// How long a publish to an `acks = all` topic waits for its replicas.
 pub(super) const ACK_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a publish waits on an in-sync replica before its owner moves that replica
-/// back to joining (Kafka's `replica.lag.time.max.ms`): a replica that is alive to gossip
-/// but not copying (cut from its owner alone, or stuck) then stops holding every
-/// `acks = all` publish of its shards until the ack timeout.
-pub(super) const REPLICA_LAG_MAX: Duration = Duration::from_secs(4);
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// A shard's epoch and a replica's log end reported at it.
-type EpochEnd = (u64, u64);
-
 /// One node's replication state, both as an owner and as a replica.
 #[derive(Default)]
 pub(super) struct Replication {
-    /// As owner: (topic, shard, replica) → (the shard's epoch, the replica's log end at
-    /// its last fetch at that epoch). Only the current epoch counts: a copy reported to an
-    /// earlier owner period may have been truncated since.
-    progress: Mutex<HashMap<(String, u32, NodeId), EpochEnd>>,
-    /// As owner: (topic, shard, replica, epoch) of joining replicas this node has sent
-    /// everything it had. Such a replica may be counted in sync by the cluster before this
-    /// node's table says so (it proposes that itself), so from then on this node waits for
-    /// it too (Kafka's "maximal ISR" while an ISR change is pending).
-    /// The value is the newest version of the shard's replica lists the replica had seen
-    /// when it sent such a fetch (see `demote`).
-    level: Mutex<HashMap<(String, u32, NodeId, u64), u64>>,
+    /// As owner: what each replica reported and which joining replicas are level, which
+    /// every publish waiting for its replicas consults (and which demotions are being
+    /// proposed).
+    progress: Mutex<Progress>,
     /// Woken when a replica reports progress.
     progressed: Notify,
     /// Woken when this node appends to a shard it owns, for fetches waiting for entries.
@@ -87,10 +56,8 @@ pub(super) struct Replication {
     /// The table the state watcher last looked at for promotions: a write for a shard whose
     /// epoch it has not seen yet waits too, so none slips in before `recovering` is set.
     watched: Mutex<Option<Arc<ClusterState>>>,
-    /// As owner: (shard, replica, epoch, list version) whose move back to joining is being
-    /// proposed.
-    demoting: Mutex<BTreeSet<(u32, NodeId, u64, u64)>>,
-    /// As owner: (topic, shard) → the newest epoch marked in the log.
+    /// As owner: (topic, shard) → the newest epoch marked in the log, so that a write reads
+    /// the marks only at the first write of an epoch.
     marked: Mutex<HashMap<(String, u32), u64>>,
     /// As replica: shard → when this node last reported itself in sync (a report is
     /// repeated, at most every second, while the table still lists it as joining).
@@ -98,7 +65,7 @@ pub(super) struct Replication {
     /// As replica: owners a fetch task runs for.
     fetching: Mutex<BTreeSet<NodeId>>,
     /// Publishes whose events for a shard are in this node's log, as owner or replica, and
-    /// those being logged right now.
+    /// those being logged right now. Replica appends take it too (see `fetch_once`).
     seen: Mutex<Seen>,
     /// Signalled when an attempt to log a publish ends (see [`Replication::claim`]).
     settled: std::sync::Condvar,
@@ -106,19 +73,6 @@ pub(super) struct Replication {
 
 /// Entries per shard read back at start for their publishes (see `replica_loop`).
 const RECENT_ORIGINS: u64 = 256;
-
-/// How many (producer, batch, shard) a node remembers: a retry comes within seconds of its
-/// first attempt, so the oldest are forgotten.
-const SEEN_CAPACITY: usize = 1 << 20;
-
-/// A bounded set of (producer, batch, shard), forgetting the oldest first.
-#[derive(Default)]
-struct Seen {
-    set: std::collections::HashSet<(u64, u64, u32)>,
-    order: std::collections::VecDeque<(u64, u64, u32)>,
-    /// Claimed by an attempt that is logging them.
-    inflight: std::collections::HashSet<(u64, u64, u32)>,
-}
 
 /// How long a retried forward waits for an earlier attempt of the same publish that is
 /// still being logged (a sender that gave up on a slow owner and tried again).
@@ -128,7 +82,7 @@ const CLAIM_WAIT: Duration = Duration::from_secs(15);
 /// the waiting attempts woken, when dropped.
 pub(super) struct Claim<'r> {
     replication: &'r Replication,
-    origin: (u64, u64),
+    origin: Origin,
     claimed: Vec<u32>,
     /// Shards whose events of this publish the log holds already.
     pub(super) logged: Vec<u32>,
@@ -143,43 +97,23 @@ impl Claim<'_> {
 
 impl Drop for Claim<'_> {
     fn drop(&mut self) {
-        let mut seen = lock(&self.replication.seen);
-        for s in &self.claimed {
-            seen.inflight.remove(&(self.origin.0, self.origin.1, *s));
-        }
-        drop(seen);
+        lock(&self.replication.seen).release(self.origin, &self.claimed);
         self.replication.settled.notify_all();
     }
 }
 
-impl Seen {
-    fn insert(&mut self, key: (u64, u64, u32)) {
-        if self.set.insert(key) {
-            self.order.push_back(key);
-            if self.order.len() > SEEN_CAPACITY {
-                if let Some(old) = self.order.pop_front() {
-                    self.set.remove(&old);
-                }
-            }
-        }
-    }
-}
-
 impl Replication {
-    /// Claims `shards` of publish `origin` for one attempt to log them: the shards whose
-    /// events the log holds already are listed in the claim (the attempt skips them), the
-    /// others are claimed. While another attempt of the same publish is logging any of them
-    /// this waits for it (up to [`CLAIM_WAIT`]), so a retry that overtakes a slow first
+    /// Claims `shards` of publish `origin` for one attempt to log them (see
+    /// [`Seen::try_claim`]). While another attempt of the same publish is logging any of
+    /// them this waits for it (up to [`CLAIM_WAIT`]), so a retry that overtakes a slow first
     /// attempt neither logs the events twice nor acknowledges them before they are logged.
-    pub(super) fn claim(
-        &self,
-        origin: (u64, u64),
-        shards: &[u32],
-    ) -> Result<Claim<'_>, EngineError> {
-        let key = |s: &u32| (origin.0, origin.1, *s);
+    pub(super) fn claim(&self, origin: Origin, shards: &[u32]) -> Result<Claim<'_>, EngineError> {
         let deadline = Instant::now() + CLAIM_WAIT;
         let mut seen = lock(&self.seen);
-        while shards.iter().any(|s| seen.inflight.contains(&key(s))) {
+        let claimed = loop {
+            if let Some(c) = seen.try_claim(origin, shards) {
+                break c;
+            }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Err(EngineError::Unavailable(format!(
@@ -191,26 +125,18 @@ impl Replication {
                 .settled
                 .wait_timeout(seen, left.min(Duration::from_millis(100)))
                 .map_or_else(|p| p.into_inner().0, |(g, _)| g);
-        }
-        let (logged, claimed): (Vec<u32>, Vec<u32>) =
-            shards.iter().partition(|s| seen.set.contains(&key(s)));
-        for s in &claimed {
-            seen.inflight.insert(key(s));
-        }
+        };
         Ok(Claim {
             replication: self,
             origin,
-            claimed,
-            logged,
+            claimed: claimed.claimed,
+            logged: claimed.logged,
         })
     }
 
     /// Records that this node's log holds the events of publish `origin` for `shards`.
-    pub(super) fn note(&self, origin: (u64, u64), shards: &[u32]) {
-        let mut seen = lock(&self.seen);
-        for s in shards {
-            seen.insert((origin.0, origin.1, *s));
-        }
+    pub(super) fn note(&self, origin: Origin, shards: &[u32]) {
+        lock(&self.seen).note(origin, shards);
     }
 
     /// Wakes fetches waiting for entries.
@@ -231,30 +157,14 @@ fn all_acks(s: &Shared, topic: &str) -> Option<u32> {
 }
 
 /// As owner, before appending to `shards` of `topic`: refuses the write while a shard has
-/// fewer in-sync copies (its owner included) than the topic's `min_insync`, as Kafka answers
-/// `NOT_ENOUGH_REPLICAS`. Nothing is logged then, so a cluster down to one copy does not
-/// acknowledge what losing that copy would lose.
+/// fewer in-sync copies than the topic's `min_insync` (see
+/// [`starling_cluster::replication::check_min_insync`]).
 pub(super) fn check_min_insync(s: &Shared, topic: &str, shards: &[u32]) -> Result<(), EngineError> {
-    let Some(min) = all_acks(s, topic).filter(|m| *m > 1) else {
+    let Some(min) = all_acks(s, topic) else {
         return Ok(());
     };
-    let state = s.current();
-    for &shard in shards {
-        let Ok(e) = state.table.get(shard) else {
-            continue;
-        };
-        let copies = 1 + e.replicas.len() as u32;
-        if copies < min {
-            return Err(EngineError::Unavailable(format!(
-                "shard {shard} has {copies} in-sync {} (the cluster keeps {}) but topic \
-                 `{topic}` needs min_insync {min}; nothing was logged, retry once its replicas \
-                 have caught up",
-                if copies == 1 { "copy" } else { "copies" },
-                state.replication_factor()
-            )));
-        }
-    }
-    Ok(())
+    starling_cluster::replication::check_min_insync(&s.current(), topic, shards, min)
+        .map_err(|e| EngineError::Unavailable(e.to_string()))
 }
 
 /// As owner, before appending to `shards` of `topic`: records where the current epoch of
@@ -280,8 +190,7 @@ pub(super) fn mark_epochs(s: &Shared, topic: &str, shards: &[u32]) -> Result<(),
         if lock(&s.replication.marked).get(&key) == Some(&epoch) {
             continue;
         }
-        let newest = log.epoch_marks(topic, shard)?.last().map(|(e, _)| *e);
-        if newest.is_none_or(|e| e < epoch) {
+        if needs_mark(&log.epoch_marks(topic, shard)?, epoch) {
             log.mark_epoch(topic, shard, epoch, log.next_offset(topic, shard)?)?;
         }
         lock(&s.replication.marked).insert(key, epoch);
@@ -290,7 +199,8 @@ pub(super) fn mark_epochs(s: &Shared, topic: &str, shards: &[u32]) -> Result<(),
 }
 
 /// As owner, after appending to `shards` of an `acks = all` topic: waits until every
-/// in-sync replica of each shard holds the log up to its current end.
+/// in-sync replica of each shard holds the log up to its current end, as
+/// [`Progress::check`] decides, taking out the replicas it finds lagging.
 pub(super) async fn await_replicas(
     s: &Shared,
     topic: &str,
@@ -312,80 +222,34 @@ pub(super) async fn await_replicas(
     for &shard in shards {
         ends.push((shard, log.next_offset(topic, shard)?));
     }
-    let deadline = Instant::now() + ACK_TIMEOUT;
-    // When this publish first found each (shard, replica, version of the lists) missing.
-    let mut waiting_since: HashMap<(u32, NodeId, u64), Instant> = HashMap::new();
+    // The publish's clock for the lag limit starts here, like its timeout.
+    let started = Instant::now();
+    let deadline = started + ACK_TIMEOUT;
+    let mut wait = AckWait::new(topic, ends, min);
     let mut state = s.state.clone();
     loop {
         let notified = s.replication.progressed.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
         let table = s.current();
-        let mut missing: Vec<String> = Vec::new();
-        // Replicas waited on for longer than the lag limit: (shard, replica, epoch, version
-        // of the lists).
-        let mut lagging: Vec<(u32, NodeId, u64, u64)> = Vec::new();
-        // The fewest in-sync copies any of the shards has of the events, the owner's
-        // included.
-        let mut fewest = u32::MAX;
-        {
-            let progress = lock(&s.replication.progress);
-            for (shard, end) in &ends {
-                let Ok(e) = table.table.get(*shard) else {
-                    continue;
-                };
-                if e.owner != Some(s.me) {
-                    return Err(EngineError::Unavailable(format!(
-                        "shard {shard} moved to another node before its replicas confirmed \
-                         the events; they may or may not be kept, retry"
-                    )));
-                }
-                let level = lock(&s.replication.level);
-                let waited =
-                    e.replicas.iter().chain(e.joining.iter().filter(|r| {
-                        level.contains_key(&(topic.to_string(), *shard, **r, e.epoch.0))
-                    }));
-                let mut copies = 1;
-                for r in waited {
-                    let have = progress
-                        .get(&(topic.to_string(), *shard, *r))
-                        .filter(|(epoch, _)| *epoch == e.epoch.0)
-                        .map_or(0, |(_, next)| *next);
-                    if have < *end {
-                        missing.push(format!("{r:016x} (shard {shard})"));
-                        let since = *waiting_since
-                            .entry((*shard, *r, e.isr))
-                            .or_insert_with(Instant::now);
-                        if since.elapsed() >= REPLICA_LAG_MAX {
-                            lagging.push((*shard, *r, e.epoch.0, e.isr));
-                        }
-                    } else {
-                        if e.replicas.contains(r) {
-                            copies += 1;
-                        }
-                    }
-                }
-                fewest = fewest.min(copies);
-            }
-        }
-        if missing.is_empty() {
-            if fewest < min {
-                // Kafka's NOT_ENOUGH_REPLICAS_AFTER_APPEND: replicas dropped out meanwhile.
-                return Err(EngineError::Unavailable(format!(
-                    "the events were logged but only {fewest} in-sync copies of a shard hold \
-                     them, fewer than topic `{topic}`'s min_insync {min} (replicas dropped out \
-                     while they copied); they may or may not be kept, retry"
-                )));
-            }
+        let verdict = lock(&s.replication.progress)
+            .check(&table.table, s.me, &mut wait, started.elapsed())
+            .map_err(|e| EngineError::Unavailable(e.to_string()))?;
+        let (missing, lagging) = match verdict {
             // A write that waited (for its replicas, or a paused process) may have outlived
             // this node's lease; by then the shard may have another owner.
-            return s.check_lease();
-        }
+            AckVerdict::Answer => return s.check_lease(),
+            AckVerdict::Wait { missing, lagging } => (missing, lagging),
+        };
         for l in lagging {
             demote(s, topic, l).await;
         }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
+            let missing: Vec<String> = missing
+                .iter()
+                .map(|(shard, r)| format!("{r:016x} (shard {shard})"))
+                .collect();
             return Err(EngineError::Unavailable(format!(
                 "the events were logged by their shard's owner but in-sync replicas {} did not \
                  confirm them within {ACK_TIMEOUT:?}; they may or may not be kept, retry",
@@ -401,34 +265,23 @@ pub(super) async fn await_replicas(
 }
 
 /// As owner: takes a replica that a publish waited on for [`REPLICA_LAG_MAX`] out of what
-/// publishes wait on: an in-sync one goes back to joining, a joining one this node counted
-/// level stops being counted so (`ReplicaOutOfSync` at version `isr` of the shard's lists,
-/// which it raises). The fetches that made it level and were sent at version `isr` or
-/// before stop counting first. A replica reports itself in sync naming the version it saw
-/// when it sent the fetch that made it level, and the table refuses a report made before
-/// the raise, so no publish acknowledged without the replica can be missing from a copy
-/// the cluster counts in sync; fetches it sends after the raise count again.
-async fn demote(s: &Shared, topic: &str, (shard, replica, epoch, isr): (u32, NodeId, u64, u64)) {
-    if !lock(&s.replication.demoting).insert((shard, replica, epoch, isr)) {
+/// publishes wait on, by proposing `ReplicaOutOfSync` (see [`Progress::begin_demote`] for
+/// why its level marks stop counting first, and the table's version check for why a stale
+/// in-sync report cannot undo it).
+async fn demote(s: &Shared, topic: &str, l: Lagging) {
+    if !lock(&s.replication.progress).begin_demote(l) {
         return;
     }
-    lock(&s.replication.level)
-        .retain(|(_, sh, r, _), seen| !(*sh == shard && *r == replica && *seen <= isr));
+    let Lagging { shard, replica, .. } = l;
     tracing::warn!(shard, topic, replica = %format!("{replica:016x}"), waited = ?REPLICA_LAG_MAX, "a replica did not confirm in time; it no longer counts as in sync");
-    let command = Command::ReplicaOutOfSync {
-        shard,
-        node: replica,
-        epoch: Epoch(epoch),
-        isr,
-    };
-    match tokio::time::timeout(Duration::from_secs(2), s.propose(command)).await {
+    match tokio::time::timeout(Duration::from_secs(2), s.propose(l.command())).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {
             tracing::debug!(shard, error = %e, "could not take a replica out of the in-sync set")
         }
         Err(_) => tracing::debug!(shard, "taking a replica out of the in-sync set timed out"),
     }
-    lock(&s.replication.demoting).remove(&(shard, replica, epoch, isr));
+    lock(&s.replication.progress).end_demote(&l);
 }
 
 /// Refuses a write for `shards` while it must wait on this node (see
@@ -571,14 +424,11 @@ fn read_for(
     }
     let mut budget = FETCH_BYTES;
     let mut reported = Vec::new();
+    // (topic, shard, epoch, version seen) of the items that leave the replica level.
+    let mut level = Vec::new();
     for item in items {
         let owner_next = log.next_offset(&item.topic, item.shard)?;
         let marks = log.epoch_marks(&item.topic, item.shard)?;
-        // Where the replica's newest epoch ends in this owner's history.
-        let end_of_last = marks
-            .iter()
-            .find(|(e, _)| *e > item.last_epoch)
-            .map_or(owner_next, |(_, start)| *start);
         let mut f = Fetched {
             topic: item.topic.clone(),
             shard: item.shard,
@@ -588,8 +438,8 @@ fn read_for(
             payloads: Vec::new(),
             marks: Vec::new(),
         };
-        if item.next > end_of_last {
-            f.truncate_to = Some(end_of_last);
+        if let Some(to) = truncate_to(&marks, owner_next, item.next, item.last_epoch) {
+            f.truncate_to = Some(to);
             out.push(f);
             continue;
         }
@@ -597,10 +447,7 @@ fn read_for(
             .iter()
             .find(|(sh, _)| *sh == item.shard)
             .map_or(0, |(_, e)| *e);
-        reported.push((
-            (item.topic.clone(), item.shard, replica),
-            (epoch, item.next),
-        ));
+        reported.push((item.topic.as_str(), item.shard, epoch, item.next));
         if budget > 0 && item.next < owner_next {
             let entries = log.read(&item.topic, item.shard, item.next, FETCH_ENTRIES)?;
             // Retention may have removed the start: the copy then cannot continue (an append
@@ -617,51 +464,32 @@ fn read_for(
                 }
             }
             let end = item.next + f.payloads.len() as u64;
-            f.marks = marks
-                .iter()
-                .filter(|(_, start)| *start >= item.next && *start < end)
-                .copied()
-                .collect();
+            f.marks = marks_within(&marks, item.next, end);
         }
-        if item.next + f.payloads.len() as u64 >= owner_next && !unasked.contains(&item.shard) {
+        if caught_up(item.next, f.payloads.len() as u64, owner_next)
+            && !unasked.contains(&item.shard)
+        {
             // A fetch without the version counts as sent before any (0).
             let seen = isr
                 .iter()
                 .find(|(sh, _)| *sh == item.shard)
                 .map_or(0, |(_, v)| *v);
-            let mut level = lock(&s.replication.level);
-            let v = level
-                .entry((item.topic.clone(), item.shard, replica, epoch))
-                .or_insert(seen);
-            *v = (*v).max(seen);
+            level.push((item.topic.as_str(), item.shard, epoch, seen));
         }
         out.push(f);
     }
-    if !reported.is_empty() {
+    if !reported.is_empty() || !level.is_empty() {
         let mut progress = lock(&s.replication.progress);
-        for (k, v) in reported {
-            let e = progress.entry(k).or_insert(v);
-            if *e < v {
-                *e = v;
-            }
+        for (topic, shard, epoch, seen) in level {
+            progress.level(topic, shard, replica, epoch, seen);
+        }
+        for (topic, shard, epoch, next) in reported {
+            progress.report(topic, shard, replica, epoch, next);
         }
         drop(progress);
         s.replication.progressed.notify_waiters();
     }
     Ok(out)
-}
-
-/// The shards this node copies, by owner: (shard, epoch).
-fn copied_by_owner(st: &ClusterState, me: NodeId) -> BTreeMap<NodeId, Vec<(u32, u64)>> {
-    let mut out: BTreeMap<NodeId, Vec<(u32, u64)>> = BTreeMap::new();
-    for (shard, e) in st.table.iter() {
-        if let Some(owner) = e.owner {
-            if owner != me && (e.replicas.contains(&me) || e.joining.contains(&me)) {
-                out.entry(owner).or_default().push((shard, e.epoch.0));
-            }
-        }
-    }
-    out
 }
 
 /// On every node: runs one fetch task per owner this node copies shards from.
@@ -769,7 +597,7 @@ async fn fetch_once(s: &Arc<Shared>, owner: NodeId, shards: &[(u32, u64)]) -> Re
         .remove(&owner)
         .unwrap_or_default();
     let mut brought = false;
-    let mut level: BTreeMap<u32, bool> = shards.iter().map(|(sh, _)| (*sh, true)).collect();
+    let mut level = Levels::new(shards.iter().map(|(sh, _)| *sh));
     for f in answer {
         if !still.contains(&(
             f.shard,
@@ -810,7 +638,7 @@ async fn fetch_once(s: &Arc<Shared>, owner: NodeId, shards: &[(u32, u64)]) -> Re
                 continue;
             }
             tracing::warn!(topic = %topic, shard, from = to, owner = %format!("{owner:016x}"), "removed entries the shard's owner never had (written by an owner that lost the shard)");
-            level.insert(shard, false);
+            level.truncated(shard);
             brought = true;
             continue;
         }
@@ -858,9 +686,7 @@ async fn fetch_once(s: &Arc<Shared>, owner: NodeId, shards: &[(u32, u64)]) -> Re
             }
             brought = true;
         }
-        if f.first + n < f.owner_next {
-            level.insert(shard, false);
-        }
+        level.copied(shard, f.first, n, f.owner_next);
     }
     // Level with the owner on every topic: a joining replica is in sync from here on.
     for (shard, epoch) in shards {
@@ -869,7 +695,7 @@ async fn fetch_once(s: &Arc<Shared>, owner: NodeId, shards: &[(u32, u64)]) -> Re
                 .table
                 .get(*shard)
                 .is_ok_and(|e| e.joining.contains(&s.me) && e.epoch.0 == *epoch);
-        if !joining || !level.get(shard).copied().unwrap_or(false) {
+        if !joining || !level.level(*shard) {
             continue;
         }
         if lock(&s.replication.reported)
@@ -904,24 +730,6 @@ async fn fetch_once(s: &Arc<Shared>, owner: NodeId, shards: &[(u32, u64)]) -> Re
         });
     }
     Ok(brought)
-}
-
-/// Shards this node has just been promoted to own (it was an in-sync replica, the owner
-/// died): their events are in its log but not in its dataflows. Compares the table with the
-/// one seen before.
-pub(super) fn promoted(prev: &ClusterState, now: &ClusterState, me: NodeId) -> Vec<u32> {
-    now.table
-        .iter()
-        .filter(|(shard, e)| {
-            e.owner == Some(me)
-                && prev.table.get(*shard).is_ok_and(|p| {
-                    p.owner != Some(me)
-                        && p.moving_to != Some(me)
-                        && (p.replicas.contains(&me) || p.joining.contains(&me))
-                })
-        })
-        .map(|(shard, _)| shard)
-        .collect()
 }
 
 /// As a newly promoted owner: feeds each shard's logged events, up to where this node's own
