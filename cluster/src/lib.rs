@@ -14,13 +14,17 @@ pub mod membership;
 pub mod placement;
 pub mod raft;
 pub mod replication;
+pub mod routing;
 pub mod state;
 pub mod table;
 pub mod watermark;
 
 pub use controller::{complete, eligible, next_commands};
 pub use fence::{check_write, Fence};
-pub use handoff::{Handoff, HandoffError, HandoffEvent, HandoffStep, HoldFull, Holder};
+pub use handoff::{
+    chunks_of, reconcile, straggler_route, Ended, Inbox, Outbox, Receive, Refused, Send,
+    StragglerRoute,
+};
 pub use membership::{
     FailureDetection, Incompatible, Member, MemberState, Membership, MembershipConfig,
     MembershipError,
@@ -31,6 +35,7 @@ pub use replication::{
     check_min_insync, copied_by_owner, promoted, truncate_to, AckError, AckVerdict, AckWait,
     Lagging, Progress, Seen,
 };
+pub use routing::{epochs_for, route, Routed};
 pub use state::{CatalogEntry, CatalogKind, ClusterState, Command, MemberInfo, Outcome};
 pub use table::{shard_of_hash, Epoch, NodeId, ShardEntry, ShardId, ShardTable, TableError};
 pub use watermark::WatermarkMerge;

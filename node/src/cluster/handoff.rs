@@ -1,30 +1,24 @@
-//! Moving a shard's operator state with the shard (ARCHITECTURE §5, scale-out).
+//! The node's shell around the hand-off core (`starling_cluster::handoff`, where the
+//! protocol is described and every decision is taken): it cuts a moving shard's operator
+//! state out of the engine ([`Engine::release_shards`]) and merges it in
+//! ([`Engine::adopt_shards`]), carries chunks to the receiver over the peer listener,
+//! proposes `CompleteMove`, and runs one step every 50 ms. The simulation drives the same
+//! core types, so what it checks is what runs here.
 //!
-//! When the leader begins moving shard `s` from `O` to `N`, every router holds `s`'s new
-//! events and `O` refuses them (fencing). Then:
+//! The event log is not copied: the old owner keeps the shard's past events (a restart
+//! replays them; see the note in docs/design.md), and the new owner's log holds its events
+//! from the move on.
 //!
-//! 1. `O` waits [`HANDOFF_DRAIN`] for the writes it accepted before the move to reach its
-//!    workers, and releases `s`: its window operators cut `s`'s keys (open panes and
-//!    sessions, and records still waiting for the frontier) out of their state
-//!    ([`Engine::release_shards`]). From then on `O` counts nothing of `s`.
-//! 2. `O` sends the parts to `N` in chunks under the QUIC frame limit, retrying until `N`
-//!    acknowledges each. A move the leader aborts meanwhile gives the parts back to `O`.
-//! 3. `N` merges each chunk into its own running dataflows (once per chunk, so a retried
-//!    chunk is not counted twice) and, with every chunk in, proposes `CompleteMove`; the
-//!    routers then release `s`'s events to `N` at the next epoch.
-//! 4. A record of `s` still in a channel inside `O` when it released `s` is diverted when it
-//!    reaches a window, and sent to `s`'s owner on the next tick (`chunks = 0`).
-//!
-//! So each key's windows are counted by one node at a time, and the results equal those of
-//! a cluster that never changed (the new owner emits a window the old one had not).
-//!
-//! The event log is not copied: `O` keeps `s`'s past events (a restart of `O` replays them;
-//! see the note in docs/design.md), and `N`'s log holds `s`'s events from the move on.
+//! [`Engine::release_shards`]: crate::Engine::release_shards
+//! [`Engine::adopt_shards`]: crate::Engine::adopt_shards
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use starling_cluster::handoff::{
+    self, chunks_of, straggler_route, Ended, Inbox, Outbox, Receive, Refused, StragglerRoute,
+};
 use starling_cluster::{controller, NodeId};
 
 use super::Shared;
@@ -39,17 +33,17 @@ pub(super) const HANDOFF_DRAIN: Duration = Duration::from_millis(100);
 /// Bytes of parts per message, well under the frame limit.
 const CHUNK_BYTES: usize = MAX_FRAME / 4;
 
-/// Hand-offs of one node, both directions.
+/// Hand-offs of one node, both directions: the core's state, behind the locks the shell's
+/// tasks share.
 #[derive(Default)]
 pub(super) struct Handoffs {
-    /// Shards moving away from this node: when each was first seen moving.
-    first_seen: Mutex<HashMap<u32, Instant>>,
-    /// State cut out and not yet acknowledged by the receiver, by shard.
-    outbox: Mutex<HashMap<u32, Outgoing>>,
-    /// Records diverted after a release, waiting for their shard's owner.
-    stragglers: Mutex<Vec<ShardPart>>,
+    /// Shards moving away from this node: released state until the move ends.
+    outbox: Mutex<Outbox<ShardPart>>,
+    /// Records diverted after a release, waiting for their shard's owner, each with the id
+    /// of its batch (the receiver merges a batch once, however often it is sent).
+    stragglers: Mutex<Vec<(u64, ShardPart)>>,
     /// Per shard moving here: the release whose chunks were merged, and which chunks.
-    adopted: Mutex<HashMap<u32, Adopted>>,
+    inbox: Mutex<Inbox>,
     /// Shards whose keys this node's dataflows no longer count.
     released: Mutex<BTreeSet<u32>>,
     /// Set when a move to this node completed: once no more are arriving, the dataflows are
@@ -58,26 +52,18 @@ pub(super) struct Handoffs {
     checkpoint_due: std::sync::atomic::AtomicBool,
 }
 
-struct Outgoing {
-    to: NodeId,
-    epoch: u64,
-    /// This release's id (see `Request::Handoff`).
-    release: u64,
-    chunks: Vec<Vec<ShardPart>>,
-    acked: Vec<bool>,
-    /// When the last chunk was acknowledged: a receiver that has not completed the move
-    /// long after (it restarted and lost what it had merged) gets every chunk again.
-    all_acked: Option<Instant>,
-}
+impl Handoffs {
+    /// Queues diverted records for their owners, each under a new batch id.
+    fn divert(&self, me: NodeId, parts: impl IntoIterator<Item = ShardPart>) {
+        lock(&self.stragglers).extend(parts.into_iter().map(|p| (new_release(me), p)));
+    }
 
-/// (shard, epoch, release) of one release of a moving shard.
-type MoveId = (u32, u64, u64);
-
-/// What a receiver merged of one shard's release.
-struct Adopted {
-    epoch: u64,
-    release: u64,
-    chunks: BTreeSet<u32>,
+    /// Whether this node has nothing left to deliver: no released state being sent and no
+    /// diverted records waiting for their owner. A leaving node waits for this before it
+    /// stops, or those records would leave with it (the simulation found that).
+    pub(super) fn idle(&self) -> bool {
+        lock(&self.outbox).shards().next().is_none() && lock(&self.stragglers).is_empty()
+    }
 }
 
 /// How long a sender waits for a receiver that acknowledged every chunk to complete the move
@@ -96,23 +82,6 @@ fn new_release(me: NodeId) -> u64 {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Cuts parts into messages of at most [`CHUNK_BYTES`] (a part larger than that goes alone).
-fn chunks_of(parts: Vec<ShardPart>) -> Vec<Vec<ShardPart>> {
-    let mut out: Vec<Vec<ShardPart>> = vec![Vec::new()];
-    let mut size = 0;
-    for p in parts {
-        if size + p.bytes.len() > CHUNK_BYTES && out.last().is_some_and(|c| !c.is_empty()) {
-            out.push(Vec::new());
-            size = 0;
-        }
-        size += p.bytes.len();
-        if let Some(c) = out.last_mut() {
-            c.push(p);
-        }
-    }
-    out
 }
 
 fn to_wire(parts: &[ShardPart]) -> Vec<WireShardPart> {
@@ -150,39 +119,20 @@ async fn step(s: &Arc<Shared>) -> Result<(), EngineError> {
     let st = s.current();
     let engine = s.engine()?;
     // Moves that ended: an abort gives the state back to this node's dataflows.
-    let back: Vec<(u32, Vec<ShardPart>)> = {
-        let mut outbox = lock(&s.handoffs.outbox);
-        let ended: Vec<u32> = outbox
-            .iter()
-            .filter(|(shard, o)| {
-                st.table
-                    .get(**shard)
-                    .map_or(true, |e| e.moving_to != Some(o.to) || e.epoch.0 != o.epoch)
-            })
-            .map(|(shard, _)| *shard)
-            .collect();
-        ended
-            .into_iter()
-            .filter_map(|shard| {
-                let o = outbox.remove(&shard)?;
-                // Still ours (aborted, or aborted and moving elsewhere now): the state goes
-                // back into this node's dataflows, and a new move releases it again.
-                let aborted = st.table.get(shard).is_ok_and(|e| e.owner == Some(s.me));
-                if aborted {
-                    Some((shard, o.chunks.into_iter().flatten().collect()))
-                } else {
-                    if o.acked.iter().any(|a| !a) {
-                        tracing::warn!(shard, "a move completed before its state was delivered");
-                    }
-                    None
-                }
-            })
-            .collect()
-    };
-    for (shard, parts) in back {
-        tracing::info!(shard, "move aborted: the shard's state stays here");
-        engine.adopt_shards(&[shard], parts)?;
-        lock(&s.handoffs.released).remove(&shard);
+    let ended = lock(&s.handoffs.outbox).ended(&st.table, s.me);
+    for end in ended {
+        match end {
+            Ended::Aborted { shard, parts } => {
+                tracing::info!(shard, "move aborted: the shard's state stays here");
+                engine.adopt_shards(&[shard], parts)?;
+                lock(&s.handoffs.released).remove(&shard);
+            }
+            Ended::Completed {
+                shard,
+                undelivered: true,
+            } => tracing::warn!(shard, "a move completed before its state was delivered"),
+            Ended::Completed { .. } => {}
+        }
     }
     reconcile(s, &st, &engine).await?;
     let arriving = st.table.iter().any(|(_, e)| e.moving_to == Some(s.me));
@@ -204,22 +154,9 @@ async fn step(s: &Arc<Shared>) -> Result<(), EngineError> {
     // On the receiving side: a move that completed needs no record of its chunks any more;
     // one that was aborted after some chunks were merged here leaves state this node must not
     // count (the old owner takes its copy back), so it is cut out again and dropped.
-    let dropped: Vec<u32> = {
-        let mut adopted = lock(&s.handoffs.adopted);
-        // The table as of now, not as of this step's start: a chunk merged meanwhile was
-        // merged against a table at least this new.
-        let now = s.current();
-        let mut dropped = Vec::new();
-        adopted.retain(|shard, _| match now.table.get(*shard) {
-            Ok(e) if e.moving_to == Some(s.me) => true,
-            Ok(e) if e.owner == Some(s.me) => false,
-            _ => {
-                dropped.push(*shard);
-                false
-            }
-        });
-        dropped
-    };
+    // The table as of now, not as of this step's start: a chunk merged meanwhile was merged
+    // against a table at least this new.
+    let dropped = lock(&s.handoffs.inbox).sweep(&s.current().table, s.me);
     if !dropped.is_empty() {
         let e2 = Arc::clone(&engine);
         let d2 = dropped.clone();
@@ -228,34 +165,14 @@ async fn step(s: &Arc<Shared>) -> Result<(), EngineError> {
             .map_err(|e| EngineError::Internal(e.to_string()))??;
         tracing::warn!(shards = ?dropped, "moves to this node were aborted after state arrived; dropped it");
         lock(&s.handoffs.released).extend(dropped.iter().copied());
-        lock(&s.handoffs.stragglers)
-            .extend(parts.into_iter().filter(|p| !dropped.contains(&p.shard)));
+        s.handoffs.divert(
+            s.me,
+            parts.into_iter().filter(|p| !dropped.contains(&p.shard)),
+        );
     }
 
     // Moves past the drain that have not been released yet.
-    let outgoing: Vec<(u32, u64, NodeId)> = st
-        .table
-        .iter()
-        .filter(|(_, e)| e.owner == Some(s.me))
-        .filter_map(|(shard, e)| match e.moving_to {
-            Some(to) if to != s.me => Some((shard, e.epoch.0, to)),
-            _ => None,
-        })
-        .collect();
-    let ready: Vec<(u32, u64, NodeId)> = {
-        let mut seen = lock(&s.handoffs.first_seen);
-        seen.retain(|shard, _| outgoing.iter().any(|(s2, _, _)| s2 == shard));
-        let outbox = lock(&s.handoffs.outbox);
-        let now = Instant::now();
-        outgoing
-            .iter()
-            .filter(|(shard, _, _)| !outbox.contains_key(shard))
-            .filter(|(shard, _, _)| {
-                now.duration_since(*seen.entry(*shard).or_insert(now)) >= HANDOFF_DRAIN
-            })
-            .copied()
-            .collect()
-    };
+    let ready = lock(&s.handoffs.outbox).ready(&st.table, s.me, Instant::now(), HANDOFF_DRAIN);
     if !ready.is_empty() {
         let shards: Vec<u32> = ready.iter().map(|(shard, _, _)| *shard).collect();
         let e2 = Arc::clone(&engine);
@@ -278,77 +195,32 @@ async fn step(s: &Arc<Shared>) -> Result<(), EngineError> {
                 bytes = parts.iter().map(|p| p.bytes.len()).sum::<usize>(),
                 "released a moving shard's state"
             );
-            let chunks = chunks_of(parts);
-            let acked = vec![false; chunks.len()];
-            outbox.insert(
-                shard,
-                Outgoing {
-                    to,
-                    epoch,
-                    release: new_release(s.me),
-                    chunks,
-                    acked,
-                    all_acked: None,
-                },
-            );
+            let chunks = chunks_of(parts, |p| p.bytes.len(), CHUNK_BYTES);
+            outbox.start(shard, (epoch, to), new_release(s.me), chunks);
         }
         // Parts of shards not asked for are diverted records: they go to their owners.
-        lock(&s.handoffs.stragglers).extend(by_shard.into_values().flatten());
+        s.handoffs.divert(s.me, by_shard.into_values().flatten());
     }
 
     // Send what is not acknowledged yet, every shard at once.
-    let pending: Vec<(MoveId, NodeId, u32, u32, Vec<WireShardPart>)> = {
-        let mut outbox = lock(&s.handoffs.outbox);
-        for o in outbox.values_mut() {
-            if o.all_acked.is_some_and(|t| t.elapsed() > RESEND_AFTER) {
-                o.acked.iter_mut().for_each(|a| *a = false);
-                o.all_acked = None;
-            }
-        }
-        outbox
-            .iter()
-            .flat_map(|(shard, o)| {
-                o.chunks
-                    .iter()
-                    .enumerate()
-                    .filter(|(i, _)| !o.acked[*i])
-                    .map(|(i, c)| {
-                        (
-                            (*shard, o.epoch, o.release),
-                            o.to,
-                            i as u32,
-                            o.chunks.len() as u32,
-                            to_wire(c),
-                        )
-                    })
-                    .collect::<Vec<_>>()
-            })
-            .collect()
-    };
-    let sends = pending.into_iter().map(|(id, to, chunk, chunks, parts)| {
+    let pending = lock(&s.handoffs.outbox).pending(Instant::now(), RESEND_AFTER);
+    let sends = pending.into_iter().map(|send| {
         let s = Arc::clone(s);
         async move {
-            let r = match s.peers.client(to).await {
-                Ok(c) => c.handoff(id, (chunk, chunks), parts).await,
+            let id = (send.shard, send.epoch, send.release);
+            let r = match s.peers.client(send.to).await {
+                Ok(c) => {
+                    c.handoff(id, (send.chunk, send.chunks), to_wire(&send.parts))
+                        .await
+                }
                 Err(e) => Err(e),
             };
-            (id, chunk, r)
+            (id, send.chunk, r)
         }
     });
     for ((shard, _, release), chunk, r) in futures_util::future::join_all(sends).await {
         match r {
-            Ok(()) => {
-                if let Some(o) = lock(&s.handoffs.outbox).get_mut(&shard) {
-                    if o.release == release {
-                        if let Some(a) = o.acked.get_mut(chunk as usize) {
-                            *a = true;
-                        }
-                        if o.all_acked.is_none() && o.acked.iter().all(|a| *a) {
-                            o.all_acked = Some(Instant::now());
-                        }
-                    }
-                }
-            }
+            Ok(()) => lock(&s.handoffs.outbox).acked(shard, release, chunk, Instant::now()),
             Err(e) => tracing::debug!(shard, chunk, error = %e, "hand-off chunk not delivered yet"),
         }
     }
@@ -360,7 +232,7 @@ async fn step(s: &Arc<Shared>) -> Result<(), EngineError> {
             .await
             .map_err(|e| EngineError::Internal(e.to_string()))??;
         let n = parts.len();
-        lock(&s.handoffs.stragglers).extend(parts);
+        s.handoffs.divert(s.me, parts);
         tracing::warn!(
             parts = n,
             "records reached a window after their shard was handed off; sending them on"
@@ -382,31 +254,10 @@ async fn reconcile(
     if !(s.started.elapsed() > Duration::from_secs(2) || s.raft.is_leader()) {
         return Ok(());
     }
-    let (stale, taken): (Vec<u32>, Vec<u32>) = {
+    let (stale, taken) = {
         let released = lock(&s.handoffs.released);
-        let outbox = lock(&s.handoffs.outbox);
-        let stale = st
-            .table
-            .iter()
-            .filter(|(shard, e)| {
-                e.owner.is_some_and(|o| o != s.me)
-                    && e.moving_to != Some(s.me)
-                    && !released.contains(shard)
-            })
-            .map(|(shard, _)| shard)
-            .collect();
-        let taken = st
-            .table
-            .iter()
-            .filter(|(shard, e)| {
-                e.owner == Some(s.me)
-                    && e.moving_to.is_none()
-                    && released.contains(shard)
-                    && !outbox.contains_key(shard)
-            })
-            .map(|(shard, _)| shard)
-            .collect();
-        (stale, taken)
+        let sending: BTreeSet<u32> = lock(&s.handoffs.outbox).shards().collect();
+        handoff::reconcile(&st.table, s.me, &released, &sending)
     };
     if !taken.is_empty() {
         engine.adopt_shards(&taken, Vec::new())?;
@@ -430,7 +281,7 @@ async fn reconcile(
                 "dropped state this node rebuilt for shards other nodes own"
             );
         }
-        lock(&s.handoffs.stragglers).extend(others);
+        s.handoffs.divert(s.me, others);
         lock(&s.handoffs.released).extend(stale);
     }
     Ok(())
@@ -444,17 +295,14 @@ async fn send_stragglers(
 ) -> Result<(), EngineError> {
     let parts = std::mem::take(&mut *lock(&s.handoffs.stragglers));
     let mut keep = Vec::new();
-    for p in parts {
-        let Ok(e) = st.table.get(p.shard) else {
-            continue;
-        };
-        match (e.owner, e.moving_to) {
-            (Some(o), None) if o == s.me => engine.adopt_shards(&[], vec![p])?,
-            (Some(o), None) => {
-                let r = match s.peers.client(o).await {
+    for (id, p) in parts {
+        match straggler_route(&st.table, s.me, p.shard) {
+            StragglerRoute::Here => engine.adopt_shards(&[], vec![p])?,
+            StragglerRoute::To { owner, epoch } => {
+                let r = match s.peers.client(owner).await {
                     Ok(c) => {
                         c.handoff(
-                            (p.shard, e.epoch.0, 0),
+                            (p.shard, epoch, id),
                             (0, 0),
                             to_wire(std::slice::from_ref(&p)),
                         )
@@ -464,11 +312,12 @@ async fn send_stragglers(
                 };
                 if let Err(err) = r {
                     tracing::debug!(shard = p.shard, error = %err, "stragglers not delivered yet");
-                    keep.push(p);
+                    keep.push((id, p));
                 }
             }
             // Moving again: wait until it has an owner.
-            _ => keep.push(p),
+            StragglerRoute::Wait => keep.push((id, p)),
+            StragglerRoute::Drop => {}
         }
     }
     lock(&s.handoffs.stragglers).extend(keep);
@@ -491,10 +340,6 @@ pub(super) fn receive(
         )));
     }
     let st = s.current();
-    let entry = st
-        .table
-        .get(shard)
-        .map_err(|e| EngineError::BadRequest(e.to_string()))?;
     // Parts of a dataflow the cluster no longer runs (dropped during the move) are left
     // out; a dataflow agreed but not installed here yet makes the chunk wait (`not_found`).
     let agreed: BTreeSet<String> = super::catalog_stages(&st)
@@ -511,53 +356,41 @@ pub(super) fn receive(
             "state of dataflows the cluster dropped was left out"
         );
     }
-    if chunks == 0 {
-        if entry.owner != Some(s.me) || entry.moving_to.is_some() {
-            return Err(EngineError::StaleEpoch(format!(
-                "shard {shard} is not settled on this node"
-            )));
-        }
-        return engine.adopt_shards(&[], parts);
-    }
-    if chunk >= chunks {
-        return Err(EngineError::BadRequest(format!(
-            "chunk {chunk} of {chunks}: the index must be below the count"
-        )));
-    }
-    if entry.moving_to != Some(s.me) || entry.epoch.0 != epoch {
-        // A retry of a move this node has already completed.
-        if entry.owner == Some(s.me) && entry.epoch.0 > epoch && entry.moving_to.is_none() {
-            return Ok(());
-        }
-        return Err(EngineError::StaleEpoch(format!(
-            "shard {shard} is not moving to this node at epoch {epoch}"
-        )));
-    }
-    let mut adopted = lock(&s.handoffs.adopted);
-    if adopted
-        .get(&shard)
-        .is_some_and(|a| (a.epoch, a.release) != (epoch, release))
-    {
+    // Held while merging, so two deliveries of one chunk are never both merged.
+    let mut inbox = lock(&s.handoffs.inbox);
+    let decision = inbox
+        .receive(&st.table, s.me, (shard, epoch, release), (chunk, chunks))
+        .map_err(|r| match r {
+            Refused::NotSettled(_) | Refused::NotMoving { .. } => {
+                EngineError::StaleEpoch(r.to_string())
+            }
+            Refused::BadIndex { .. } | Refused::NoShard(_) => {
+                EngineError::BadRequest(r.to_string())
+            }
+        })?;
+    let (replace_earlier, duplicate) = match decision {
+        Receive::Straggler => return engine.adopt_shards(&[], parts),
+        Receive::AlreadyDone => return Ok(()),
+        Receive::Chunk {
+            replace_earlier,
+            duplicate,
+        } => (replace_earlier, duplicate),
+    };
+    if replace_earlier {
         // An earlier release of this shard (a move aborted and begun again, or an old owner
         // that restarted) was merged here: its state is cut out and dropped before the new
         // release, which holds everything, is merged.
-        adopted.remove(&shard);
         let old = engine.release_shards(&[shard])?;
         let (_, others): (Vec<ShardPart>, Vec<ShardPart>) =
             old.into_iter().partition(|p| p.shard == shard);
-        lock(&s.handoffs.stragglers).extend(others);
+        s.handoffs.divert(s.me, others);
         tracing::warn!(
             shard,
             "replaced the state of an earlier release of this shard"
         );
     }
-    let got = adopted.entry(shard).or_insert_with(|| Adopted {
-        epoch,
-        release,
-        chunks: BTreeSet::new(),
-    });
     lock(&s.handoffs.released).remove(&shard);
-    if !got.chunks.contains(&chunk) {
+    if !duplicate {
         tracing::info!(
             shard,
             epoch,
@@ -568,10 +401,9 @@ pub(super) fn receive(
             "merging a moving shard's state"
         );
         engine.adopt_shards(&[shard], parts)?;
-        got.chunks.insert(chunk);
     }
-    let complete = got.chunks.len() as u32 >= chunks;
-    drop(adopted);
+    let complete = inbox.merged(shard, chunk, chunks);
+    drop(inbox);
     if complete {
         if let Some(command) = controller::complete(&st, shard, s.me) {
             s.block(s.propose(command))?;

@@ -270,7 +270,9 @@ impl Cluster {
                 .filter(|(_, e)| e.owner == Some(s.me) || e.moving_to == Some(s.me))
                 .count();
             let others = st.members.keys().filter(|n| **n != s.me).count();
-            if mine == 0 {
+            // Owning nothing is not enough: state released to a receiver and records
+            // diverted after a release must reach their owners first.
+            if mine == 0 && s.handoffs.idle() {
                 return Ok(());
             }
             if others == 0 {
@@ -283,9 +285,11 @@ impl Cluster {
                 let _ = s.raft.propose(Command::SetLeaving { node: s.me }).await;
             }
             if Instant::now() > deadline {
-                return Err(EngineError::Unavailable(format!(
-                    "{mine} shards were still owned by this node after {timeout:?}"
-                )));
+                return Err(EngineError::Unavailable(if mine > 0 {
+                    format!("{mine} shards were still owned by this node after {timeout:?}")
+                } else {
+                    format!("hand-off state was still being delivered after {timeout:?}")
+                }));
             }
             let _ = tokio::time::timeout(Duration::from_millis(200), state.changed()).await;
         }
@@ -459,26 +463,11 @@ impl Shared {
         origin: (u64, u64),
     ) -> Result<Placed, EngineError> {
         let state = self.current();
-        let mut by_owner: HashMap<NodeId, Vec<(u32, Row)>> = HashMap::new();
-        let mut left = Vec::new();
-        let mut why = None;
-        for (shard, row) in pending {
-            match state.table.get(shard) {
-                Ok(e) if e.moving_to.is_none() && e.owner.is_some() => {
-                    if let Some(owner) = e.owner {
-                        by_owner.entry(owner).or_default().push((shard, row));
-                    }
-                }
-                Ok(e) if e.moving_to.is_some() => {
-                    why = Some(format!("shard {shard} is moving"));
-                    left.push((shard, row));
-                }
-                _ => {
-                    why = Some(format!("shard {shard} has no owner yet"));
-                    left.push((shard, row));
-                }
-            }
-        }
+        let starling_cluster::Routed {
+            mut by_owner,
+            held: mut left,
+            mut why,
+        } = starling_cluster::route(&state.table, pending);
         let mut accepted = 0;
         // This node's part is written while the other owners' parts travel: the ack waits for
         // the slowest write, not for the sum of them.
@@ -624,18 +613,7 @@ fn distinct_shards(shards: impl Iterator<Item = u32>) -> Vec<u32> {
 
 /// (shard, epoch) for every shard the rows fall in, from one table.
 fn epochs_of(state: &ClusterState, rows: &[(u32, Row)]) -> Vec<(u32, u64)> {
-    epochs_for(state, rows.iter().map(|(s, _)| *s))
-}
-
-/// (shard, epoch) for each distinct shard, from one table.
-fn epochs_for(state: &ClusterState, shards: impl Iterator<Item = u32>) -> Vec<(u32, u64)> {
-    let mut shards: Vec<u32> = shards.collect();
-    shards.sort_unstable();
-    shards.dedup();
-    shards
-        .into_iter()
-        .map(|s| (s, state.table.get(s).map(|e| e.epoch.0).unwrap_or(0)))
-        .collect()
+    starling_cluster::epochs_for(&state.table, rows.iter().map(|(s, _)| *s))
 }
 
 impl Distribution for Shared {

@@ -25,9 +25,10 @@ use starling_cluster::{NodeId, WatermarkMerge};
 use starling_operators::plan::stages;
 use starling_operators::Event;
 
-use super::{epochs_for, Shared};
+use super::Shared;
 use crate::quic::wire;
 use crate::EngineError;
+use starling_cluster::epochs_for;
 
 /// Queued and delivered record counts of one topic on this node.
 #[derive(Default)]
@@ -164,7 +165,7 @@ async fn place(s: &Shared, topic: &str, pending: Vec<(u32, Event)>) -> Vec<(u32,
     }
     let mut sends = Vec::new();
     for (owner, batch) in by_owner {
-        let epochs = epochs_for(&state, batch.iter().map(|(sh, _)| *sh));
+        let epochs = epochs_for(&state.table, batch.iter().map(|(sh, _)| *sh));
         sends.push(async move {
             let wire_events: Vec<_> = batch.iter().map(|(_, e)| wire::event_to_wire(e)).collect();
             let r = match s.peers.client(owner).await {
