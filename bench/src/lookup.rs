@@ -72,7 +72,7 @@ fn one(p: &LookupBench, lookup: bool) -> Result<f64> {
         }
     }
     engine.install_text(&definition(lookup))?;
-    let sub = engine.subscribe("enrich", "out")?;
+    let sub = engine.subscribe_local("enrich", "out")?;
     let mut rng = 0x9e37_79b9_7f4a_7c15u64;
     let batches: Vec<Vec<Row>> = (0..p.events.div_ceil(p.batch as u64))
         .map(|b| {
@@ -94,7 +94,7 @@ fn one(p: &LookupBench, lookup: bool) -> Result<f64> {
     let mut seen = 0u64;
     let mut enriched_ok = true;
     for rows in batches {
-        engine.publish_rows("asks", rows)?;
+        engine.publish_local("asks", rows, true)?;
         for b in sub.drain() {
             seen += b.len() as u64;
             enriched_ok &= b

@@ -147,11 +147,11 @@ pub fn run_text(definition: &str, batches: Vec<TopicBatch>, opts: &RunOptions) -
     })?;
     for t in topics()? {
         engine
-            .create_topic(&t)
+            .create_topic_local(&t)
             .with_context(|| format!("creating topic {}", t.name))?;
     }
     let dataflow = engine.install_text(definition).context("installing")?.name;
-    let sub = engine.subscribe(&dataflow, "out")?;
+    let sub = engine.subscribe_local(&dataflow, "out")?;
     let events: u64 = batches.iter().map(|b| b.rows.len() as u64).sum();
     let end = batches.iter().map(|b| b.max_time).max().unwrap_or(0) + SETTLE_MS;
     let mut updates = 0u64;
@@ -169,11 +169,11 @@ pub fn run_text(definition: &str, batches: Vec<TopicBatch>, opts: &RunOptions) -
     let busy_before: u64 = engine.worker_busy_nanos().iter().sum();
     let start = Instant::now();
     for b in batches {
-        engine.publish_rows(b.topic, b.rows)?;
+        engine.publish_local(b.topic, b.rows, true)?;
         take(sub.drain());
     }
     for t in ["person", "auction", "bid"] {
-        engine.advance_watermark(t, end)?;
+        engine.advance_watermark_local(t, end)?;
     }
     if !engine.wait_until(&dataflow, end - 1, opts.timeout)? {
         bail!(
@@ -222,7 +222,7 @@ pub fn read_ndjson(dir: &std::path::Path, batch: usize) -> Result<(Vec<TopicBatc
     })?;
     let defs = topics()?;
     for t in &defs {
-        decoder.create_topic(t)?;
+        decoder.create_topic_local(t)?;
     }
     let mut per_topic: Vec<std::vec::IntoIter<(u64, Row)>> = Vec::new();
     let mut names = Vec::new();

@@ -95,7 +95,7 @@ pub fn run(p: &WindowBench) -> Result<WindowResult> {
         ..EngineConfig::default()
     })?;
     engine.install_text(definition())?;
-    let sub = engine.subscribe("bench_window", "out")?;
+    let sub = engine.subscribe_local("bench_window", "out")?;
     // Seeded, so runs are reproducible.
     let mut rng = Rng::seeded(0x9e37_79b9_7f4a_7c15);
     let ooo_threshold = (p.out_of_order * u64::MAX as f64) as u64;
@@ -144,11 +144,11 @@ pub fn run(p: &WindowBench) -> Result<WindowResult> {
             Some(rows) => rows,
             None => generate(n),
         };
-        engine.publish_rows("events", rows)?;
+        engine.publish_local("events", rows, true)?;
         drain(&mut results, &mut counted);
     }
     let end = MAX_DELAY_MS + p.events * 1_000 / p.rate.max(1) + 20_000;
-    engine.advance_watermark("events", end)?;
+    engine.advance_watermark_local("events", end)?;
     if !engine.wait_until("bench_window", end - 1, Duration::from_secs(600))? {
         bail!("the dataflow did not finish within 10 minutes");
     }

@@ -47,7 +47,7 @@ fn escalates_once_per_user_and_minute() {
     for workers in [1, 2] {
         let e = engine(workers);
         e.install_text(SUPPORT_DESK).unwrap();
-        let activity = e.subscribe("support_desk", "activity").unwrap();
+        let activity = e.subscribe_local("support_desk", "activity").unwrap();
         let escalations = e.subscribe_topic("escalations").unwrap();
         // ann: 3 negative messages in minute 0 (out of order); bob: 8 messages in minute 0,
         // 1 in minute 1; cid: 2 calm messages.
@@ -63,7 +63,7 @@ fn escalates_once_per_user_and_minute() {
         }
         batch.push(msg("bob", 61_000, "chat", "ping"));
         e.publish_json("messages", &batch).unwrap();
-        e.advance_watermark("messages", 120_000).unwrap();
+        e.advance_watermark_local("messages", 120_000).unwrap();
         assert!(e
             .wait_until("support_desk", 119_999, Duration::from_secs(20))
             .unwrap());

@@ -54,7 +54,7 @@ outputs:
     for workers in [1, 3] {
         let e = engine(workers);
         e.install_text(&def).unwrap();
-        let sub = e.subscribe("wa", "out").unwrap();
+        let sub = e.subscribe_local("wa", "out").unwrap();
         e.publish_json("m", &events()).unwrap();
         e.publish_json("m", &[m("a", 12_000, Some(-5), Some(0.25), Some("r"))])
             .unwrap();
@@ -91,7 +91,7 @@ outputs:
     for workers in [1, 3] {
         let e = engine(workers);
         e.install_text(&def).unwrap();
-        let sub = e.subscribe("ua", "out").unwrap();
+        let sub = e.subscribe_local("ua", "out").unwrap();
         // All enter at watermark 0.
         e.publish_json("m", &events()).unwrap();
         settle(&e, "ua", "m", 5_000);
@@ -154,7 +154,7 @@ outputs:
     for workers in [1, 3] {
         let e = engine(workers);
         e.install_text(&def).unwrap();
-        let sub = e.subscribe("ad", "out").unwrap();
+        let sub = e.subscribe_local("ad", "out").unwrap();
         e.publish_json(
             "m",
             &[

@@ -1134,7 +1134,7 @@ fn random_mutations_never_panic_and_failures_leave_nothing() {
             match e.install_text(&text) {
                 Ok(info) => {
                     accepted.set(accepted.get() + 1);
-                    e.drop_dataflow(&info.name)
+                    e.drop_dataflow_local(&info.name)
                         .expect("drop what was installed");
                 }
                 Err(err) => {

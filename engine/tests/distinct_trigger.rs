@@ -27,7 +27,7 @@ outputs:
     for workers in [1, 3] {
         let e = engine(workers);
         e.install_text(&def).unwrap();
-        let sub = e.subscribe("dd", "out").unwrap();
+        let sub = e.subscribe_local("dd", "out").unwrap();
         // All enter at 0; each copy expires at its event time + 5 s.
         e.publish_json(
             "clicks",
@@ -83,8 +83,8 @@ outputs:
         let e = engine(workers);
         e.install_text(&def).unwrap();
         let alerts = e.subscribe_topic("alerts").unwrap();
-        let fired = e.subscribe("tg", "fired").unwrap();
-        let agg = e.subscribe("tg", "agg").unwrap();
+        let fired = e.subscribe_local("tg", "fired").unwrap();
+        let agg = e.subscribe_local("tg", "agg").unwrap();
         e.publish_json("clicks", &[click("a", 1_000, 1), click("a", 1_000, 1)])
             .unwrap();
         e.publish_json("clicks", &[click("a", 2_000, 1)]).unwrap(); // 2 -> 3: no re-fire

@@ -186,7 +186,7 @@ fn run(example: &Example, workers: usize) -> Vec<String> {
     let mut subs = Vec::new();
     for (expect, _, _) in &example.expected {
         subs.push(match expect {
-            Expect::Output(o) => Ok(e.subscribe(&def.name, o).expect("output exists")),
+            Expect::Output(o) => Ok(e.subscribe_local(&def.name, o).expect("output exists")),
             Expect::Topic(t) => Err(e.subscribe_topic(t).expect("topic exists")),
         });
     }
@@ -197,7 +197,7 @@ fn run(example: &Example, workers: usize) -> Vec<String> {
     let mut topics: Vec<&str> = def.inputs.iter().map(|i| i.topic.as_str()).collect();
     topics.dedup();
     for t in topics {
-        e.advance_watermark(t, example.settle).expect("topic");
+        e.advance_watermark_local(t, example.settle).expect("topic");
     }
     assert!(
         e.wait_until(&def.name, example.settle - 1, Duration::from_secs(30))

@@ -95,7 +95,7 @@ fn a_restarted_engine_replays_the_log_into_the_same_open_windows() {
     // Reference: one engine that never stops.
     let reference = engine_on(None).unwrap();
     reference.install_text(&window_def("win")).unwrap();
-    let sub = reference.subscribe("win", "out").unwrap();
+    let sub = reference.subscribe_local("win", "out").unwrap();
     feed(&reference, 30);
     settle(&reference, "win", "clicks", 100_000);
     let expected = open_windows(&drain(&sub));
@@ -114,7 +114,7 @@ fn a_restarted_engine_replays_the_log_into_the_same_open_windows() {
     let report = second.recovery().unwrap();
     assert_eq!(report.dataflows, 1);
     assert_eq!(report.events, 30 * 40);
-    let sub = second.subscribe("win", "out").unwrap();
+    let sub = second.subscribe_local("win", "out").unwrap();
     settle(&second, "win", "clicks", 100_000);
     assert_eq!(open_windows(&drain(&sub)), expected);
     assert!(common::eventually(Duration::from_secs(10), || {
@@ -136,13 +136,13 @@ fn a_dataflow_sees_after_a_restart_only_what_it_saw_before() {
         e.install_text(&counts("late")).unwrap();
         e.install_text(&counts("gone")).unwrap();
         e.publish_json("clicks", &[click("a", 3, 1)]).unwrap();
-        e.drop_dataflow("gone").unwrap();
+        e.drop_dataflow_local("gone").unwrap();
     }
     let e = engine_on(Some(dir.path())).unwrap();
     let names: Vec<String> = e.dataflows().into_iter().map(|d| d.name).collect();
     assert_eq!(names, ["early", "late"]);
-    let early = e.subscribe("early", "out").unwrap();
-    let late = e.subscribe("late", "out").unwrap();
+    let early = e.subscribe_local("early", "out").unwrap();
+    let late = e.subscribe_local("late", "out").unwrap();
     e.publish_json("clicks", &[click("a", 4, 1)]).unwrap();
     // The replay may still be emitting when the test subscribes: wait for the positive part
     // of the consolidated output to be the expected count.
@@ -287,7 +287,7 @@ fn a_checkpoint_bounds_the_replay_and_the_results_stay_exact() {
     ] {
         let reference = engine_on(None).unwrap();
         reference.install_text(&def).unwrap();
-        let sub = reference.subscribe("win", "out").unwrap();
+        let sub = reference.subscribe_local("win", "out").unwrap();
         feed(&reference, 30);
         settle(&reference, "win", "clicks", 100_000);
         let expected = open_windows(&drain(&sub));
@@ -315,7 +315,7 @@ fn a_checkpoint_bounds_the_replay_and_the_results_stay_exact() {
             "{kind}: the replay read {} events; a checkpoint after 20 of 30 batches bounds it",
             report.events
         );
-        let sub = second.subscribe("win", "out").unwrap();
+        let sub = second.subscribe_local("win", "out").unwrap();
         settle(&second, "win", "clicks", 100_000);
         assert_eq!(open_windows(&drain(&sub)), expected, "{kind}");
         // Retired state stays retired after a restore.

@@ -100,8 +100,8 @@ fn run_moved_with(
         e.install_text(text).unwrap();
     }
     let (s_old, s_new) = (
-        old.subscribe("win", "out").unwrap(),
-        new.subscribe("win", "out").unwrap(),
+        old.subscribe_local("win", "out").unwrap(),
+        new.subscribe_local("win", "out").unwrap(),
     );
     let all = batches();
     let (first, second) = all.split_at(all.len() / 2);
@@ -149,7 +149,7 @@ fn reference_with(text: &str) -> BTreeMap<String, isize> {
     let d = tempfile::tempdir().unwrap();
     let e = engine_on(d.path(), 2);
     e.install_text(text).unwrap();
-    let sub = e.subscribe("win", "out").unwrap();
+    let sub = e.subscribe_local("win", "out").unwrap();
     for b in batches() {
         publish(&e, &b.iter().map(|(_, j)| j.clone()).collect::<Vec<_>>());
     }
@@ -228,8 +228,8 @@ fn moving_every_shard_and_back_loses_nothing() {
     for e in [&a, &b] {
         e.install_text(&def(window)).unwrap();
     }
-    let sa = a.subscribe("win", "out").unwrap();
-    let sb = b.subscribe("win", "out").unwrap();
+    let sa = a.subscribe_local("win", "out").unwrap();
+    let sb = b.subscribe_local("win", "out").unwrap();
     let all: Vec<u32> = (0..SHARDS).collect();
     let data = batches();
     let (first, rest) = data.split_at(15);
@@ -259,7 +259,7 @@ fn bad_handed_over_state_is_refused_or_skipped_without_harm() {
     let d = tempfile::tempdir().unwrap();
     let e = engine_on(d.path(), 2);
     e.install_text(&def("kind: tumbling, size: 10s")).unwrap();
-    let sub = e.subscribe("win", "out").unwrap();
+    let sub = e.subscribe_local("win", "out").unwrap();
     // A dataflow this node does not run: refused whole.
     let unknown = ShardPart {
         dataflow: "nope".into(),

@@ -59,8 +59,8 @@ outputs:
     for workers in [1, 3] {
         let e = engine(workers);
         e.install_text(&def).unwrap();
-        let out = e.subscribe("ij", "out").unwrap();
-        let named = e.subscribe("ij", "named").unwrap();
+        let out = e.subscribe_local("ij", "out").unwrap();
+        let named = e.subscribe_local("ij", "named").unwrap();
         e.publish_json(
             "left",
             &[
@@ -142,7 +142,7 @@ outputs:
     );
     let e = engine(2);
     e.install_text(&def).unwrap();
-    let out = e.subscribe("ijt", "out").unwrap();
+    let out = e.subscribe_local("ijt", "out").unwrap();
     e.publish_json("left", &[lv("a", 3_000, 1)]).unwrap();
     e.publish_json("right", &[rv("a", 1_000, 2)]).unwrap();
     settle_all(&e, "ijt", &["left", "right"], 50_000);
@@ -184,7 +184,7 @@ outputs:
     for workers in [1, 3] {
         let e = engine(workers);
         e.install_text(def).unwrap();
-        let out = e.subscribe("tj", "out").unwrap();
+        let out = e.subscribe_local("tj", "out").unwrap();
         let u = |k: &str, ts: u64, n: &str| json!({"k": k, "ts": ts, "name": n});
         let o = |k: &str, ts: u64, a: i64| json!({"k": k, "ts": ts, "amt": a});
         e.publish_json("users", &[u("a", 1_000, "alice"), u("b", 1_000, "bob")])
@@ -252,7 +252,7 @@ outputs:
     for workers in [1, 3] {
         let e = engine(workers);
         e.install_text(&def).unwrap();
-        let out = e.subscribe("jw", "out").unwrap();
+        let out = e.subscribe_local("jw", "out").unwrap();
         // Several batches, so the join emits at several timestamps.
         for i in 0..6u64 {
             let t = 1_000 + i * 4_000;

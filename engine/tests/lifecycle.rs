@@ -41,7 +41,7 @@ fn install_drop_under_load_leaks_nothing() {
     let workers = 3;
     let e = Arc::new(engine(workers));
     e.install_text(&def("keeper")).unwrap();
-    let keeper = e.subscribe("keeper", "out").unwrap();
+    let keeper = e.subscribe_local("keeper", "out").unwrap();
     assert!(eventually(Duration::from_secs(10), || e.live_dataflows() == workers));
     let baseline_topics: BTreeSet<String> = e.topics().into_iter().map(|t| t.spec.name).collect();
 
@@ -62,9 +62,9 @@ fn install_drop_under_load_leaks_nothing() {
     };
     for _ in 0..100 {
         e.install_text(&def("churn")).unwrap();
-        let sub = e.subscribe("churn", "out").unwrap();
+        let sub = e.subscribe_local("churn", "out").unwrap();
         drop(sub);
-        e.drop_dataflow("churn").unwrap();
+        e.drop_dataflow_local("churn").unwrap();
     }
     stop.store(true, Ordering::Relaxed);
     let published_until = publisher.join().unwrap();
@@ -102,7 +102,7 @@ fn install_drop_under_load_leaks_nothing() {
     );
     // A fresh dataflow installed now is exact.
     e.install_text(&def("last")).unwrap();
-    let sub = e.subscribe("last", "out").unwrap();
+    let sub = e.subscribe_local("last", "out").unwrap();
     let base = (published_until / 1_000 + 100) * 1_000;
     e.publish_json(
         "clicks",
@@ -123,7 +123,7 @@ fn install_drop_under_load_leaks_nothing() {
         ]
     );
     assert_eq!(e.live_dataflows(), 2 * workers);
-    e.drop_dataflow("last").unwrap();
-    e.drop_dataflow("keeper").unwrap();
+    e.drop_dataflow_local("last").unwrap();
+    e.drop_dataflow_local("keeper").unwrap();
     assert!(eventually(Duration::from_secs(10), || e.live_dataflows() == 0));
 }

@@ -50,8 +50,8 @@ type Ev = (u64, &'static str, i64);
 fn run(workers: usize, events: &[Ev], batches: &[usize]) -> (Vec<String>, Vec<String>) {
     let e = engine(workers);
     e.install_text(&def()).unwrap();
-    let t = e.subscribe("ooo", "tumbling").unwrap();
-    let s = e.subscribe("ooo", "sessions").unwrap();
+    let t = e.subscribe_local("ooo", "tumbling").unwrap();
+    let s = e.subscribe_local("ooo", "sessions").unwrap();
     let mut rest: &[Ev] = events;
     let mut sizes = batches.iter().cycle();
     while !rest.is_empty() {

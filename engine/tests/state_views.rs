@@ -180,7 +180,7 @@ outputs: [{name: out, from: look}]
 "#,
     )
     .unwrap();
-    let sub = e.subscribe("enrich", "out").unwrap();
+    let sub = e.subscribe_local("enrich", "out").unwrap();
     e.publish_json(
         "asks",
         &[
@@ -255,7 +255,7 @@ fn embed_adds_a_normalised_vector() {
         "name: emb\n{CLICKS_TOPIC}inputs: [{{id: c, topic: clicks}}]\nnodes:\n  - {{id: v, op: embed, input: c, text: user, dim: 16}}\noutputs: [{{name: out, from: v}}]\n"
     ))
     .unwrap();
-    let sub = e.subscribe("emb", "out").unwrap();
+    let sub = e.subscribe_local("emb", "out").unwrap();
     e.publish_json("clicks", &[click("refund please", 1, 1)])
         .unwrap();
     let mut got = Vec::new();

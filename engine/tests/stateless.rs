@@ -52,11 +52,11 @@ fn stateless_operators_are_exact() {
     for workers in [1, 3] {
         let e = engine(workers);
         e.install_text(&def()).unwrap();
-        let mapped = e.subscribe("st", "mapped").unwrap();
-        let projected = e.subscribe("st", "projected").unwrap();
-        let filtered = e.subscribe("st", "filtered").unwrap();
-        let keyed_out = e.subscribe("st", "keyed").unwrap();
-        let unioned = e.subscribe("st", "unioned").unwrap();
+        let mapped = e.subscribe_local("st", "mapped").unwrap();
+        let projected = e.subscribe_local("st", "projected").unwrap();
+        let filtered = e.subscribe_local("st", "filtered").unwrap();
+        let keyed_out = e.subscribe_local("st", "keyed").unwrap();
+        let unioned = e.subscribe_local("st", "unioned").unwrap();
         let big = e.subscribe_topic("big").unwrap();
         let dead = e.subscribe_topic("st.dead").unwrap();
         e.publish_json(

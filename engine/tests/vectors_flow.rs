@@ -85,8 +85,8 @@ fn memory_is_written_searched_in_stream_and_kept_across_a_restart() {
         assert_eq!(search(&e, "refund my order")[0], "n1");
         assert_eq!(search(&e, "reset my password")[0], "n2");
 
-        let all = e.subscribe("recall", "out").unwrap();
-        let bob = e.subscribe("recall", "bob").unwrap();
+        let all = e.subscribe_local("recall", "out").unwrap();
+        let bob = e.subscribe_local("recall", "bob").unwrap();
         e.publish_json(
             "asks",
             &[json!({"user": "zed", "ts": 10, "q": "password reset"})],
@@ -171,7 +171,7 @@ fn vector_operators_are_checked_at_submit() {
     // A collection that exists with another dimension is a conflict, not a silent mix.
     let ok = format!("{head}  - {{id: x, op: vector_upsert, input: i, collection: c3, vector: v}}\noutputs: [{{name: o, from: x}}]\n");
     e.install_text(&ok).unwrap();
-    e.drop_dataflow("bad").unwrap();
+    e.drop_dataflow_local("bad").unwrap();
     e.store()
         .unwrap()
         .vectors()

@@ -42,7 +42,7 @@ fn sliding_windows_are_exact() {
             "final",
         ))
         .unwrap();
-        let sub = e.subscribe("sl", "out").unwrap();
+        let sub = e.subscribe_local("sl", "out").unwrap();
         e.publish_json(
             "clicks",
             &[
@@ -79,7 +79,7 @@ fn tumbling_final_emits_once_at_window_end() {
             "final",
         ))
         .unwrap();
-        let sub = e.subscribe("tf", "out").unwrap();
+        let sub = e.subscribe_local("tf", "out").unwrap();
         e.publish_json("clicks", &[click("a", 1_000, 1)]).unwrap();
         e.publish_json("clicks", &[click("a", 2_000, 2)]).unwrap();
         e.publish_json("clicks", &[click("b", 9_999, 3)]).unwrap();
@@ -120,7 +120,7 @@ fn tumbling_updates_stream_is_exact() {
             "updates",
         ))
         .unwrap();
-        let sub = e.subscribe("tu", "out").unwrap();
+        let sub = e.subscribe_local("tu", "out").unwrap();
         // Each batch enters at the watermark before it: 0, 1000, 2000, 3000.
         e.publish_json("clicks", &[click("a", 1_000, 1)]).unwrap();
         e.publish_json("clicks", &[click("a", 2_000, 2)]).unwrap();
@@ -153,7 +153,7 @@ fn lateness_corrects_within_and_rejects_past() {
             "final",
         ))
         .unwrap();
-        let sub = e.subscribe("lt", "out").unwrap();
+        let sub = e.subscribe_local("lt", "out").unwrap();
         let late = e.subscribe_topic("lt.late").unwrap();
         e.publish_json("clicks", &[click("a", 1_000, 1)]).unwrap();
         e.publish_json("clicks", &[click("a", 12_000, 1)]).unwrap();
@@ -204,7 +204,7 @@ fn lateness_with_updates_emission_is_exact() {
             "updates",
         ))
         .unwrap();
-        let sub = e.subscribe("lu", "out").unwrap();
+        let sub = e.subscribe_local("lu", "out").unwrap();
         e.publish_json("clicks", &[click("a", 1_000, 1)]).unwrap();
         e.publish_json("clicks", &[click("a", 12_000, 1)]).unwrap();
         e.publish_json("clicks", &[click("a", 8_000, 10)]).unwrap();
@@ -236,7 +236,7 @@ fn sessions_merge_before_emission() {
             "final",
         ))
         .unwrap();
-        let sub = e.subscribe("sm", "out").unwrap();
+        let sub = e.subscribe_local("sm", "out").unwrap();
         e.publish_json("clicks", &[click("a", 1_000, 1)]).unwrap();
         e.publish_json("clicks", &[click("a", 9_000, 2)]).unwrap();
         e.publish_json("clicks", &[click("b", 2_000, 7)]).unwrap();
@@ -265,7 +265,7 @@ fn sessions_merge_after_emission_retracts_both() {
             "final",
         ))
         .unwrap();
-        let sub = e.subscribe("se", "out").unwrap();
+        let sub = e.subscribe_local("se", "out").unwrap();
         e.publish_json("clicks", &[click("a", 1_000, 1)]).unwrap();
         e.publish_json("clicks", &[click("a", 3_000, 1)]).unwrap();
         e.publish_json("clicks", &[click("a", 10_000, 1)]).unwrap();
@@ -310,7 +310,7 @@ fn sessions_updates_stream_is_exact() {
             "updates",
         ))
         .unwrap();
-        let sub = e.subscribe("su", "out").unwrap();
+        let sub = e.subscribe_local("su", "out").unwrap();
         // Each event at its own timestamp (0, 1000, 9000): within one timestamp the
         // intermediate updates depend on arrival order, only their sum is defined.
         e.publish_json("clicks", &[click("a", 1_000, 1)]).unwrap();
@@ -352,7 +352,7 @@ fn state_retires_for_every_window_kind() {
                 "final",
             ))
             .unwrap();
-            let sub = e.subscribe(&name, "out").unwrap();
+            let sub = e.subscribe_local(&name, "out").unwrap();
             let batch: Vec<_> = (0..50u64)
                 .map(|j| click(["a", "b", "c", "d"][j as usize % 4], j * 700, 1))
                 .collect();
@@ -419,7 +419,7 @@ outputs:
         for stops in [vec![], vec![60_000u64]] {
             let e = engine(workers);
             e.install_text(&def).unwrap();
-            let sub = e.subscribe("rollup", "out").unwrap();
+            let sub = e.subscribe_local("rollup", "out").unwrap();
             let mut events = Vec::new();
             for (user, ts) in [
                 ("ann", 1_000),

@@ -33,7 +33,7 @@ fn tumbling_count_and_sum_are_exact() {
     for workers in [1, 3] {
         let e = engine(workers);
         e.install_text(&tumbling("", "0s")).unwrap();
-        let sub = e.subscribe("per_user", "counts").unwrap();
+        let sub = e.subscribe_local("per_user", "counts").unwrap();
         e.publish_json(
             "clicks",
             &[

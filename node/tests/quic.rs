@@ -104,7 +104,7 @@ async fn publish_then_subscribe_sees_exact_window_results() {
         click("a", 10_000, 7),
     ];
     assert_eq!(client.publish_values("clicks", &rows).await.unwrap(), 4);
-    e.advance_watermark("clicks", 20_000).unwrap();
+    e.advance_watermark_local("clicks", 20_000).unwrap();
     assert!(e
         .wait_until("per_user", 19_999, Duration::from_secs(20))
         .unwrap());
@@ -578,7 +578,7 @@ async fn a_subscriber_that_does_not_read_is_cut_off_with_the_reason() {
         let e = Arc::clone(&e);
         tokio::task::spawn_blocking(move || {
             for _ in 0..300 {
-                e.publish_rows("clicks", batch.clone()).unwrap();
+                e.publish_local("clicks", batch.clone(), true).unwrap();
             }
         })
     };

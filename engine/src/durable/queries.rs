@@ -117,10 +117,9 @@ impl Store {
     }
 }
 
-/// The engine's read front door: the HTTP and QUIC handlers call these, so that in a cluster
-/// (where a view, series or collection is written on the node that processes each key) the
-/// read scatters to every node and merges; the `*_local` forms read this node's store only
-/// (what a peer answers when the node a client asked scatters to it).
+/// Reads of what this node's dataflows keep. In a cluster a view, series or collection is
+/// written on the node that processes each key, so the node scatters a client's read to every
+/// node and merges; each node answers with these.
 impl Engine {
     fn local_store(&self) -> Result<&std::sync::Arc<Store>, EngineError> {
         self.store().ok_or_else(|| {
@@ -132,31 +131,9 @@ impl Engine {
         })
     }
 
-    /// The live value of `key` in `view`, wherever in the cluster it was written.
-    pub fn kv_get(&self, view: &str, key: &str) -> Result<Option<Vec<u8>>, EngineError> {
-        match self.distribution() {
-            Some(d) => d.kv_get(view, key),
-            None => self.kv_get_local(view, key),
-        }
-    }
-
     /// The live value of `key` in this node's own `view`.
     pub fn kv_get_local(&self, view: &str, key: &str) -> Result<Option<Vec<u8>>, EngineError> {
         self.local_store()?.kv_get(view, key)
-    }
-
-    /// A page of a view across the cluster, in key order; `next` continues it.
-    pub fn kv_scan(
-        &self,
-        view: &str,
-        prefix: &str,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<KvPage, EngineError> {
-        match self.distribution() {
-            Some(d) => d.kv_scan(view, prefix, after, limit),
-            None => self.kv_scan_local(view, prefix, after, limit),
-        }
     }
 
     /// A page of this node's own part of a view.
@@ -170,21 +147,6 @@ impl Engine {
         self.local_store()?.kv_scan(view, prefix, after, limit)
     }
 
-    /// Points of a series key in `[from, to)`, from every node that wrote some.
-    pub fn series_range(
-        &self,
-        series: &str,
-        key: &str,
-        from: u64,
-        to: u64,
-        limit: usize,
-    ) -> Result<Vec<(u64, Vec<u8>)>, EngineError> {
-        match self.distribution() {
-            Some(d) => d.series_range(series, key, from, to, limit),
-            None => self.series_range_local(series, key, from, to, limit),
-        }
-    }
-
     /// Points of a series key that this node wrote.
     pub fn series_range_local(
         &self,
@@ -196,20 +158,6 @@ impl Engine {
     ) -> Result<Vec<(u64, Vec<u8>)>, EngineError> {
         self.local_store()?
             .series_range(series, key, from, to, limit)
-    }
-
-    /// The `k` nearest points of a collection across the cluster.
-    pub fn vector_search(
-        &self,
-        collection: &str,
-        query: VectorQuery,
-        k: usize,
-        filter: &Map<String, Json>,
-    ) -> Result<Vec<Hit>, EngineError> {
-        match self.distribution() {
-            Some(d) => d.vector_search(collection, query, k, filter),
-            None => self.vector_search_local(collection, query, k, filter),
-        }
     }
 
     /// The `k` nearest points of this node's own collection.

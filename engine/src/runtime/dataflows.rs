@@ -81,21 +81,14 @@ impl Engine {
         Ok(())
     }
 
-    /// Checks and installs a definition written as YAML or JSON.
+    /// Checks and installs on this node a definition written as YAML or JSON.
     pub fn install_text(&self, text: &str) -> Result<DataflowInfo, EngineError> {
         let def = Definition::parse(text).map_err(|e| EngineError::Plan(e.into()))?;
-        self.install(&def)
+        self.install_local(&def)
     }
 
-    /// Checks a definition, creates the topics it declares, and runs it on every worker.
-    pub fn install(&self, def: &Definition) -> Result<DataflowInfo, EngineError> {
-        match self.inner.distribution.get() {
-            Some(d) => d.install(def),
-            None => self.install_local(def),
-        }
-    }
-
-    /// Installs a definition on this node only (the cluster layer, once the cluster agreed).
+    /// Checks a definition, creates the topics it declares, and runs it on every worker of
+    /// this node (in a cluster, once the cluster agreed it).
     pub fn install_local(&self, def: &Definition) -> Result<DataflowInfo, EngineError> {
         let mut next_seq = self.inner.lock_ingest();
         let info = self.install_at(def, Some(*next_seq), None)?;
@@ -195,15 +188,8 @@ impl Engine {
         Ok(info)
     }
 
-    /// Stops a dataflow on every worker and ends its subscriptions. Its topics stay.
-    pub fn drop_dataflow(&self, name: &str) -> Result<(), EngineError> {
-        match self.inner.distribution.get() {
-            Some(d) => d.drop_dataflow(name),
-            None => self.drop_dataflow_local(name),
-        }
-    }
-
-    /// Drops a dataflow on this node only.
+    /// Stops a dataflow on every worker of this node and ends its subscriptions. Its topics
+    /// stay.
     pub fn drop_dataflow_local(&self, name: &str) -> Result<(), EngineError> {
         let mut dataflows = self.inner.lock_dataflows();
         if !dataflows.contains_key(name) {

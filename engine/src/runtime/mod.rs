@@ -12,12 +12,17 @@
 //!
 //! This file holds the engine's state and its lifecycle (start, shutdown); each of its other
 //! concerns is an `impl Engine` block of its own: `topics`, `publish`, `dataflows`, `subscribe`,
-//! `watermarks`, and the cluster seam in `distribution`.
+//! `watermarks`, and in `internal_sink` where dataflow results go in a cluster.
+//!
+//! Every operation acts on this node only. In a cluster the node routes its front doors'
+//! calls (to the owners of shards, through Raft, to every node's results) and calls these for
+//! this node's part; the engine never calls back into the cluster layer, except to hand over
+//! what its dataflows write (see [`InternalSink`]).
 
 mod checkpoint;
 mod dataflows;
-mod distribution;
 mod handoff;
+mod internal_sink;
 mod publish;
 mod recovery;
 mod replica;
@@ -37,8 +42,8 @@ use crossbeam_channel::Sender;
 
 pub use checkpoint::CheckpointInfo;
 pub use dataflows::DataflowInfo;
-pub use distribution::Distribution;
 pub use handoff::ShardPart;
+pub use internal_sink::InternalSink;
 pub use recovery::RecoveryReport;
 pub use subscribers::{feed, Feed, Subscribers, Subscription, SubscriptionClosed};
 pub use topics::TopicInfo;
@@ -119,9 +124,9 @@ pub(crate) struct Inner {
     /// True while the log is replayed: the idle clock then stays still, as replayed topics
     /// only look idle.
     replaying: AtomicBool,
-    /// Set once by the cluster layer; front-door calls and records dataflows write to topics
-    /// go through it (see [`Distribution`]).
-    distribution: std::sync::OnceLock<Arc<dyn Distribution>>,
+    /// Set once by the cluster layer: records dataflows write to topics go through it (see
+    /// [`InternalSink`]).
+    internal_sink: std::sync::OnceLock<Arc<dyn InternalSink>>,
 }
 
 /// The in-process engine. Cheap to share: clone the `Arc` it lives in, or use its methods
@@ -160,7 +165,7 @@ impl Engine {
             stragglers: Arc::new(AtomicUsize::new(0)),
             ingest: Mutex::new(0),
             replaying: AtomicBool::new(false),
-            distribution: std::sync::OnceLock::new(),
+            internal_sink: std::sync::OnceLock::new(),
         });
         let receivers = Arc::new(Mutex::new(receivers));
         let weak = Arc::downgrade(&inner);

@@ -1,6 +1,7 @@
-//! The publish paths: front-door rows, the cluster's local and tagged parts, and dataflow
-//! results, down to the one place (`push`) a batch is logged and handed to a worker. Its own
-//! file because the log's order must equal the workers' order, and that is kept only here.
+//! The publish paths: rows (plain, or tagged with the cluster publish they belong to) and
+//! dataflow results, down to the one place (`push`) a batch is logged and handed to a worker.
+//! Its own file because the log's order must equal the workers' order, and that is kept only
+//! here.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -20,35 +21,20 @@ use crate::durable::{record, Store};
 use crate::EngineError;
 
 impl Engine {
-    /// Publishes rows of a topic: key and event time are read from the declared fields.
-    /// The whole batch is checked first; a bad row refuses the batch with its position.
-    /// Waits while every worker's queue is full (back-pressure).
-    pub fn publish_rows(&self, topic: &str, rows: Vec<Row>) -> Result<usize, EngineError> {
-        match self.inner.distribution.get() {
-            Some(d) => d.publish(topic, rows, true),
-            None => self.publish_rows_inner(topic, rows, true, None),
-        }
-    }
-
-    /// Like [`Engine::publish_rows`], but refuses with [`EngineError::Busy`] instead of
-    /// waiting when every worker's queue is full, for callers that must not block (HTTP
-    /// answers 429 with `Retry-After`).
-    pub fn try_publish_rows(&self, topic: &str, rows: Vec<Row>) -> Result<usize, EngineError> {
-        match self.inner.distribution.get() {
-            Some(d) => d.publish(topic, rows, false),
-            None => self.publish_rows_inner(topic, rows, false, None),
-        }
-    }
-
-    /// Publishes JSON objects to a topic, validated against its schema. Nothing of a batch
-    /// with a bad event is applied; the error gives the event's position.
+    /// Publishes JSON objects to a topic on this node, validated against its schema. Nothing
+    /// of a batch with a bad event is applied; the error gives the event's position. Waits
+    /// while every worker's queue is full (back-pressure).
     pub fn publish_json(&self, topic: &str, docs: &[Json]) -> Result<usize, EngineError> {
         let rows = self.decode_json(topic, docs)?;
-        self.publish_rows(topic, rows)
+        self.publish_local(topic, rows, true)
     }
 
-    /// Publishes rows into this node's log and workers only, whatever shards they fall in:
-    /// the cluster layer calls it for the events this node owns.
+    /// Publishes rows of a topic into this node's log and workers, whatever shards they fall
+    /// in (in a cluster, the node calls it for the events this node owns): key and event time
+    /// are read from the declared fields. The whole batch is checked first; a bad row refuses
+    /// the batch with its position. While every worker's queue is full it waits (`wait`), or
+    /// refuses with [`EngineError::Busy`] for callers that must not block (HTTP answers 429
+    /// with `Retry-After`).
     pub fn publish_local(
         &self,
         topic: &str,
@@ -188,7 +174,7 @@ impl Inner {
     }
 
     /// Appends trusted events (dataflow results) to a topic by name; in a cluster they go to
-    /// the owners of their keys instead.
+    /// the internal sink instead, which sends them to the owners of their keys.
     pub(crate) fn publish_internal(&self, topic: &str, events: Vec<Event>) {
         if self.config.clustered
             && self.replaying.load(Ordering::Relaxed)
@@ -197,8 +183,8 @@ impl Inner {
             // Replayed stage records: their owners had them before this node restarted.
             return;
         }
-        if let Some(d) = self.distribution.get() {
-            d.route_internal(topic, events);
+        if let Some(sink) = self.internal_sink.get() {
+            sink.route(topic, events);
             return;
         }
         self.publish_internal_here(topic, events);

@@ -13,19 +13,8 @@ use super::{Engine, Subscription};
 use crate::EngineError;
 
 impl Engine {
-    /// Subscribes to a dataflow output: batches of `(event, time, diff)` updates.
-    pub fn subscribe(
-        &self,
-        dataflow: &str,
-        output: &str,
-    ) -> Result<Subscription<Arc<[Update]>>, EngineError> {
-        match self.inner.distribution.get() {
-            Some(d) => d.subscribe(dataflow, output),
-            None => self.subscribe_local(dataflow, output),
-        }
-    }
-
-    /// This node's results of one output only.
+    /// Subscribes to this node's results of a dataflow output: batches of
+    /// `(event, time, diff)` updates. (In a cluster the node merges every node's.)
     pub fn subscribe_local(
         &self,
         dataflow: &str,

@@ -83,16 +83,9 @@ fn describe_topic(t: &Topic) -> TopicInfo {
 }
 
 impl Engine {
-    /// Creates a topic from its declaration. Creating an identical topic again is a no-op;
-    /// a different declaration under the same name is refused.
-    pub fn create_topic(&self, def: &TopicDef) -> Result<(), EngineError> {
-        match self.inner.distribution.get() {
-            Some(d) => d.create_topic(def),
-            None => self.create_topic_local(def),
-        }
-    }
-
-    /// Creates a topic on this node only (recovery, and the cluster layer once agreed).
+    /// Creates a topic on this node from its declaration (in a cluster, once the cluster
+    /// agreed it). Creating an identical topic again is a no-op; a different declaration
+    /// under the same name is refused.
     pub fn create_topic_local(&self, def: &TopicDef) -> Result<(), EngineError> {
         if let Some(spec) = self.check_topic(def)? {
             self.inner.add_topic(spec)?;

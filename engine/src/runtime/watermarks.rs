@@ -17,16 +17,9 @@ use crate::EngineError;
 pub const WATERMARK_SHARD: u32 = u32::MAX;
 
 impl Engine {
-    /// Forces the watermark of every input reading `topic` up to `time` (like an end-of-input
-    /// mark up to that time). Events older than it that arrive later are late.
-    pub fn advance_watermark(&self, topic: &str, time: u64) -> Result<(), EngineError> {
-        match self.inner.distribution.get() {
-            Some(d) => d.advance_watermark(topic, time),
-            None => self.advance_watermark_local(topic, time),
-        }
-    }
-
-    /// Moves a topic's watermark on this node only (the cluster layer does it on each node).
+    /// Forces the watermark of every input reading `topic` on this node up to `time` (like an
+    /// end-of-input mark up to that time). Events older than it that arrive later are late.
+    /// (In a cluster the node does it on every node.)
     pub fn advance_watermark_local(&self, topic: &str, time: u64) -> Result<(), EngineError> {
         let t = self.inner.topic(topic)?;
         let mut next_seq = self.inner.lock_ingest();

@@ -48,7 +48,9 @@ pub fn consolidate(updates: &[(String, isize)]) -> BTreeMap<String, isize> {
 
 /// Closes every window up to `time` on `topic` and waits until `dataflow` has emitted it.
 pub fn settle(engine: &Engine, dataflow: &str, topic: &str, time: u64) {
-    engine.advance_watermark(topic, time).expect("topic exists");
+    engine
+        .advance_watermark_local(topic, time)
+        .expect("topic exists");
     assert!(
         engine
             .wait_until(dataflow, time - 1, Duration::from_secs(20))
@@ -131,7 +133,9 @@ pub fn topic_events(
 /// Like [`settle`] for a dataflow reading several topics.
 pub fn settle_all(engine: &Engine, dataflow: &str, topics: &[&str], time: u64) {
     for t in topics {
-        engine.advance_watermark(t, time).expect("topic exists");
+        engine
+            .advance_watermark_local(t, time)
+            .expect("topic exists");
     }
     assert!(
         engine

@@ -1,5 +1,8 @@
 //! The cluster shell of a node: gossip membership, the Raft-agreed shard table, and the
-//! [`Distribution`] that sends front-door calls where the table says (ARCHITECTURE §5).
+//! cluster-wide form of the public operations, which the node's [`Router`] calls and which
+//! send work where the table says (ARCHITECTURE §5).
+//!
+//! [`Router`]: crate::router::Router
 //!
 //! The decisions live in `starling_cluster` (placement, controller, fencing); this module only
 //! wires them to the engine, to the node's QUIC endpoint and to tokio tasks:
@@ -55,7 +58,7 @@ pub struct FetchView<'a> {
 
 use crate::node::ClusterConfig;
 use crate::quic::wire;
-use crate::runtime::{feed, Distribution};
+use crate::runtime::{feed, InternalSink};
 use crate::{DataflowInfo, Engine, EngineError, Subscription};
 
 /// How long a publish keeps trying to place events (owners unreachable, shards moving)
@@ -128,14 +131,15 @@ pub struct Endpoints {
 }
 
 impl Cluster {
-    /// The state peers' requests act on (the peer server calls it directly).
+    /// The state peers' requests and routed front-door calls act on (the peer door and the
+    /// node's router call it directly).
     pub(crate) fn shared(&self) -> &Shared {
         &self.shared
     }
 
     /// Joins (or creates) the cluster: gossip first, then Raft; a node started with seeds
-    /// that only finds another cluster is refused here. Then hands the engine's front-door
-    /// calls to the cluster.
+    /// that only finds another cluster is refused here. Then takes the records the engine's
+    /// dataflows write to topics, to route them to the owners of their keys.
     pub async fn start(
         config: &ClusterConfig,
         data_dir: &Path,
@@ -217,7 +221,7 @@ impl Cluster {
             ),
         });
         engine
-            .set_distribution(Arc::clone(&shared) as Arc<dyn Distribution>)
+            .set_internal_sink(Arc::clone(&shared) as Arc<dyn InternalSink>)
             .map_err(|e| ClusterError::NodeId {
                 path: data_dir.display().to_string(),
                 message: e.to_string(),
@@ -616,8 +620,28 @@ fn epochs_of(state: &ClusterState, rows: &[(u32, Row)]) -> Vec<(u32, u64)> {
     starling_cluster::epochs_for(&state.table, rows.iter().map(|(s, _)| *s))
 }
 
-impl Distribution for Shared {
-    fn publish(&self, topic: &str, rows: Vec<Row>, wait: bool) -> Result<usize, EngineError> {
+/// Records dataflows write to topics (a later stage's internal topic, or a topic written by
+/// `publish`/`trigger`) go to the owners of their keys: queued here, sent by the forward loop,
+/// as a worker must not wait for the network.
+impl InternalSink for Shared {
+    fn route(&self, topic: &str, events: Vec<Event>) {
+        self.repartition.queue(topic, events);
+    }
+}
+
+/// The public operations across the cluster, called by the node's router (never by the
+/// engine). Each is called from a blocking thread or a multi-threaded runtime's task, and
+/// blocks until the cluster answers; reads scatter with the `scatter_*` methods.
+impl Shared {
+    /// Publishes a batch across the cluster: this node's part into its engine, the rest
+    /// forwarded to the owners; returns once every owner acknowledged its part. `wait` false
+    /// asks for [`EngineError::Busy`] instead of waiting for room.
+    pub(crate) fn publish(
+        &self,
+        topic: &str,
+        rows: Vec<Row>,
+        wait: bool,
+    ) -> Result<usize, EngineError> {
         let engine = self.engine()?;
         engine.check_rows(topic, &rows)?;
         let key = engine.read_topic_spec(topic, |t| t.key)?;
@@ -670,7 +694,9 @@ impl Distribution for Shared {
         })
     }
 
-    fn install(&self, def: &Definition) -> Result<DataflowInfo, EngineError> {
+    /// Agrees a definition with the cluster (its stages must plan here first), then waits
+    /// until it is installed here.
+    pub(crate) fn install(&self, def: &Definition) -> Result<DataflowInfo, EngineError> {
         let engine = self.engine()?;
         engine.check_definition(def)?;
         // Each stage must plan too, or the cluster would agree on what cannot run.
@@ -734,7 +760,8 @@ impl Distribution for Shared {
         })
     }
 
-    fn create_topic(&self, def: &TopicDef) -> Result<(), EngineError> {
+    /// Agrees a topic declaration with the cluster, then waits until it exists here.
+    pub(crate) fn create_topic(&self, def: &TopicDef) -> Result<(), EngineError> {
         let engine = self.engine()?;
         // An existing topic is checked here (identical: nothing to do; different: the
         // engine's own conflict error), without asking the cluster.
@@ -764,7 +791,8 @@ impl Distribution for Shared {
         })
     }
 
-    fn drop_dataflow(&self, name: &str) -> Result<(), EngineError> {
+    /// Drops a dataflow on every node: agreed, then waited for here.
+    pub(crate) fn drop_dataflow(&self, name: &str) -> Result<(), EngineError> {
         let engine = self.engine()?;
         engine.dataflow(name)?;
         self.block(async {
@@ -786,7 +814,9 @@ impl Distribution for Shared {
         })
     }
 
-    fn subscribe(
+    /// Results of every node for one output, merged into one subscription; members that
+    /// join later are merged in as they start the dataflow.
+    pub(crate) fn subscribe(
         &self,
         dataflow: &str,
         output: &str,
@@ -900,7 +930,9 @@ impl Distribution for Shared {
         Ok(sub)
     }
 
-    fn advance_watermark(&self, topic: &str, time: u64) -> Result<(), EngineError> {
+    /// Moves a topic's watermark on every live node (an end-of-input mark must close the
+    /// windows of every shard, wherever they run).
+    pub(crate) fn advance_watermark(&self, topic: &str, time: u64) -> Result<(), EngineError> {
         let engine = self.engine()?;
         engine.advance_watermark_local(topic, time)?;
         let live = self.live_members();
@@ -932,45 +964,6 @@ impl Distribution for Shared {
                 )))
             }
         })
-    }
-
-    fn route_internal(&self, topic: &str, events: Vec<Event>) {
-        self.repartition.queue(topic, events);
-    }
-
-    fn kv_get(&self, view: &str, key: &str) -> Result<Option<Vec<u8>>, EngineError> {
-        self.scatter_kv_get(view, key)
-    }
-
-    fn kv_scan(
-        &self,
-        view: &str,
-        prefix: &str,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<starling_storage::KvPage, EngineError> {
-        self.scatter_kv_scan(view, prefix, after, limit)
-    }
-
-    fn series_range(
-        &self,
-        series: &str,
-        key: &str,
-        from: u64,
-        to: u64,
-        limit: usize,
-    ) -> Result<Vec<(u64, Vec<u8>)>, EngineError> {
-        self.scatter_series_range(series, key, from, to, limit)
-    }
-
-    fn vector_search(
-        &self,
-        collection: &str,
-        query: crate::durable::queries::VectorQuery,
-        k: usize,
-        filter: &serde_json::Map<String, serde_json::Value>,
-    ) -> Result<Vec<starling_storage::Hit>, EngineError> {
-        self.scatter_vector_search(collection, query, k, filter)
     }
 }
 

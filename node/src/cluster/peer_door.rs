@@ -46,17 +46,14 @@ fn handle(
     };
     let (op, result) = match req {
         ArchivedPeerRequest::KvGetLocal { view, key } => {
-            ("kv_get_local", kv_get(engine, view, key, true))
+            ("kv_get_local", kv_get(engine, view, key))
         }
         ArchivedPeerRequest::KvScanLocal {
             view,
             prefix,
             after,
             limit,
-        } => (
-            "kv_scan_local",
-            kv_scan(engine, view, prefix, after, limit, true),
-        ),
+        } => ("kv_scan_local", kv_scan(engine, view, prefix, after, limit)),
         ArchivedPeerRequest::SeriesRangeLocal {
             series,
             key,
@@ -71,7 +68,6 @@ fn handle(
                 key,
                 (from.to_native(), to.to_native()),
                 limit,
-                true,
             ),
         ),
         ArchivedPeerRequest::VectorSearchLocal {
@@ -82,9 +78,8 @@ fn handle(
             filter_json,
         } => (
             "vector_search_local",
-            vector_query(vector, text.as_ref().map(|t| t.as_str())).and_then(|q| {
-                vector_search(engine, collection, q, k.to_native(), filter_json, true)
-            }),
+            vector_query(vector, text.as_ref().map(|t| t.as_str()))
+                .and_then(|q| vector_search(engine, collection, q, k.to_native(), filter_json)),
         ),
         ArchivedPeerRequest::Forward {
             topic,

@@ -42,7 +42,7 @@ pub(super) async fn submit(
             )
         })?
         .to_string();
-    let engine = s.engine.clone();
+    let router = s.router.clone();
     let info = tokio::task::spawn_blocking(move || -> Result<_, EngineError> {
         let def = if kind == "application/json" {
             Definition::from_json(&text)
@@ -50,7 +50,7 @@ pub(super) async fn submit(
             Definition::parse(&text)
         }
         .map_err(|e| EngineError::Plan(e.into()))?;
-        engine.install(&def)
+        router.install(&def)
     })
     .await
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))??;
@@ -74,7 +74,7 @@ pub(super) async fn drop(
     State(s): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    s.engine.drop_dataflow(&name)?;
+    s.router.drop_dataflow(&name)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -86,7 +86,7 @@ pub(super) async fn subscribe(
 ) -> Result<Response, ApiError> {
     let format = Format::choose(q.format(), &headers)?;
     let schema = s.engine.output_schema(&dataflow, &output)?;
-    let sub = s.engine.subscribe(&dataflow, &output)?;
+    let sub = s.router.subscribe(&dataflow, &output)?;
     Ok(subscription_response(format, sub, move |(e, t, d)| {
         json!({
             "time": t,

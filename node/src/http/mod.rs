@@ -47,7 +47,10 @@ impl Default for Limits {
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
+    /// This node's engine: what the node shows of itself (its topics, dataflows, store).
     pub engine: Arc<Engine>,
+    /// Where the public operations go (publish, submit, subscribe, reads across the cluster).
+    pub router: crate::router::Router,
     pub metrics: Arc<Metrics>,
     pub limits: Limits,
     /// The cluster side, set once the node joined its cluster (empty on a single node).

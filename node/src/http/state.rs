@@ -21,10 +21,10 @@ pub(super) async fn kv_get(
     Path((view, key)): Path<(String, String)>,
 ) -> Result<Json<JsonValue>, ApiError> {
     store(&s)?;
-    let engine = s.engine.clone();
+    let router = s.router.clone();
     let (v, k) = (view.clone(), key.clone());
-    // Through the engine: in a cluster the key may have been written on another node.
-    let found = blocking(move || engine.kv_get(&v, &k)).await?;
+    // Routed: in a cluster the key may have been written on another node.
+    let found = blocking(move || router.kv_get(&v, &k)).await?;
     match found {
         Some(bytes) => Ok(Json(
             json!({ "view": view, "key": key, "value": value_json(&bytes) }),
@@ -50,10 +50,10 @@ pub(super) async fn kv_scan(
     Query(q): Query<ScanQuery>,
 ) -> Result<Json<JsonValue>, ApiError> {
     store(&s)?;
-    let engine = s.engine.clone();
+    let router = s.router.clone();
     let v = view.clone();
     let page =
-        blocking(move || engine.kv_scan(&v, &q.prefix, q.after.as_deref(), q.limit.unwrap_or(100)))
+        blocking(move || router.kv_scan(&v, &q.prefix, q.after.as_deref(), q.limit.unwrap_or(100)))
             .await?;
     let items: Vec<JsonValue> = page
         .items
@@ -82,10 +82,10 @@ pub(super) async fn series_range(
     Query(q): Query<RangeQuery>,
 ) -> Result<Json<JsonValue>, ApiError> {
     store(&s)?;
-    let engine = s.engine.clone();
+    let router = s.router.clone();
     let (n, k) = (name.clone(), key.clone());
     let points = blocking(move || {
-        engine.series_range(
+        router.series_range(
             &n,
             &k,
             q.from,

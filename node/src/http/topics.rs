@@ -46,7 +46,7 @@ pub(super) async fn create(
                 )
             })?;
     let existed = s.engine.topic(&def.name).is_ok();
-    s.engine.create_topic(&def).map_err(|e| match e {
+    s.router.create_topic(&def).map_err(|e| match e {
         EngineError::Plan(p) => ApiError::new(StatusCode::BAD_REQUEST, "bad_topic", p.to_string()),
         other => other.into(),
     })?;
@@ -237,18 +237,19 @@ pub(super) async fn publish(
     let bytes = read_body(body, s.limits.max_body_bytes)
         .await
         .inspect_err(|_| reject("too_large"))?;
-    let engine = s.engine.clone();
+    let router = s.router.clone();
     let max_event = s.limits.max_event_bytes;
     // Parsing and validation are CPU work: keep them off the async threads.
     let result = tokio::task::spawn_blocking(move || -> Result<usize, ApiError> {
-        let rows = match clean_ndjson_rows(&engine, &topic, &kind, &bytes, max_event) {
+        let engine = router.engine();
+        let rows = match clean_ndjson_rows(engine, &topic, &kind, &bytes, max_event) {
             Some(rows) => rows,
             None => {
                 let docs = parse_events(&kind, &bytes, max_event)?;
                 engine.decode_json(&topic, &docs)?
             }
         };
-        Ok(engine.try_publish_rows(&topic, rows)?)
+        Ok(router.publish(&topic, rows, false)?)
     })
     .await
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
@@ -320,13 +321,13 @@ pub(super) async fn watermark(
     let bytes = read_body(body, 4096).await?;
     let w: WatermarkBody = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::bad_request(format!("expected {{\"time\": <ms>}}: {e}")))?;
-    let engine = s.engine.clone();
+    let router = s.router.clone();
     let t = topic.clone();
     tokio::task::spawn_blocking(move || {
         if q.local {
-            engine.advance_watermark_local(&t, w.time)
+            router.engine().advance_watermark_local(&t, w.time)
         } else {
-            engine.advance_watermark(&t, w.time)
+            router.advance_watermark(&t, w.time)
         }
     })
     .await

@@ -181,9 +181,9 @@ pub(super) async fn search(
     };
     let k = req.k.unwrap_or(10);
     let filter = req.filter;
-    let engine = s.engine.clone();
-    // Through the engine: in a cluster the collection's points are spread over the nodes.
-    let hits = blocking(move || engine.vector_search(&name, query, k, &filter)).await?;
+    let router = s.router.clone();
+    // Routed: in a cluster the collection's points are spread over the nodes.
+    let hits = blocking(move || router.vector_search(&name, query, k, &filter)).await?;
     let hits: Vec<JsonValue> = hits
         .into_iter()
         .map(|h| {

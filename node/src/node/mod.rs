@@ -24,6 +24,7 @@ use crate::http::{router, AppState};
 use crate::metrics::Metrics;
 use crate::quic::server::Door;
 use crate::quic::{QuicServer, PEER_ALPN};
+use crate::router::Router;
 use crate::{Engine, EngineConfig, EngineError};
 
 /// Why a node could not start.
@@ -106,8 +107,14 @@ impl Node {
             source,
         })?;
         let cluster = Arc::new(OnceLock::new());
+        // What the front doors call for public operations: the engine alone, or the cluster.
+        let routes = match &config.cluster {
+            Some(_) => Router::clustered(Arc::clone(&engine), Arc::clone(&cluster)),
+            None => Router::single(Arc::clone(&engine)),
+        };
         let app = router(AppState {
             engine: Arc::clone(&engine),
+            router: routes.clone(),
             metrics: Arc::clone(&metrics),
             limits: config.limits,
             cluster: Arc::clone(&cluster),
@@ -125,7 +132,7 @@ impl Node {
             }
         });
         let quic = QuicServer::start_with_metrics(
-            Arc::clone(&engine),
+            routes,
             config.quic_addr,
             &config.data_dir,
             Some(Arc::clone(&metrics)),

@@ -1,8 +1,6 @@
-//! The client door's requests: public operations only, each answered by the engine (which
-//! hands cluster-wide work to the cluster layer). A node-to-node request sent here is refused
-//! with `peer_only`: peers talk on the peer listener.
-
-use std::sync::Arc;
+//! The client door's requests: public operations only, each answered through the node's
+//! [`Router`] (this node's engine alone, or the cluster). A node-to-node request sent here is
+//! refused with `peer_only`: peers talk on the peer listener.
 
 use rkyv::string::ArchivedString;
 use rkyv::vec::ArchivedVec;
@@ -13,21 +11,24 @@ use starling_operators::{DataType, Value};
 
 use super::server::{Handler, Outcome};
 use super::wire::{self, codes, ArchivedRequest, ArchivedWireValue, Response};
+use crate::durable::queries::VectorQuery;
+use crate::router::Router;
 use crate::{Engine, EngineError};
 
 /// The client port's handler.
 pub(crate) struct ClientDoor {
-    pub engine: Arc<Engine>,
+    pub router: Router,
 }
 
 impl Handler for ClientDoor {
     fn handle(&self, frame: &[u8]) -> (&'static str, Outcome) {
-        handle(&self.engine, frame)
+        handle(&self.router, frame)
     }
 }
 
 /// Handles one validated request; runs on a blocking thread.
-fn handle(engine: &Engine, frame: &[u8]) -> (&'static str, Outcome) {
+fn handle(router: &Router, frame: &[u8]) -> (&'static str, Outcome) {
+    let engine = router.engine();
     let req = match wire::access_request(frame) {
         Ok(r) => r,
         Err(e) => {
@@ -48,18 +49,18 @@ fn handle(engine: &Engine, frame: &[u8]) -> (&'static str, Outcome) {
                 Outcome::Reply(Response::error(codes::PEER_ONLY, message)),
             );
         }
-        ArchivedRequest::Publish { topic, rows } => ("publish", publish(engine, topic, rows)),
+        ArchivedRequest::Publish { topic, rows } => ("publish", publish(router, topic, rows)),
         ArchivedRequest::PublishJson { topic, ndjson } => {
-            ("publish_json", publish_json(engine, topic, ndjson))
+            ("publish_json", publish_json(router, topic, ndjson))
         }
         ArchivedRequest::Submit { definition } => (
             "submit",
-            engine
+            router
                 .install_text(definition.as_str())
                 .map(|info| Response::Submitted { name: info.name }),
         ),
         ArchivedRequest::SubscribeOutput { dataflow, output } => {
-            let outcome = match engine.subscribe(dataflow.as_str(), output.as_str()) {
+            let outcome = match router.subscribe(dataflow.as_str(), output.as_str()) {
                 Ok(s) => Outcome::Output(s),
                 Err(e) => Outcome::Reply(engine_error(&e)),
             };
@@ -72,16 +73,13 @@ fn handle(engine: &Engine, frame: &[u8]) -> (&'static str, Outcome) {
             };
             return ("subscribe_topic", outcome);
         }
-        ArchivedRequest::KvGet { view, key } => ("kv_get", kv_get(engine, view, key, false)),
+        ArchivedRequest::KvGet { view, key } => ("kv_get", kv_get(router, view, key)),
         ArchivedRequest::KvScan {
             view,
             prefix,
             after,
             limit,
-        } => (
-            "kv_scan",
-            kv_scan(engine, view, prefix, after, limit, false),
-        ),
+        } => ("kv_scan", kv_scan(router, view, prefix, after, limit)),
         ArchivedRequest::SeriesRange {
             series,
             key,
@@ -91,12 +89,11 @@ fn handle(engine: &Engine, frame: &[u8]) -> (&'static str, Outcome) {
         } => (
             "series_range",
             series_range(
-                engine,
+                router,
                 series,
                 key,
                 (from.to_native(), to.to_native()),
                 limit,
-                false,
             ),
         ),
         ArchivedRequest::VectorSearch {
@@ -106,9 +103,8 @@ fn handle(engine: &Engine, frame: &[u8]) -> (&'static str, Outcome) {
             filter_json,
         } => (
             "vector_search",
-            vector_query(vector, None).and_then(|q| {
-                vector_search(engine, collection, q, k.to_native(), filter_json, false)
-            }),
+            vector_query(vector, None)
+                .and_then(|q| vector_search(router, collection, q, k.to_native(), filter_json)),
         ),
         ArchivedRequest::ListTopics => ("list_topics", Ok(Response::Topics(list_topics(engine)))),
         ArchivedRequest::ListDataflows => (
@@ -140,40 +136,132 @@ fn peer_request_name(r: &wire::ArchivedPeerRequest) -> &'static str {
     }
 }
 
-/// A KV read: across the cluster, or (`local`, a peer asking) this node's store only.
+/// Who answers a read: the [`Router`] for a client (across the cluster), this node's
+/// [`Engine`] for a peer (its own part only, which the asking node merges). Both doors then
+/// answer in the same form.
+pub(crate) trait Reads {
+    fn kv_get(&self, view: &str, key: &str) -> Result<Option<Vec<u8>>, EngineError>;
+    fn kv_scan(
+        &self,
+        view: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<starling_storage::KvPage, EngineError>;
+    fn series_range(
+        &self,
+        series: &str,
+        key: &str,
+        from: u64,
+        to: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, EngineError>;
+    fn vector_search(
+        &self,
+        collection: &str,
+        query: VectorQuery,
+        k: usize,
+        filter: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Vec<starling_storage::Hit>, EngineError>;
+}
+
+impl Reads for Router {
+    fn kv_get(&self, view: &str, key: &str) -> Result<Option<Vec<u8>>, EngineError> {
+        Router::kv_get(self, view, key)
+    }
+
+    fn kv_scan(
+        &self,
+        view: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<starling_storage::KvPage, EngineError> {
+        Router::kv_scan(self, view, prefix, after, limit)
+    }
+
+    fn series_range(
+        &self,
+        series: &str,
+        key: &str,
+        from: u64,
+        to: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, EngineError> {
+        Router::series_range(self, series, key, from, to, limit)
+    }
+
+    fn vector_search(
+        &self,
+        collection: &str,
+        query: VectorQuery,
+        k: usize,
+        filter: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Vec<starling_storage::Hit>, EngineError> {
+        Router::vector_search(self, collection, query, k, filter)
+    }
+}
+
+impl Reads for Engine {
+    fn kv_get(&self, view: &str, key: &str) -> Result<Option<Vec<u8>>, EngineError> {
+        self.kv_get_local(view, key)
+    }
+
+    fn kv_scan(
+        &self,
+        view: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<starling_storage::KvPage, EngineError> {
+        self.kv_scan_local(view, prefix, after, limit)
+    }
+
+    fn series_range(
+        &self,
+        series: &str,
+        key: &str,
+        from: u64,
+        to: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, EngineError> {
+        self.series_range_local(series, key, from, to, limit)
+    }
+
+    fn vector_search(
+        &self,
+        collection: &str,
+        query: VectorQuery,
+        k: usize,
+        filter: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Vec<starling_storage::Hit>, EngineError> {
+        self.vector_search_local(collection, query, k, filter)
+    }
+}
+
+/// A KV read, by whoever `at` is (see [`Reads`]).
 pub(crate) fn kv_get(
-    engine: &Engine,
+    at: &impl Reads,
     view: &ArchivedString,
     key: &ArchivedString,
-    local: bool,
 ) -> Result<Response, EngineError> {
-    let (view, key) = (view.as_str(), key.as_str());
-    let found = if local {
-        engine.kv_get_local(view, key)?
-    } else {
-        engine.kv_get(view, key)?
-    };
+    let found = at.kv_get(view.as_str(), key.as_str())?;
     Ok(Response::KvValue(
         found.map(|b| String::from_utf8_lossy(&b).into_owned()),
     ))
 }
 
-/// A page of a KV view: across the cluster, or (`local`) this node's part only.
+/// A page of a KV view.
 pub(crate) fn kv_scan(
-    engine: &Engine,
+    at: &impl Reads,
     view: &ArchivedString,
     prefix: &ArchivedString,
     after: &rkyv::option::ArchivedOption<ArchivedString>,
     limit: &rkyv::rend::u32_le,
-    local: bool,
 ) -> Result<Response, EngineError> {
     let after = after.as_ref().map(|a| a.as_str());
     let limit = limit.to_native() as usize;
-    let page = if local {
-        engine.kv_scan_local(view.as_str(), prefix.as_str(), after, limit)?
-    } else {
-        engine.kv_scan(view.as_str(), prefix.as_str(), after, limit)?
-    };
+    let page = at.kv_scan(view.as_str(), prefix.as_str(), after, limit)?;
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
     Ok(Response::KvPage {
         items: page.items.iter().map(|(k, v)| (text(k), text(v))).collect(),
@@ -181,21 +269,16 @@ pub(crate) fn kv_scan(
     })
 }
 
-/// Series points: across the cluster, or (`local`) those this node wrote.
+/// Series points in `[from, to)`.
 pub(crate) fn series_range(
-    engine: &Engine,
+    at: &impl Reads,
     series: &ArchivedString,
     key: &ArchivedString,
     (from, to): (u64, u64),
     limit: &rkyv::rend::u32_le,
-    local: bool,
 ) -> Result<Response, EngineError> {
     let limit = limit.to_native() as usize;
-    let points = if local {
-        engine.series_range_local(series.as_str(), key.as_str(), from, to, limit)?
-    } else {
-        engine.series_range(series.as_str(), key.as_str(), from, to, limit)?
-    };
+    let points = at.series_range(series.as_str(), key.as_str(), from, to, limit)?;
     Ok(Response::Points(
         points
             .into_iter()
@@ -208,22 +291,20 @@ pub(crate) fn series_range(
 pub(crate) fn vector_query(
     vector: &ArchivedVec<rkyv::rend::f32_le>,
     text: Option<&str>,
-) -> Result<crate::durable::queries::VectorQuery, EngineError> {
-    use crate::durable::queries::VectorQuery;
+) -> Result<VectorQuery, EngineError> {
     Ok(match text {
         Some(t) => VectorQuery::Text(t.to_string()),
         None => VectorQuery::Vector(vector.iter().map(|x| x.to_native()).collect()),
     })
 }
 
-/// Nearest points: across the cluster, or (`local`) of this node's collection only.
+/// The `k` nearest points of a collection, among those matching `filter_json`.
 pub(crate) fn vector_search(
-    engine: &Engine,
+    at: &impl Reads,
     collection: &ArchivedString,
-    query: crate::durable::queries::VectorQuery,
+    query: VectorQuery,
     k: u32,
     filter_json: &ArchivedString,
-    local: bool,
 ) -> Result<Response, EngineError> {
     let filter: serde_json::Map<String, serde_json::Value> = if filter_json.is_empty() {
         serde_json::Map::new()
@@ -231,12 +312,7 @@ pub(crate) fn vector_search(
         serde_json::from_str(filter_json.as_str())
             .map_err(|e| EngineError::BadRequest(format!("filter must be a JSON object: {e}")))?
     };
-    let k = k as usize;
-    let hits = if local {
-        engine.vector_search_local(collection.as_str(), query, k, &filter)?
-    } else {
-        engine.vector_search(collection.as_str(), query, k, &filter)?
-    };
+    let hits = at.vector_search(collection.as_str(), query, k as usize, &filter)?;
     Ok(Response::Hits(
         hits.into_iter()
             .map(|h| {
@@ -290,18 +366,18 @@ pub fn engine_error(e: &EngineError) -> Response {
 
 /// The fast path: typed rows, checked against the schema, then published whole.
 fn publish(
-    engine: &Engine,
+    router: &Router,
     topic: &ArchivedString,
     rows: &ArchivedVec<ArchivedVec<ArchivedWireValue>>,
 ) -> Result<Response, EngineError> {
-    let spec = engine.topic_spec(topic.as_str())?;
+    let spec = router.engine().topic_spec(topic.as_str())?;
     let mut out = Vec::with_capacity(rows.len());
     for (index, cells) in rows.iter().enumerate() {
         let row = typed_row(&spec, cells.as_slice())
             .map_err(|message| EngineError::BadEventShape { index, message })?;
         out.push(row);
     }
-    let n = engine.publish_rows(topic.as_str(), out)?;
+    let n = router.publish(topic.as_str(), out, true)?;
     Ok(Response::Ack { accepted: n as u64 })
 }
 
@@ -371,7 +447,7 @@ fn fits(t: &DataType, v: &Value) -> bool {
 }
 
 fn publish_json(
-    engine: &Engine,
+    router: &Router,
     topic: &ArchivedString,
     ndjson: &ArchivedVec<u8>,
 ) -> Result<Response, EngineError> {
@@ -386,7 +462,7 @@ fn publish_json(
         })?;
         docs.push(doc);
     }
-    let n = engine.publish_json(topic.as_str(), &docs)?;
+    let n = router.publish_json(topic.as_str(), &docs)?;
     Ok(Response::Ack { accepted: n as u64 })
 }
 

@@ -20,6 +20,7 @@ use super::dispatch::ClientDoor;
 use super::wire::{self, codes, FrameError, Response};
 use super::{tls, QuicError, ALPN};
 use crate::metrics::Metrics;
+use crate::router::Router;
 use crate::runtime::SubscriptionClosed;
 use crate::{Engine, Subscription};
 
@@ -56,25 +57,28 @@ pub struct QuicServer {
 
 impl QuicServer {
     /// Loads or creates the TLS identity under `data_dir`, binds `addr` (port 0 picks one) and
-    /// starts the client front door on the current tokio runtime.
+    /// starts the client front door of a node that runs alone (every operation is `engine`'s
+    /// own) on the current tokio runtime.
     pub fn start(
         engine: Arc<Engine>,
         addr: SocketAddr,
         data_dir: &Path,
     ) -> Result<QuicServer, QuicError> {
-        Self::start_with_metrics(engine, addr, data_dir, None)
+        Self::start_with_metrics(Router::single(engine), addr, data_dir, None)
     }
 
-    /// As [`QuicServer::start`], recording each operation's latency (route `quic:<op>`,
-    /// method `QUIC`, status `ok` or the error code) and refused publishes in `metrics`.
+    /// As [`QuicServer::start`], sending operations through `router` (so a cluster node's
+    /// client door serves the whole cluster), recording each operation's latency (route
+    /// `quic:<op>`, method `QUIC`, status `ok` or the error code) and refused publishes in
+    /// `metrics`.
     pub fn start_with_metrics(
-        engine: Arc<Engine>,
+        router: Router,
         addr: SocketAddr,
         data_dir: &Path,
         metrics: Option<Arc<Metrics>>,
     ) -> Result<QuicServer, QuicError> {
         let door = Door {
-            handler: Arc::new(ClientDoor { engine }),
+            handler: Arc::new(ClientDoor { router }),
             alpn: ALPN,
             label: "quic",
         };
