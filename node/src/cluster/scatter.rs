@@ -116,7 +116,8 @@ impl Shared {
         out
     }
 
-    /// See [`crate::runtime::Distribution::kv_get`].
+    /// The live value of a KV key: a view is written on the node that processes the key, so
+    /// this node's store and every peer's are asked; the first value present wins.
     pub(crate) fn scatter_kv_get(
         &self,
         view: &str,
@@ -157,7 +158,8 @@ impl Shared {
         }
     }
 
-    /// See [`crate::runtime::Distribution::kv_scan`].
+    /// A page of a KV view merged from every node in key order, honouring `after` and
+    /// `limit`; `next` is set when any node may hold more.
     pub(crate) fn scatter_kv_scan(
         &self,
         view: &str,
@@ -197,7 +199,7 @@ impl Shared {
         Ok(KvPage { items, next })
     }
 
-    /// See [`crate::runtime::Distribution::series_range`].
+    /// Points of a series key from every node, united by window start.
     pub(crate) fn scatter_series_range(
         &self,
         series: &str,
@@ -223,7 +225,7 @@ impl Shared {
         Ok(merged.into_iter().take(limit).collect())
     }
 
-    /// See [`crate::runtime::Distribution::vector_search`].
+    /// The `k` nearest points over every node's part of a collection.
     pub(crate) fn scatter_vector_search(
         &self,
         collection: &str,
