@@ -347,7 +347,7 @@ pub struct Inbox {
 
 impl Inbox {
     /// Decides what to do with chunk `chunk` of `chunks` of `shard`'s release `release` at
-    /// `epoch` (`chunks` 0: a straggler batch, `release` its id), by this node's `table`. A
+    /// `epoch` (`chunks` 0: a straggler batch, `release` its id, 0 for none), by this node's `table`. A
     /// `Chunk` answer already records the release (dropping an earlier one); call
     /// [`Inbox::merged`] once the parts are merged. A `Straggler` answer records the batch id,
     /// so the same batch sent again is `AlreadyDone`.
@@ -364,6 +364,10 @@ impl Inbox {
         if chunks == 0 {
             if entry.owner != Some(me) || entry.moving_to.is_some() {
                 return Err(Refused::NotSettled(shard));
+            }
+            // Id 0 names no batch (a sender that does not number them): merged every time.
+            if release == 0 {
+                return Ok(Receive::Straggler);
             }
             if !self.stragglers.insert(release) {
                 return Ok(Receive::AlreadyDone);

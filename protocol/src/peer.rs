@@ -57,7 +57,8 @@ pub enum PeerRequest {
         epoch: u64,
         /// Which release of the shard's state this is (a move aborted and begun again, or
         /// an old owner that restarted, releases anew): the receiver replaces the state of
-        /// an older release instead of adding to it.
+        /// an older release instead of adding to it. With `chunks` 0 (stragglers): the
+        /// batch's id, so a batch sent again is merged once (0: no id, merged every time).
         release: u64,
         /// This message's index, below `chunks`.
         chunk: u32,

@@ -12,9 +12,11 @@
 //! - a publish is split by shard: this node's part goes to its engine, the rest is forwarded
 //!   to the owners with their epochs, and events of a moving shard wait for the move.
 
+mod config;
 mod handoff;
 pub mod peer_client;
 pub(crate) mod peer_door;
+pub mod peer_link;
 mod peers;
 mod repartition;
 mod replication;
@@ -44,7 +46,9 @@ use starling_operators::plan::stages;
 use starling_operators::render::Update;
 use starling_operators::{Event, Row, Value};
 
+pub use config::ClusterConfig;
 pub use peer_client::PeerClient;
+pub use peer_link::{MemoryNet, PeerNet};
 pub use peers::PeerAddr;
 
 /// What a replica's fetch says of its view of the shards it copies.
@@ -56,7 +60,6 @@ pub struct FetchView<'a> {
     pub isr: &'a [(u32, u64)],
 }
 
-use crate::node::ClusterConfig;
 use crate::quic::wire;
 use crate::runtime::{feed, InternalSink};
 use crate::{DataflowInfo, Engine, EngineError, Subscription};
@@ -127,10 +130,17 @@ pub struct Endpoints {
     pub quic: SocketAddr,
     /// The peer listener: what other nodes of the cluster connect to.
     pub peer: SocketAddr,
+    /// The network the peer listener is on, and peer links go over.
+    pub net: PeerNet,
     pub fingerprint: String,
 }
 
 impl Cluster {
+    /// Where this node's gossip listens (what others give as `--seed`).
+    pub fn gossip_addr(&self) -> SocketAddr {
+        self.shared.membership.gossip_addr()
+    }
+
     /// The state peers' requests and routed front-door calls act on (the peer door and the
     /// node's router call it directly).
     pub(crate) fn shared(&self) -> &Shared {
@@ -170,7 +180,10 @@ impl Cluster {
                 return Err(e.into());
             }
         }
-        let peers = Arc::new(peers::Peers::default());
+        let peers = Arc::new(peers::Peers::new(
+            endpoints.net.clone(),
+            Some(endpoints.peer),
+        ));
         let transport = Arc::new(transport::QuicRaftTransport {
             peers: Arc::clone(&peers),
         });
@@ -1207,7 +1220,7 @@ const MEMBER_GONE_WAIT: Duration = Duration::from_secs(10);
 /// by the replicas promoted in its place).
 async fn forward_results(
     p: NodeId,
-    mut s: starling_client::QuicSubscription<Update>,
+    mut s: peer_link::PeerSubscription,
     tx: crate::runtime::Feed<Arc<[Update]>>,
     watch: Watch,
 ) {

@@ -8,48 +8,69 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use starling_client::quic::unexpected;
-use starling_client::{ClientError, ConnectOptions, QuicClient, QuicSubscription, Trust};
-use starling_operators::render::Update;
+use starling_client::{ClientError, Trust};
 
-use crate::quic::wire::{self, PeerRequest, Response, PEER_ALPN};
+use super::peer_link::{Link, PeerNet, PeerSubscription};
+use crate::quic::wire::{self, PeerRequest, Response};
 
 /// A connection to a peer's listener. Cheap to clone.
 #[derive(Clone)]
 pub struct PeerClient {
-    inner: QuicClient,
+    link: Link,
 }
 
 impl PeerClient {
-    /// Connects to a peer's listener: keep-alives every second and the connection declared
-    /// dead after `idle` without a packet, so a request to a peer that froze (SIGSTOP, a hung
-    /// host) fails in `idle` rather than in quinn's 30 s default, and the caller can route
-    /// around it.
+    /// Connects to a peer's listener over QUIC: keep-alives every second and the connection
+    /// declared dead after `idle` without a packet, so a request to a peer that froze
+    /// (SIGSTOP, a hung host) fails in `idle` rather than in quinn's 30 s default, and the
+    /// caller can route around it.
     pub async fn connect(
         addr: SocketAddr,
         trust: Trust,
         idle: Duration,
     ) -> Result<PeerClient, ClientError> {
-        let options = ConnectOptions {
-            alpn: PEER_ALPN,
-            idle: Some(idle),
-        };
+        PeerClient::connect_on(&PeerNet::Quic, None, addr, trust, idle).await
+    }
+
+    /// Connects over `net` (QUIC or the in-memory network); `me` is this node's own
+    /// listener.
+    pub async fn connect_on(
+        net: &PeerNet,
+        me: Option<SocketAddr>,
+        addr: SocketAddr,
+        trust: Trust,
+        idle: Duration,
+    ) -> Result<PeerClient, ClientError> {
         Ok(PeerClient {
-            inner: QuicClient::connect_with(addr, trust, options).await?,
+            link: net.connect(me, addr, trust, idle).await?,
         })
     }
 
-    /// The underlying QUIC connection.
-    pub fn connection(&self) -> &quinn::Connection {
-        self.inner.connection()
+    /// The QUIC connection underneath, for tests that send raw frames (`None` in memory).
+    pub fn connection(&self) -> Option<&quinn::Connection> {
+        match &self.link {
+            Link::Quic(c) => Some(c.connection()),
+            Link::Memory(_) => None,
+        }
+    }
+
+    /// The peer's listener address.
+    pub fn remote(&self) -> SocketAddr {
+        self.link.remote()
+    }
+
+    /// Closes the link: requests in flight fail at once.
+    pub fn close(&self, reason: &'static [u8]) {
+        self.link.close(reason)
     }
 
     /// Whether the connection is still open (the pool drops closed ones).
     pub fn is_open(&self) -> bool {
-        self.inner.is_open()
+        self.link.is_open()
     }
 
     async fn call(&self, req: PeerRequest) -> Result<Response, ClientError> {
-        self.inner.call(&wire::encode_peer(req)?).await
+        self.link.call(&wire::encode_peer(req)?).await
     }
 
     /// Node to node: this peer's own results of one output (not merged with its peers').
@@ -57,12 +78,12 @@ impl PeerClient {
         &self,
         dataflow: &str,
         output: &str,
-    ) -> Result<QuicSubscription<Update>, ClientError> {
+    ) -> Result<PeerSubscription, ClientError> {
         let req = PeerRequest::SubscribeOutputLocal {
             dataflow: dataflow.into(),
             output: output.into(),
         };
-        self.inner.subscribe(wire::encode_peer(req)?, updates).await
+        self.link.subscribe(wire::encode_peer(req)?).await
     }
 
     /// Node to node: events of shards the peer owns, stamped with the epochs the sender's
@@ -245,17 +266,5 @@ impl PeerClient {
             Response::Hits(h) => Ok(h),
             other => Err(unexpected(&other)),
         }
-    }
-}
-
-/// Decodes a batch of a peer's output updates.
-fn updates(r: Response) -> Result<Vec<Update>, ClientError> {
-    match r {
-        Response::Updates(u) => u
-            .iter()
-            .map(wire::update_from_wire)
-            .collect::<Result<_, _>>()
-            .map_err(ClientError::Protocol),
-        other => Err(unexpected(&other)),
     }
 }

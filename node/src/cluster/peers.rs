@@ -13,6 +13,7 @@ use starling_cluster::NodeId;
 use starling_client::{ClientError, Trust};
 
 use super::peer_client::PeerClient;
+use super::peer_link::PeerNet;
 
 /// How to reach a peer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -59,14 +60,27 @@ struct SlotState {
 type Slot = Arc<tokio::sync::Mutex<SlotState>>;
 
 /// The pool.
-#[derive(Default)]
 pub struct Peers {
+    /// The network peer links use (QUIC, or in-memory in tests).
+    net: PeerNet,
+    /// This node's own peer listener.
+    me: Option<SocketAddr>,
     addrs: Mutex<HashMap<NodeId, PeerAddr>>,
     /// One slot per (peer, lane): a slow connect to one peer never blocks calls to another.
     slots: Mutex<HashMap<(NodeId, Lane), Slot>>,
 }
 
 impl Peers {
+    /// An empty pool whose links go over `net`; `me` is this node's own listener.
+    pub fn new(net: PeerNet, me: Option<SocketAddr>) -> Peers {
+        Peers {
+            net,
+            me,
+            addrs: Mutex::default(),
+            slots: Mutex::default(),
+        }
+    }
+
     /// Records (or updates) where a peer is; a changed address drops the old connection on
     /// next use.
     pub fn learn(&self, node: NodeId, addr: PeerAddr) {
@@ -105,7 +119,7 @@ impl Peers {
         };
         let mut open = slot.lock().await;
         if let Some(c) = open.client.as_ref() {
-            if c.is_open() && c.connection().remote_address() == addr.peer {
+            if c.is_open() && c.remote() == addr.peer {
                 return Ok(Arc::clone(c));
             }
         }
@@ -116,8 +130,13 @@ impl Peers {
                 )));
             }
         }
-        let connect =
-            PeerClient::connect(addr.peer, Trust::Fingerprint(addr.fingerprint), PEER_IDLE);
+        let connect = PeerClient::connect_on(
+            &self.net,
+            self.me,
+            addr.peer,
+            Trust::Fingerprint(addr.fingerprint),
+            PEER_IDLE,
+        );
         let c = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
             Ok(Ok(c)) => c,
             Ok(Err(e)) => {
@@ -153,8 +172,7 @@ impl Peers {
     pub async fn close_dead(&self, node: NodeId) {
         for slot in self.slots_of(node) {
             if let Some(c) = slot.lock().await.client.take() {
-                c.connection()
-                    .close(0u32.into(), b"declared dead by gossip");
+                c.close(b"declared dead by gossip");
             }
         }
     }

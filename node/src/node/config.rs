@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use thiserror::Error;
 
+pub use crate::cluster::ClusterConfig;
+use crate::cluster::PeerNet;
 use crate::durable::{Durability, Retention, StoreOptions};
 use crate::http::Limits;
 
@@ -27,27 +29,6 @@ pub struct NodeConfig {
     pub checkpoint_interval_ms: u64,
     /// Cluster membership; `None` runs a single node with no gossip port.
     pub cluster: Option<ClusterConfig>,
-}
-
-/// How a node finds and joins its cluster.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ClusterConfig {
-    /// The cluster's name; a node of another cluster is refused.
-    pub cluster_id: String,
-    /// A readable name for this node (defaults to one derived from its id).
-    pub node_name: Option<String>,
-    /// Where gossip listens (UDP). Port 0 picks a free one.
-    pub gossip_addr: SocketAddr,
-    /// Gossip addresses (`HOST:PORT`) of members to join through; empty starts a new cluster.
-    pub seeds: Vec<String>,
-    /// Where the peer listener binds; `None`: the QUIC front door's IP, a port the OS picks.
-    /// Peers find it through gossip, so it needs no fixed port unless a firewall does.
-    pub peer_addr: Option<SocketAddr>,
-    /// Shards of the cluster, fixed when it is created.
-    pub shards: u32,
-    /// R, the nodes that hold each shard (owner included), set when the cluster is created
-    /// (the first leader proposes its own); 0 means the default, 1.
-    pub replication: u32,
 }
 
 /// The default gossip port.
@@ -253,6 +234,7 @@ fn cluster_config(
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], DEFAULT_GOSSIP_PORT))),
         seeds,
         peer_addr: overrides.peer_addr.or(file.peer_addr),
+        peer_net: PeerNet::Quic,
         shards,
         replication,
     }))

@@ -19,6 +19,7 @@ pub use config::{ClusterConfig, ConfigError, FileConfig, NodeConfig};
 
 use crate::cluster::peer_door::PeerDoor;
 use crate::cluster::{Cluster, Endpoints};
+use crate::cluster::{MemoryNet, PeerNet};
 use crate::durable::Store;
 use crate::http::{router, AppState};
 use crate::metrics::Metrics;
@@ -54,13 +55,38 @@ pub enum NodeError {
     Cluster(#[from] crate::cluster::ClusterError),
 }
 
+/// Where a node's peers reach it.
+enum PeerListener {
+    Quic(QuicServer),
+    Memory(MemoryNet, SocketAddr),
+}
+
+impl PeerListener {
+    fn addr(&self) -> SocketAddr {
+        match self {
+            PeerListener::Quic(s) => s.local_addr(),
+            PeerListener::Memory(_, a) => *a,
+        }
+    }
+
+    /// Stops taking peer requests (waiting up to 3 s for the QUIC endpoint to go idle).
+    async fn shutdown(self) {
+        match self {
+            PeerListener::Quic(s) => {
+                let _ = tokio::time::timeout(Duration::from_secs(3), s.shutdown()).await;
+            }
+            PeerListener::Memory(net, addr) => net.close(addr),
+        }
+    }
+}
+
 /// A running node.
 pub struct Node {
     engine: Arc<Engine>,
     http_addr: SocketAddr,
     quic: QuicServer,
     /// The peer listener, in cluster mode.
-    peer: Option<QuicServer>,
+    peer: Option<PeerListener>,
     stop: watch::Sender<bool>,
     http: JoinHandle<()>,
     retention: Option<JoinHandle<()>>,
@@ -145,20 +171,34 @@ impl Node {
             let peer_addr = cc
                 .peer_addr
                 .unwrap_or_else(|| SocketAddr::new(config.quic_addr.ip(), 0));
-            let door = Door {
-                handler: Arc::new(PeerDoor {
-                    engine: Arc::clone(&engine),
-                    cluster: Arc::clone(&cluster),
-                }),
-                alpn: PEER_ALPN,
-                label: "peer",
+            let handler = Arc::new(PeerDoor {
+                engine: Arc::clone(&engine),
+                cluster: Arc::clone(&cluster),
+            });
+            let (server, peer_addr, fingerprint) = match &cc.peer_net {
+                PeerNet::Quic => {
+                    let door = Door {
+                        handler,
+                        alpn: PEER_ALPN,
+                        label: "peer",
+                    };
+                    let server =
+                        QuicServer::serve(door, peer_addr, &config.data_dir, Some(metrics))?;
+                    let (addr, fp) = (server.local_addr(), server.fingerprint().to_string());
+                    (PeerListener::Quic(server), addr, fp)
+                }
+                PeerNet::Memory(net) => {
+                    let addr = net.listen(handler);
+                    let fp = quic.fingerprint().to_string();
+                    (PeerListener::Memory(net.clone(), addr), addr, fp)
+                }
             };
-            let server = QuicServer::serve(door, peer_addr, &config.data_dir, Some(metrics))?;
             let endpoints = Endpoints {
                 http: http_addr,
                 quic: quic.local_addr(),
-                peer: server.local_addr(),
-                fingerprint: server.fingerprint().to_string(),
+                peer: peer_addr,
+                net: cc.peer_net.clone(),
+                fingerprint,
             };
             peer = Some(server);
             match Cluster::start(cc, &config.data_dir, &engine, endpoints).await {
@@ -169,7 +209,7 @@ impl Node {
                     let _ = stop.send(true);
                     let _ = tokio::time::timeout(Duration::from_secs(3), quic.shutdown()).await;
                     if let Some(p) = peer {
-                        let _ = tokio::time::timeout(Duration::from_secs(3), p.shutdown()).await;
+                        p.shutdown().await;
                     }
                     let engine = Arc::clone(&engine);
                     let _ = tokio::task::spawn_blocking(move || engine.shutdown()).await;
@@ -177,7 +217,7 @@ impl Node {
                 }
             }
         }
-        tracing::info!(%http_addr, quic_addr = %quic.local_addr(), peer_addr = ?peer.as_ref().map(QuicServer::local_addr), "node started");
+        tracing::info!(%http_addr, quic_addr = %quic.local_addr(), peer_addr = ?peer.as_ref().map(PeerListener::addr), "node started");
         Ok(Node {
             engine,
             http_addr,
@@ -202,7 +242,7 @@ impl Node {
 
     /// Where the peer listener listens, in cluster mode.
     pub fn peer_addr(&self) -> Option<SocketAddr> {
-        self.peer.as_ref().map(QuicServer::local_addr)
+        self.peer.as_ref().map(PeerListener::addr)
     }
 
     /// SHA-256 of the node's QUIC certificate (hex), for clients that pin it.
@@ -266,7 +306,7 @@ impl Node {
             c.shutdown().await;
         }
         if let Some(p) = self.peer {
-            let _ = tokio::time::timeout(Duration::from_secs(3), p.shutdown()).await;
+            p.shutdown().await;
         }
         let engine = self.engine;
         let _ = tokio::task::spawn_blocking(move || engine.shutdown()).await;
