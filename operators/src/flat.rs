@@ -15,7 +15,10 @@ pub use starling_protocol::value::{ArchivedWireValue, WireValue, MAX_DEPTH};
 use starling_protocol::{WireEvent, WireUpdate};
 
 use crate::event::Event;
-use crate::render::Update;
+
+/// An output update as the renderer emits it (`render::Update`): written out here so that the
+/// flat encoding, which the renderer's checkpoints use, does not depend back on the renderer.
+type Update = (Event, u64, isize);
 
 // ---- values ----
 

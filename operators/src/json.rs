@@ -219,6 +219,14 @@ pub fn row_to_json(schema: &Schema, row: &[Value]) -> Json {
     )
 }
 
+/// Values print as their JSON form: the one text form users see everywhere. Here, with the
+/// JSON conversion, so that the value model does not depend on its JSON reading.
+impl std::fmt::Display for Value {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", value_to_json(self))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -324,12 +324,6 @@ impl Hash for Value {
     }
 }
 
-impl fmt::Display for Value {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", crate::json::value_to_json(self))
-    }
-}
-
 impl From<&Value> for Value {
     fn from(v: &Value) -> Self {
         v.clone()

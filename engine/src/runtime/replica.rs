@@ -1,6 +1,6 @@
 //! The engine's side of shard replication: appending entries copied from a shard's owner to
 //! this node's log, and feeding a shard's logged events to the dataflows when this node
-//! takes the shard over from an owner that died (see `crate::cluster` for the protocol).
+//! takes the shard over from an owner that died (the node's cluster shell runs the protocol).
 
 use super::Engine;
 use crate::durable::record::{self, Entry};
