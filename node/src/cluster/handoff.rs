@@ -342,7 +342,7 @@ pub(super) fn receive(
     let st = s.current();
     // Parts of a dataflow the cluster no longer runs (dropped during the move) are left
     // out; a dataflow agreed but not installed here yet makes the chunk wait (`not_found`).
-    let agreed: BTreeSet<String> = super::catalog_stages(&st)
+    let agreed: BTreeSet<String> = super::follow::catalog_stages(&st)
         .into_iter()
         .map(|stage| stage.definition.name)
         .collect();

@@ -201,7 +201,7 @@ pub async fn mark_loop(s: Arc<Shared>) {
         let state = s.current();
         let members: Vec<NodeId> = s.live_members();
         let mut marks: Vec<(String, u64)> = Vec::new();
-        for stage in super::catalog_stages(&state) {
+        for stage in super::follow::catalog_stages(&state) {
             if stage.writes.is_empty() {
                 continue;
             }
