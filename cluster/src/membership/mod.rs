@@ -31,6 +31,9 @@ use tracing::{debug, info, warn};
 
 use crate::table::NodeId;
 
+mod view;
+use view::{classify, parse_peer, same_membership, Ours, View};
+
 /// The chitchat cluster id every Starling node gossips under. Fixed on purpose: the user's
 /// cluster id travels as a key ([`keys::CLUSTER_ID`]) so that a node of another Starling
 /// cluster is *seen* and refused by name, rather than dropped by chitchat without a word.
@@ -678,127 +681,6 @@ fn validate_seed(seed: &str) -> Result<(), MembershipError> {
         Ok(_) => Ok(()),
         Err(_) => Err(bad(&format!("`{port}` is not a port number (1-65535)"))),
     }
-}
-
-/// This node's identity and cluster, to classify peers.
-#[derive(Clone)]
-struct Ours {
-    self_id: ChitchatId,
-    cluster_id: String,
-    shards: u32,
-}
-
-/// A peer's published key-values, parsed.
-struct Peer {
-    generation: u64,
-    node_id: NodeId,
-    name: String,
-    gossip_addr: SocketAddr,
-    peer_addr: SocketAddr,
-    peer_fingerprint: String,
-    http_addr: SocketAddr,
-    cluster_id: String,
-    shards: u32,
-    state: MemberState,
-    load: u64,
-}
-
-impl Peer {
-    fn compatible(&self, ours: &Ours) -> bool {
-        self.cluster_id == ours.cluster_id && self.shards == ours.shards
-    }
-}
-
-/// Parses a node's key-values; `None` if it is not (yet) a complete Starling node — chitchat
-/// may deliver a node's heartbeat before its keys, or a non-Starling chitchat user may share
-/// the gossip cluster id.
-fn parse_peer(state: &NodeState) -> Option<Peer> {
-    let id = state.chitchat_id();
-    let parsed = (|| {
-        Some(Peer {
-            generation: id.generation_id,
-            node_id: state.get(keys::NODE_ID)?.parse().ok()?,
-            name: state.get(keys::NAME)?.to_string(),
-            gossip_addr: id.gossip_advertise_addr,
-            peer_addr: state.get(keys::PEER_ADDR)?.parse().ok()?,
-            peer_fingerprint: state
-                .get(keys::PEER_FINGERPRINT)
-                .unwrap_or_default()
-                .to_string(),
-            http_addr: state.get(keys::HTTP_ADDR)?.parse().ok()?,
-            cluster_id: state.get(keys::CLUSTER_ID)?.to_string(),
-            shards: state.get(keys::SHARDS)?.parse().ok()?,
-            state: state.get(keys::STATE)?.parse().ok()?,
-            load: state.get(keys::LOAD)?.parse().ok()?,
-        })
-    })();
-    if parsed.is_none() {
-        debug!(peer = ?id, "gossip peer without complete Starling keys, ignored");
-    }
-    parsed
-}
-
-/// Live members of our cluster and live nodes of other clusters.
-struct View {
-    members: Vec<Member>,
-    incompatible: Vec<Incompatible>,
-}
-
-/// Splits live nodes into members of our cluster and others. A node id seen under two
-/// incarnations (a restart before the old one was declared dead) is listed once, newest first.
-fn classify<'a>(nodes: impl Iterator<Item = (&'a ChitchatId, &'a NodeState)>, ours: &Ours) -> View {
-    let mut members: BTreeMap<NodeId, (u64, Member)> = BTreeMap::new();
-    let mut incompatible = Vec::new();
-    for (id, state) in nodes {
-        let Some(peer) = parse_peer(state) else {
-            continue;
-        };
-        if *id != ours.self_id && !peer.compatible(ours) {
-            incompatible.push(Incompatible {
-                gossip_addr: peer.gossip_addr,
-                node_id: peer.node_id,
-                name: peer.name,
-                cluster_id: peer.cluster_id,
-                shards: peer.shards,
-            });
-            continue;
-        }
-        let generation = peer.generation;
-        let member = Member {
-            node_id: peer.node_id,
-            name: peer.name,
-            gossip_addr: peer.gossip_addr,
-            peer_addr: peer.peer_addr,
-            peer_fingerprint: peer.peer_fingerprint,
-            http_addr: peer.http_addr,
-            state: peer.state,
-            load: peer.load,
-        };
-        match members.get(&member.node_id) {
-            Some((g, _)) if *g >= generation => {}
-            _ => {
-                members.insert(member.node_id, (generation, member));
-            }
-        }
-    }
-    incompatible.sort_by_key(|i| i.gossip_addr);
-    View {
-        members: members.into_values().map(|(_, m)| m).collect(),
-        incompatible,
-    }
-}
-
-/// Equal apart from load: load changes every second and must not wake every watcher.
-fn same_membership(a: &[Member], b: &[Member]) -> bool {
-    a.len() == b.len()
-        && a.iter().zip(b).all(|(x, y)| {
-            x.node_id == y.node_id
-                && x.name == y.name
-                && x.gossip_addr == y.gossip_addr
-                && x.peer_addr == y.peer_addr
-                && x.http_addr == y.http_addr
-                && x.state == y.state
-        })
 }
 
 /// Follows chitchat's live-node watcher, republishes our cluster's members when they change,
