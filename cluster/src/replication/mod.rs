@@ -20,7 +20,10 @@
 //!   ([`marks_within`]). A replica whose copy goes past the end of its newest epoch in the
 //!   owner's history holds entries that owner never had (written by an owner that lost the
 //!   shard before they were copied, so never acknowledged with `acks = all`): the owner
-//!   tells it to truncate there ([`truncate_to`], Kafka's leader-epoch truncation).
+//!   tells it to truncate there ([`truncate_to`], Kafka's leader-epoch truncation). A
+//!   replica whose newest epoch the owner never had is told so, with the owner's newest
+//!   epoch below it, and cuts its own entries of newer epochs too ([`Truncation::cut`],
+//!   Kafka's KIP-279).
 //! - **Acknowledgement.** The log end a replica sends is what it holds; an owner answers a
 //!   publish to an `acks = all` topic only once every in-sync replica of the shard (the
 //!   table's `replicas`) reported an end at or past the publish's entries ([`Progress`]).
@@ -48,4 +51,6 @@ pub use progress::{
 };
 pub use roles::{copied_by_owner, promoted};
 pub use seen::{Claimed, Origin, Seen, SEEN_CAPACITY};
-pub use truncation::{caught_up, marks_within, needs_mark, truncate_to, EpochMark, Levels};
+pub use truncation::{
+    caught_up, marks_within, needs_mark, truncate_to, EpochMark, Levels, Truncation,
+};

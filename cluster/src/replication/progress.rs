@@ -11,13 +11,28 @@
 //!   it does, so from then on the owner waits for it too (Kafka's "maximal ISR" while an ISR
 //!   change is pending).
 //!
+//! A level mark remembers the version of the shard's replica lists the replica saw when it
+//! sent the fetch that made it level: its in-sync report names that version, and the table
+//! accepts the report only while its lists are still at it. So the mark counts while this
+//! owner's table is at that version or an older one (its table may lag the cluster's). Once
+//! its table is past that version, the report can no longer be accepted, or it has been and
+//! the replica is listed in sync there; either way the mark stops counting by itself.
+//!
 //! A replica the publish has waited on for [`REPLICA_LAG_MAX`] (alive to gossip, but cut from
 //! its owner alone, or stuck) is **demoted**: its owner proposes `ReplicaOutOfSync` at the
-//! version of the shard's replica lists it judged by, which raises the version; level marks
-//! from fetches sent at that version or before stop counting first. A replica's in-sync
-//! report names the version it saw when it sent the fetch that made it level, and the table
-//! refuses one made before the raise, so no publish answered without the replica can be
-//! missing from a copy the cluster counts in sync; fetches sent after the raise count again.
+//! version of the shard's replica lists it judged by, which raises the version, and from
+//! then on publishes no longer wait on it. Not before: a publish answered without the
+//! replica while its in-sync report could still be accepted could be missing from a copy the
+//! cluster counts in sync (and may promote). Fetches it sends after the raise count again.
+//!
+//! A known gap: level marks live in memory. An owner that restarts before failure detection
+//! notices (so it keeps its shards, at the same epoch) has forgotten them, while a replica's
+//! in-sync report made from its earlier life's answer may still be on its way through Raft
+//! (held by a leader election, say). Until that report is refused, or applied and seen, the
+//! owner can answer a publish without the replica. The replication simulation shows it with
+//! `STARLING_SIM_STRICT=1 STARLING_SIM_SEED=1144`. Closing it needs the marks to survive a
+//! restart, or the owner to raise each shard's list version (fencing such reports) before it
+//! answers again.
 //!
 //! Everything here is a value: time is a [`Duration`] since an origin the caller picks and
 //! keeps (production: when the publish started to wait; the simulation: its own clock), and
@@ -136,7 +151,7 @@ struct TopicProgress {
     ends: BTreeMap<(ShardId, NodeId), (u64, u64)>,
     /// (shard, replica, epoch) of joining replicas this owner has sent everything it had,
     /// with the newest version of the shard's replica lists the replica had seen when it sent
-    /// such a fetch.
+    /// such a fetch. Only the newest epoch of a (shard, replica) is kept.
     level: BTreeMap<(ShardId, NodeId, u64), u64>,
 }
 
@@ -166,6 +181,10 @@ impl Progress {
     /// publishes wait for it even while it is joining (see the module doc).
     pub fn level(&mut self, topic: &str, shard: ShardId, replica: NodeId, epoch: u64, isr: u64) {
         let t = self.topic_mut(topic);
+        // An older epoch's mark can never count again (a table at a newer epoch): forgotten,
+        // so the marks stay as few as the (shard, replica) pairs.
+        t.level
+            .retain(|(sh, r, e), _| !(*sh == shard && *r == replica && *e < epoch));
         let v = t.level.entry((shard, replica, epoch)).or_insert(isr);
         *v = (*v).max(isr);
     }
@@ -184,11 +203,21 @@ impl Progress {
             .map_or(0, |(_, next)| *next)
     }
 
-    /// Whether publishes wait on joining `replica` of `topic`/`shard` at `epoch`.
-    pub fn is_level(&self, topic: &str, shard: ShardId, replica: NodeId, epoch: u64) -> bool {
+    /// Whether publishes wait on joining `replica` of `topic`/`shard` at `epoch`, by a table
+    /// whose replica lists are at version `isr`: it was made level by a fetch sent at that
+    /// version or a newer one, so its in-sync report may still be accepted.
+    pub fn is_level(
+        &self,
+        topic: &str,
+        shard: ShardId,
+        replica: NodeId,
+        epoch: u64,
+        isr: u64,
+    ) -> bool {
         self.topics
             .get(topic)
-            .is_some_and(|t| t.level.contains_key(&(shard, replica, epoch)))
+            .and_then(|t| t.level.get(&(shard, replica, epoch)))
+            .is_some_and(|seen| *seen >= isr)
     }
 
     /// What publish `wait` does next, by `table` as this node (`me`) sees it now (`now`, on
@@ -221,7 +250,7 @@ impl Progress {
             let waited = e.replicas.iter().chain(
                 e.joining
                     .iter()
-                    .filter(|r| self.is_level(&wait.topic, shard, **r, epoch)),
+                    .filter(|r| self.is_level(&wait.topic, shard, **r, epoch, e.isr)),
             );
             let mut copies = 1;
             for &r in waited {
@@ -256,18 +285,11 @@ impl Progress {
     }
 
     /// Starts a demotion; false if it is being proposed already (the caller then does
-    /// nothing). The replica's level marks from fetches sent at the judged version or before
-    /// stop counting at once, on every topic and epoch: the table refuses its in-sync report
-    /// from such a fetch after the raise, so waiting on it for them would wait for nothing.
+    /// nothing). Publishes go on waiting on the replica until the table they are checked
+    /// against shows the raised version (see the module doc): dropping its level marks here
+    /// would answer them while its in-sync report, proposed before, may still be accepted.
     pub fn begin_demote(&mut self, l: Lagging) -> bool {
-        if !self.demoting.insert(l) {
-            return false;
-        }
-        for t in self.topics.values_mut() {
-            t.level
-                .retain(|(sh, r, _), seen| !(*sh == l.shard && *r == l.replica && *seen <= l.isr));
-        }
-        true
+        self.demoting.insert(l)
     }
 
     /// The proposal of a demotion ended (applied, refused or timed out): another publish may
@@ -452,7 +474,7 @@ mod tests {
     }
 
     #[test]
-    fn a_replica_missing_for_the_lag_limit_is_demoted_once_and_loses_its_level_marks() {
+    fn a_replica_missing_for_the_lag_limit_is_demoted_once() {
         let s = state();
         let isr = s.table.get(0).unwrap().isr;
         let mut p = Progress::default();
@@ -495,12 +517,77 @@ mod tests {
         let l4 = lagging[1];
         assert!(p.begin_demote(l4));
         assert!(!p.begin_demote(l4), "proposed once at a time");
-        // Level marks from fetches sent at the judged version or before are gone; a newer
-        // one (another topic here) stays.
-        assert!(!p.is_level("t", 0, 4, 1));
-        assert!(p.is_level("u", 0, 4, 1));
         p.end_demote(&l4);
         assert!(p.begin_demote(l4));
+    }
+
+    /// The race the simulation found: a joining replica is made level by a fetch sent at
+    /// version `v`, and proposes itself in sync at `v`; its owner, waiting on it too long,
+    /// proposes to demote it at `v`. Whichever Raft applies first, a publish must not be
+    /// answered without the replica while its report may still be accepted, that is while
+    /// the owner's table is at `v`.
+    #[test]
+    fn a_level_replica_is_waited_on_until_the_table_is_past_the_version_it_saw() {
+        let mut s = state();
+        let v = s.table.get(0).unwrap().isr;
+        let mut p = Progress::default();
+        p.report("t", 0, 2, 1, 5);
+        p.report("t", 0, 3, 1, 5);
+        p.level("t", 0, 4, 1, v);
+        let mut w = AckWait::new("t", vec![(0, 5)], 2);
+        p.check(&s.table, ME, &mut w, secs(0)).unwrap();
+        let Ok(AckVerdict::Wait { lagging, .. }) = p.check(&s.table, ME, &mut w, REPLICA_LAG_MAX)
+        else {
+            panic!("waits on the level replica");
+        };
+        let l = lagging[0];
+        assert_eq!((l.replica, l.isr), (4, v));
+        assert!(p.begin_demote(l));
+        // Proposed, not yet applied: still waited on.
+        assert!(matches!(
+            p.check(&s.table, ME, &mut w, REPLICA_LAG_MAX),
+            Ok(AckVerdict::Wait { missing, .. }) if missing == vec![(0, 4)]
+        ));
+        // Its in-sync report wins: listed in sync, so waited on as such.
+        let mut won = s.clone();
+        won.apply(&Command::ReplicaInSync {
+            shard: 0,
+            node: 4,
+            epoch: Epoch(1),
+            isr: v,
+        });
+        assert!(matches!(
+            won.apply(&l.command()),
+            crate::state::Outcome::Refused(_)
+        ));
+        assert!(matches!(
+            p.check(&won.table, ME, &mut w, REPLICA_LAG_MAX),
+            Ok(AckVerdict::Wait { missing, .. }) if missing == vec![(0, 4)]
+        ));
+        // The demotion wins: the version is past `v`, the report will be refused, the
+        // publish is answered without the replica.
+        s.apply(&l.command());
+        assert!(matches!(
+            s.clone().apply(&Command::ReplicaInSync {
+                shard: 0,
+                node: 4,
+                epoch: Epoch(1),
+                isr: v,
+            }),
+            crate::state::Outcome::Refused(_)
+        ));
+        assert_eq!(
+            p.check(&s.table, ME, &mut w, REPLICA_LAG_MAX),
+            Ok(AckVerdict::Answer)
+        );
+        // A fetch sent after the raise makes it level, and waited on, again.
+        p.level("t", 0, 4, 1, v + 1);
+        assert!(p.is_level("t", 0, 4, 1, v + 1));
+        assert!(!p.is_level("t", 0, 4, 1, v + 2));
+        // A mark at a newer epoch replaces the older one.
+        p.level("t", 0, 4, 2, v + 1);
+        assert!(!p.is_level("t", 0, 4, 1, v));
+        assert!(p.is_level("t", 0, 4, 2, v + 1));
     }
 
     #[test]

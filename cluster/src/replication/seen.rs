@@ -113,6 +113,15 @@ impl Seen {
         }
     }
 
+    /// The log no longer holds the events of (producer, batch) for shard: a replica's
+    /// truncation removed them. Left in the set, a retry of the publish would find it logged
+    /// and be acknowledged with its events nowhere (once this node owns the shard). The
+    /// key's place in the order of forgetting stays behind: if logged again it may be
+    /// forgotten a little early, only once the set has taken its capacity of newer ones.
+    pub fn forget(&mut self, k: (u64, u64, ShardId)) {
+        self.set.remove(&k);
+    }
+
     /// Whether the log holds the events of (producer, batch) for shard, as far as this set
     /// remembers.
     pub fn contains(&self, k: (u64, u64, ShardId)) -> bool {
@@ -156,6 +165,17 @@ mod tests {
         s.release((1, 1), &first.claimed);
         let second = s.try_claim((1, 1), &[4]).unwrap();
         assert_eq!((second.logged, second.claimed), (vec![], vec![4]));
+    }
+
+    #[test]
+    fn a_truncated_publish_is_logged_again_by_its_retry() {
+        let mut s = Seen::default();
+        s.insert((1, 1, 0));
+        s.insert((1, 2, 0));
+        s.forget((1, 1, 0));
+        let c = s.try_claim((1, 1), &[0]).unwrap();
+        assert_eq!((c.logged, c.claimed), (vec![], vec![0]));
+        assert!(s.contains((1, 2, 0)));
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 pub(super) use starling_cluster::replication::promoted;
 use starling_cluster::replication::{
     caught_up, copied_by_owner, marks_within, needs_mark, truncate_to, AckVerdict, AckWait,
-    Lagging, Levels, Origin, Progress, Seen, REPLICA_LAG_MAX,
+    Lagging, Levels, Origin, Progress, Seen, Truncation, REPLICA_LAG_MAX,
 };
 use starling_cluster::{ClusterState, Command, Epoch, NodeId};
 use starling_storage::EventLog;
@@ -265,9 +265,9 @@ pub(super) async fn await_replicas(
 }
 
 /// As owner: takes a replica that a publish waited on for [`REPLICA_LAG_MAX`] out of what
-/// publishes wait on, by proposing `ReplicaOutOfSync` (see [`Progress::begin_demote`] for
-/// why its level marks stop counting first, and the table's version check for why a stale
-/// in-sync report cannot undo it).
+/// publishes wait on, by proposing `ReplicaOutOfSync`, which raises the version of the
+/// shard's replica lists. Publishes go on waiting on it until this node's table shows the
+/// raise (see [`Progress`] for why not before).
 async fn demote(s: &Shared, topic: &str, l: Lagging) {
     if !lock(&s.replication.progress).begin_demote(l) {
         return;
@@ -438,8 +438,11 @@ fn read_for(
             payloads: Vec::new(),
             marks: Vec::new(),
         };
-        if let Some(to) = truncate_to(&marks, owner_next, item.next, item.last_epoch) {
-            f.truncate_to = Some(to);
+        if let Some(t) = truncate_to(&marks, owner_next, item.next, item.last_epoch) {
+            // The mark tells the replica which of its epochs this node has (see
+            // `Truncation::cut`).
+            f.truncate_to = Some(t.to);
+            f.marks = t.marks();
             out.push(f);
             continue;
         }
@@ -599,45 +602,49 @@ async fn fetch_once(s: &Arc<Shared>, owner: NodeId, shards: &[(u32, u64)]) -> Re
     let mut brought = false;
     let mut level = Levels::new(shards.iter().map(|(sh, _)| *sh));
     for f in answer {
-        if !still.contains(&(
-            f.shard,
-            shards
-                .iter()
-                .find(|(sh, _)| *sh == f.shard)
-                .map_or(u64::MAX, |(_, e)| *e),
-        )) {
-            continue;
-        }
         let (topic, shard) = (f.topic.clone(), f.shard);
         let epoch_now = shards
             .iter()
             .find(|(sh, _)| *sh == shard)
             .map_or(u64::MAX, |(_, e)| *e);
+        if !still.contains(&(shard, epoch_now)) {
+            continue;
+        }
         if let Some(to) = f.truncate_to {
+            let truncation = Truncation::from_answer(to, &f.marks);
             let s2 = Arc::clone(s);
             let l2 = Arc::clone(&log);
             let t2 = topic.clone();
             // Like an append (below): only while this node still copies the shard, so a
-            // truncation never removes what it wrote after taking the shard over.
-            let done = tokio::task::spawn_blocking(move || -> Result<bool, String> {
-                let _seen = lock(&s2.replication.seen);
+            // truncation never removes what it wrote after taking the shard over. The
+            // publishes of the removed entries are forgotten under the same lock: a retry
+            // must log them again, not find them logged (see `Seen::forget`).
+            let cut = tokio::task::spawn_blocking(move || -> Result<Option<u64>, String> {
+                let mut seen = lock(&s2.replication.seen);
                 if !copied_by_owner(&s2.current(), s2.me)
                     .remove(&owner)
                     .unwrap_or_default()
                     .contains(&(shard, epoch_now))
                 {
-                    return Ok(false);
+                    return Ok(None);
                 }
-                l2.truncate_from(&t2, shard, to)
-                    .map(|_| true)
-                    .map_err(|e| e.to_string())
+                let marks = l2.epoch_marks(&t2, shard).map_err(|e| e.to_string())?;
+                let next = l2.next_offset(&t2, shard).map_err(|e| e.to_string())?;
+                let cut = truncation.cut(&marks, next);
+                let removed = origins_from(l2.as_ref(), &t2, shard, cut)?;
+                l2.truncate_from(&t2, shard, cut)
+                    .map_err(|e| e.to_string())?;
+                for (producer, batch) in removed {
+                    seen.forget((producer, batch, shard));
+                }
+                Ok(Some(cut))
             })
             .await
             .map_err(|e| e.to_string())??;
-            if !done {
+            let Some(from) = cut else {
                 continue;
-            }
-            tracing::warn!(topic = %topic, shard, from = to, owner = %format!("{owner:016x}"), "removed entries the shard's owner never had (written by an owner that lost the shard)");
+            };
+            tracing::warn!(topic = %topic, shard, from, owner = %format!("{owner:016x}"), "removed entries the shard's owner never had (written by an owner that lost the shard)");
             level.truncated(shard);
             brought = true;
             continue;
@@ -730,6 +737,33 @@ async fn fetch_once(s: &Arc<Shared>, owner: NodeId, shards: &[(u32, u64)]) -> Re
         });
     }
     Ok(brought)
+}
+
+/// The publishes of the entries of `topic`/`shard` from offset `from` on, which a
+/// truncation is about to remove. An entry that does not decode names none (the truncation
+/// removes it all the same).
+fn origins_from(
+    log: &dyn EventLog,
+    topic: &str,
+    shard: u32,
+    from: u64,
+) -> Result<Vec<(u64, u64)>, String> {
+    let mut out = Vec::new();
+    let mut at = from;
+    loop {
+        let chunk = log
+            .read(topic, shard, at, FETCH_ENTRIES)
+            .map_err(|e| e.to_string())?;
+        let Some(last) = chunk.last().map(|(o, _)| *o) else {
+            return Ok(out);
+        };
+        for (_, bytes) in &chunk {
+            if let Ok((_, _, Some(origin))) = crate::durable::record::decode_tagged(bytes) {
+                out.push(origin);
+            }
+        }
+        at = last + 1;
+    }
 }
 
 /// As a newly promoted owner: feeds each shard's logged events, up to where this node's own
