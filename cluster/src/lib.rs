@@ -3,21 +3,21 @@
 //! events ("member joined", "shard copied") and carries its messages over its own QUIC
 //! endpoint.
 //!
-//! The decisions ([`table`], and the placement, hand-off and watermark modules) are pure code
-//! with no clock, socket or task, so that a simulation can drive them through thousands of
-//! membership changes; the shells around them (membership, raft) stay thin.
+//! The decisions live in [`core`](crate::core) (the table, placement, controller, fencing,
+//! watermark merge, hand-off, routing and replication bookkeeping): pure code with no clock,
+//! socket or task, so that a simulation can drive them through thousands of membership
+//! changes. The shells around them, in [`shell`](crate::shell) (membership, raft), stay thin.
 
-pub mod controller;
-pub mod fence;
-pub mod handoff;
-pub mod membership;
-pub mod placement;
-pub mod raft;
-pub mod replication;
-pub mod routing;
-pub mod state;
-pub mod table;
-pub mod watermark;
+pub mod core;
+pub mod shell;
+
+// Every module keeps its path from before the core/shell split (`starling_cluster::table`,
+// `starling_cluster::raft`, ...), so no other crate had to change. `self::` because a bare
+// `core` at the crate root would be ambiguous with the built-in `core` crate.
+pub use self::core::{
+    controller, fence, handoff, placement, replication, routing, state, table, watermark,
+};
+pub use self::shell::{membership, raft};
 
 pub use controller::{complete, eligible, next_commands};
 pub use fence::{check_write, Fence};

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
-use crate::table::{NodeId, ShardId, ShardTable};
+use crate::core::table::{NodeId, ShardId, ShardTable};
 
 /// Cuts parts into chunks of at most `max` bytes as `size` measures them (a part larger than
 /// `max` goes alone): each chunk must fit one message under the frame limit. Always at least
@@ -504,7 +504,7 @@ pub fn straggler_route(table: &ShardTable, me: NodeId, shard: ShardId) -> Stragg
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::{ClusterState, Command, MemberInfo};
+    use crate::core::state::{ClusterState, Command, MemberInfo};
 
     const O: NodeId = 1;
     const N: NodeId = 2;

@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use crate::state::ClusterState;
-use crate::table::{NodeId, ShardId};
+use crate::core::state::ClusterState;
+use crate::core::table::{NodeId, ShardId};
 
 /// The shards `me` copies, by owner: (shard, epoch), in shard order. A replica runs one
 /// fetch loop per owner, and an answer is applied only while the shard is still copied from
@@ -43,8 +43,8 @@ pub fn promoted(prev: &ClusterState, now: &ClusterState, me: NodeId) -> Vec<Shar
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::{Command, MemberInfo};
-    use crate::table::Epoch;
+    use crate::core::state::{Command, MemberInfo};
+    use crate::core::table::Epoch;
 
     fn cluster() -> ClusterState {
         let mut s = ClusterState::new("c", 4).unwrap();

@@ -14,9 +14,9 @@
 
 use std::collections::BTreeSet;
 
-use crate::placement::{targets, weight};
-use crate::state::{ClusterState, Command};
-use crate::table::{NodeId, ShardId};
+use crate::core::placement::{targets, weight};
+use crate::core::state::{ClusterState, Command};
+use crate::core::table::{NodeId, ShardId};
 
 /// The nodes that may receive shards: members that gossip reports live and that have not
 /// asked to leave. Public so the leader can report why a node gets nothing.
@@ -216,7 +216,7 @@ pub fn complete(state: &ClusterState, shard: ShardId, to: NodeId) -> Option<Comm
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::{MemberInfo, Outcome};
+    use crate::core::state::{MemberInfo, Outcome};
 
     fn join(s: &mut ClusterState, node: NodeId) {
         s.apply(&Command::AddMember {

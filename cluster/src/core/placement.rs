@@ -31,7 +31,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::table::{NodeId, ShardId};
+use crate::core::table::{NodeId, ShardId};
 
 /// SplitMix64's finaliser: a fixed, well-mixing bijection on `u64`. Written out here (not
 /// taken from a hashing crate) so that its output can never change under us.

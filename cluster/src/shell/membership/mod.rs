@@ -29,7 +29,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use crate::table::NodeId;
+use crate::core::table::NodeId;
 
 mod view;
 use view::{classify, parse_peer, same_membership, Ours, View};

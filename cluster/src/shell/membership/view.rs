@@ -10,7 +10,7 @@ use chitchat::{ChitchatId, NodeState};
 use super::{keys, Incompatible, Member, MemberState};
 use tracing::debug;
 
-use crate::table::NodeId;
+use crate::core::table::NodeId;
 
 /// This node's identity and cluster, to classify peers.
 #[derive(Clone)]

@@ -7,7 +7,7 @@
 //! marks with the entries. The marks are what lets an owner recognise, from nothing but a
 //! replica's log end and newest epoch, a copy that holds entries the owner never had.
 
-use crate::table::ShardId;
+use crate::core::table::ShardId;
 
 /// One mark of a shard's log: `(epoch, start)`, the owner of `epoch` wrote the entries
 /// from offset `start` on. A log's marks are in increasing order of both.

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::table::{NodeId, ShardId, ShardTable};
+use crate::core::table::{NodeId, ShardId, ShardTable};
 
 /// A batch split by `route`.
 #[derive(Debug, PartialEq)]
@@ -70,7 +70,7 @@ pub fn epochs_for(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::{ClusterState, Command, MemberInfo};
+    use crate::core::state::{ClusterState, Command, MemberInfo};
 
     #[test]
     fn owners_get_their_parts_and_moving_or_unowned_shards_wait() {

@@ -9,7 +9,7 @@
 
 use thiserror::Error;
 
-use crate::table::{Epoch, NodeId, ShardId, ShardTable, TableError};
+use crate::core::table::{Epoch, NodeId, ShardId, ShardTable, TableError};
 
 /// The verdict on one forwarded write. Everything but [`Fence::Accept`] is a refusal that
 /// goes back to the sender; the message says what happened and what the sender does next.

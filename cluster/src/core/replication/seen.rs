@@ -11,7 +11,7 @@
 
 use std::collections::{HashSet, VecDeque};
 
-use crate::table::ShardId;
+use crate::core::table::ShardId;
 
 /// A publish: (producer, batch).
 pub type Origin = (u64, u64);

@@ -16,7 +16,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::table::NodeId;
+use crate::core::table::NodeId;
 
 /// The merged watermark of one stream over its current producers. Pure: fed by the
 /// engine with producer changes and watermark messages.

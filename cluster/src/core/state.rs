@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::table::{Epoch, NodeId, ShardId, ShardTable, TableError};
+use crate::core::table::{Epoch, NodeId, ShardId, ShardTable, TableError};
 
 /// The largest replication factor: every copy costs a network round trip per publish.
 pub const MAX_REPLICATION: u32 = 7;

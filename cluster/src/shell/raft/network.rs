@@ -24,8 +24,8 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use super::TypeConfig;
-use crate::state::{Command, Outcome};
-use crate::table::NodeId;
+use crate::core::state::{Command, Outcome};
+use crate::core::table::NodeId;
 
 /// Why a request could not be carried. The two cases matter to a caller deciding whether to
 /// retry: a request that surely never arrived can be sent again, one that may have arrived

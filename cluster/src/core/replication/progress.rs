@@ -43,8 +43,8 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-use crate::state::{ClusterState, Command};
-use crate::table::{Epoch, NodeId, ShardId, ShardTable};
+use crate::core::state::{ClusterState, Command};
+use crate::core::table::{Epoch, NodeId, ShardId, ShardTable};
 
 /// How long a publish waits on a replica before its owner takes that replica out of what
 /// publishes wait on (Kafka's `replica.lag.time.max.ms`): a replica that is alive to gossip
@@ -348,7 +348,7 @@ pub fn check_min_insync(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::MemberInfo;
+    use crate::core::state::MemberInfo;
 
     const ME: NodeId = 1;
 
@@ -558,7 +558,7 @@ mod tests {
         });
         assert!(matches!(
             won.apply(&l.command()),
-            crate::state::Outcome::Refused(_)
+            crate::core::state::Outcome::Refused(_)
         ));
         assert!(matches!(
             p.check(&won.table, ME, &mut w, REPLICA_LAG_MAX),
@@ -574,7 +574,7 @@ mod tests {
                 epoch: Epoch(1),
                 isr: v,
             }),
-            crate::state::Outcome::Refused(_)
+            crate::core::state::Outcome::Refused(_)
         ));
         assert_eq!(
             p.check(&s.table, ME, &mut w, REPLICA_LAG_MAX),

@@ -40,8 +40,8 @@ use thiserror::Error;
 use tokio::sync::watch;
 
 use super::TypeConfig;
-use crate::state::{ClusterState, Outcome};
-use crate::table::NodeId;
+use crate::core::state::{ClusterState, Outcome};
+use crate::core::table::NodeId;
 
 /// The largest record accepted when reading back a file: far above any real entry or
 /// snapshot, low enough that a damaged length cannot make the node allocate gigabytes.

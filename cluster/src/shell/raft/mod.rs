@@ -34,8 +34,8 @@ use tokio::time::Instant;
 pub use network::{ForwardError, RaftRpc, RaftRpcReply, RaftTransport, RpcRequest, TransportError};
 pub use store::StoreError;
 
-use crate::state::{ClusterState, Command, MemberInfo, Outcome};
-use crate::table::NodeId;
+use crate::core::state::{ClusterState, Command, MemberInfo, Outcome};
+use crate::core::table::NodeId;
 use network::{encode, ErasedTransport, NetworkFactory};
 use store::DiskStore;
 
