@@ -1,7 +1,7 @@
 //! Helpers shared by the sled-backed stores ([`crate::KvStore`], [`crate::SeriesStore`]):
 //! opening a directory, naming trees, checking names.
 //!
-//! Kept apart from `sled_log.rs` so that the event log's code is untouched by the newer stores.
+//! Kept apart from `sled_log/` so that the event log's code is untouched by the newer stores.
 
 use std::path::Path;
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
