@@ -12,7 +12,7 @@
 //!
 //! The shell parts production keeps (the fetch loop, serving a fetch, a publish waiting for
 //! its replicas) are modelled in `replication_sim/` the way `starling-node`'s
-//! `cluster/replication.rs` does them, each decision taken by the same core call.
+//! `cluster/replication/` does them, each decision taken by the same core call.
 //!
 //! Checked at every step:
 //! - an `acks = all` publish is answered only when every copy the committed table lists in
@@ -61,7 +61,7 @@ const MIN_INSYNC: u32 = 2;
 const PRODUCERS: u64 = 3;
 /// Entries per (topic, shard) in one answer: small, so that copies take several fetches.
 const FETCH_ENTRIES: u64 = 3;
-/// Production's values (node `cluster/replication.rs` and `cluster/mod.rs`).
+/// Production's values (node `cluster/replication/` and `cluster/mod.rs`).
 const ACK_TIMEOUT: Duration = Duration::from_secs(10);
 const FETCH_TIMEOUT: Duration = Duration::from_millis(5200);
 const REPORT_EVERY: Duration = Duration::from_secs(1);

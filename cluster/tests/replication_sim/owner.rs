@@ -1,6 +1,6 @@
 //! The publish path and the owner's side of replication (production: `Shared::publish` and
 //! the forward path in node `cluster/mod.rs`, `await_replicas` and `serve_fetch` in
-//! `cluster/replication.rs`), each decision taken by the core.
+//! `cluster/replication/owner.rs` and `serve.rs`), each decision taken by the core.
 
 use std::collections::BTreeMap;
 

@@ -1,5 +1,5 @@
 //! The replica's side of replication (production: `replica_loop`, `fetch_from` and
-//! `fetch_once` in node `cluster/replication.rs`), each decision taken by the core and by
+//! `fetch_once` in node `cluster/replication/fetch.rs`), each decision taken by the core and by
 //! the replica's own copy of the table.
 
 use std::collections::BTreeSet;

@@ -1,6 +1,6 @@
 //! The decisions of shard replication (ARCHITECTURE §6), as pure code: every shard's log is
 //! copied to R − 1 replicas, so that losing its owner loses no acknowledged event. The node's
-//! shell (`starling-node`, `cluster/replication.rs`) reads and writes logs, carries fetches
+//! shell (`starling-node`, `cluster/replication/`) reads and writes logs, carries fetches
 //! over QUIC, proposes commands through Raft and waits; everything it decides, it asks of
 //! this module, which a seeded simulation (`tests/replication_sim.rs`) drives through
 //! thousands of faults with the same types.
