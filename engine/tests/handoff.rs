@@ -313,3 +313,31 @@ fn bad_handed_over_state_is_refused_or_skipped_without_harm() {
     assert_eq!(got.len(), 1, "{got:?}");
     assert!(got.keys().next().unwrap().contains("u3"));
 }
+
+/// The shard a hand-off cuts by and the shard the log files an event under are one number:
+/// an engine asked for a count its store does not have refuses to start, naming both.
+#[test]
+fn an_engine_refuses_a_shard_count_its_store_does_not_have() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = Store::open(
+        dir.path(),
+        StoreOptions {
+            shards: SHARDS,
+            ..StoreOptions::default()
+        },
+    )
+    .expect("store opens");
+    let err = Engine::start(EngineConfig {
+        workers: 1,
+        store: Some(Arc::new(store)),
+        shards: Some(SHARDS * 2),
+        ..EngineConfig::default()
+    })
+    .err()
+    .expect("the engine refuses two shard counts");
+    let text = err.to_string();
+    assert!(
+        text.contains("16 shards") && text.contains("has 8"),
+        "{text}"
+    );
+}

@@ -174,7 +174,11 @@ impl Engine {
             late_events: Arc::clone(&installed.late_events),
             stores,
             restore,
-            shards: self.inner.config.store.as_ref().map_or(0, |s| s.shards),
+            shards: self
+                .inner
+                .config
+                .shards
+                .unwrap_or_else(|| self.inner.config.store.as_ref().map_or(0, |s| s.shards)),
             stragglers: Arc::clone(&self.inner.stragglers),
         };
         dataflows.insert(def.name.clone(), installed);

@@ -79,6 +79,12 @@ pub struct EngineConfig {
     /// The node runs in a cluster: records a replay sends to internal repartition topics are
     /// not published here (they belong to the owners of their keys, which already had them).
     pub clustered: bool,
+    /// How many shards keys are spread over: the unit a hand-off cuts out of the dataflows.
+    /// `None` takes the store's count (no store: keys are not sharded and nothing is ever
+    /// handed off). A cluster passes its own count, which every member shares; a store with
+    /// another count is refused at start, because the log's shard of an event and the
+    /// cluster's shard of its key must be the same number or a move leaves keys behind.
+    pub shards: Option<u32>,
 }
 
 impl Default for EngineConfig {
@@ -92,6 +98,7 @@ impl Default for EngineConfig {
             store: None,
             checkpoint_interval: Some(Duration::from_secs(60)),
             clustered: false,
+            shards: None,
         }
     }
 }
@@ -142,6 +149,15 @@ impl Engine {
     /// Starts the workers and the clock.
     pub fn start(config: EngineConfig) -> Result<Engine, EngineError> {
         let workers = config.workers.max(1);
+        if let (Some(asked), Some(store)) = (config.shards, &config.store) {
+            if store.shards != asked {
+                return Err(EngineError::Startup(format!(
+                    "the engine was asked for {asked} shards but its store has {}: \
+                     a cluster and its members' logs must agree on the shard count",
+                    store.shards
+                )));
+            }
+        }
         let mut senders = Vec::with_capacity(workers);
         let mut receivers = Vec::with_capacity(workers);
         for _ in 0..workers {

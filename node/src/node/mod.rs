@@ -100,7 +100,17 @@ impl Node {
             path: config.data_dir.display().to_string(),
             source,
         })?;
-        let store = match config.store {
+        // One shard count for the log, the dataflows and the cluster: a member's is the
+        // cluster's (set when the cluster was created). Two counts would put a key in one
+        // shard for the table and another for the hand-off, which then leaves it behind.
+        let shards = config.cluster.as_ref().map(|c| c.shards);
+        let store_options = config.store.map(|mut o| {
+            if let Some(n) = shards {
+                o.shards = n;
+            }
+            o
+        });
+        let store = match store_options {
             Some(options) => Some(Arc::new(
                 Store::open(&config.data_dir, options).map_err(NodeError::Store)?,
             )),
@@ -113,6 +123,7 @@ impl Node {
             store,
             checkpoint_interval: Some(Duration::from_millis(config.checkpoint_interval_ms)),
             clustered: config.cluster.is_some(),
+            shards,
             ..EngineConfig::default()
         };
         let engine = Arc::new(
