@@ -15,7 +15,7 @@ use serde_json::{Map, Value as Json};
 
 use starling_operators::definition::{Definition, TopicDef};
 use starling_operators::render::Update;
-use starling_operators::Row;
+use starling_operators::{Event, Row};
 use starling_storage::{Hit, KvPage};
 
 use crate::cluster::{Cluster, Shared};
@@ -131,6 +131,15 @@ impl Router {
         match self.cluster()? {
             Some(c) => c.subscribe(dataflow, output),
             None => self.engine.subscribe_local(dataflow, output),
+        }
+    }
+
+    /// Follows the events appended to a topic (in a cluster, by every shard's owner, merged:
+    /// each event once, in its shard's order).
+    pub fn subscribe_topic(&self, topic: &str) -> Result<Subscription<Arc<[Event]>>, EngineError> {
+        match self.cluster()? {
+            Some(c) => c.subscribe_topic(topic),
+            None => self.engine.subscribe_topic(topic),
         }
     }
 

@@ -140,6 +140,9 @@ fn three_nodes_give_the_results_of_one() {
                 );
             }
             let (lines, task) = collect(subscribe_on, "w/out");
+            // The raw topic, followed on a node that is neither the last publisher nor the
+            // output's subscriber: it must see every event, from every owner.
+            let (raw, raw_task) = collect(all[0], "clicks");
             tokio::time::sleep(Duration::from_millis(1000)).await;
             let mut accepted = 0;
             for (i, chunk) in events.chunks(100).enumerate() {
@@ -155,6 +158,10 @@ fn three_nodes_give_the_results_of_one() {
             wait_for_lines(&lines, 80, Duration::from_secs(30)).await;
             tokio::time::sleep(Duration::from_millis(500)).await;
             task.abort();
+            wait_for_lines(&raw, events.len(), Duration::from_secs(30)).await;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            raw_task.abort();
+            topic_stream_is_whole(label, &raw.lock().unwrap(), &events);
             let got = results(&lines.lock().unwrap());
             outcomes.push((label, got));
         }
@@ -173,6 +180,37 @@ fn three_nodes_give_the_results_of_one() {
         assert_eq!(seen.len(), events.len());
         assert!(seen.values().all(|c| *c == 1), "an event was logged twice");
     });
+}
+
+/// A topic subscription saw every published event exactly once, and each user's events
+/// (one key, so one shard) in the order they were published.
+fn topic_stream_is_whole(label: &str, lines: &[Json], published: &[Json]) {
+    let mut per_user: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for l in lines {
+        let user = l["event"]["user"].as_str().unwrap_or_default().to_string();
+        per_user
+            .entry(user)
+            .or_default()
+            .push(l["time"].as_u64().unwrap_or(0));
+    }
+    let mut want: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for e in published {
+        let user = e["user"].as_str().unwrap_or_default().to_string();
+        want.entry(user)
+            .or_default()
+            .push(e["ts"].as_u64().unwrap_or(0));
+    }
+    assert_eq!(
+        lines.len(),
+        published.len(),
+        "{label}: the topic subscription saw {} of {} events",
+        lines.len(),
+        published.len()
+    );
+    assert_eq!(
+        per_user, want,
+        "{label}: a user's events arrived missing, twice or out of order"
+    );
 }
 
 /// (time, user) of every event in a node's log of `topic`.

@@ -1,5 +1,5 @@
 //! Hostile input for the node-to-node QUIC requests (`Forward`, `Raft`,
-//! `SubscribeOutputLocal`, `Handoff`, `Fetch`), sent as raw frames to real node processes' peer
+//! `SubscribeOutputLocal`, `SubscribeTopicLocal`, `Handoff`, `Fetch`), sent as raw frames to real node processes' peer
 //! listeners: each is refused with a stable code or a refusal in the Raft reply, nothing of a
 //! refused batch is applied, and the node stays healthy and in its cluster. The client port
 //! refuses every one of them (`peer_only`) and keeps serving.
@@ -216,6 +216,12 @@ fn the_client_port_refuses_every_node_to_node_request() {
                     text: None,
                     k: 1,
                     filter_json: String::new(),
+                },
+            ),
+            (
+                "SubscribeTopicLocal",
+                PeerRequest::SubscribeTopicLocal {
+                    topic: "clicks".into(),
                 },
             ),
         ];
@@ -481,6 +487,11 @@ fn a_member_refuses_hostile_node_to_node_requests() {
         )
         .await;
         assert_eq!(code(&r), "not_found", "{r:?}");
+        // SubscribeTopicLocal for a topic that does not exist, and for an absurd name.
+        for topic in ["nope".to_string(), "x".repeat(100_000)] {
+            let r = ask(&c, &PeerRequest::SubscribeTopicLocal { topic }).await;
+            assert_eq!(code(&r), "not_found", "{r:?}");
+        }
 
         // Shard state handed over: for a shard that is not moving here, a shard outside the
         // table, a chunk index past the count, a part of another shard: refused. Late

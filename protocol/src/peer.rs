@@ -146,6 +146,13 @@ pub enum PeerRequest {
         /// Only points whose metadata has these fields, as a JSON object (empty: all).
         filter_json: String,
     },
+    /// Node to node: like `SubscribeTopic`, but only the events this node appends as the
+    /// owner of their shards (the node a client subscribed to merges every owner's). Last in
+    /// the enum so that the tags of the others stay what they were.
+    SubscribeTopicLocal {
+        /// The topic.
+        topic: String,
+    },
 }
 
 /// One shard's part of one window operator's state, handed from a shard's old owner to its

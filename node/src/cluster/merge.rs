@@ -10,11 +10,47 @@ use tokio::sync::watch;
 
 use starling_cluster::{ClusterState, NodeId};
 use starling_operators::render::Update;
+use starling_operators::Event;
 
 use super::follow::stage_of_output;
-use super::{peer_link, Shared};
+use super::peer_link::{PeerItem, PeerSubscription};
+use super::Shared;
+use crate::quic::wire::PeerRequest;
 use crate::runtime::feed;
 use crate::{EngineError, Subscription};
+
+/// Which stream a merged subscription follows on every member.
+#[derive(Clone)]
+enum Source {
+    /// A dataflow stage's output.
+    Output { dataflow: String, output: String },
+    /// A topic's events, from each shard's owner.
+    Topic(String),
+}
+
+impl Source {
+    /// The peer request that opens this node's own part of the stream.
+    fn request(&self) -> PeerRequest {
+        match self {
+            Source::Output { dataflow, output } => PeerRequest::SubscribeOutputLocal {
+                dataflow: dataflow.clone(),
+                output: output.clone(),
+            },
+            Source::Topic(topic) => PeerRequest::SubscribeTopicLocal {
+                topic: topic.clone(),
+            },
+        }
+    }
+}
+
+/// Opens `source` on peer `p` (its own part only).
+async fn open_on<T: PeerItem>(
+    peers: &super::peers::Peers,
+    p: NodeId,
+    source: &Source,
+) -> Result<PeerSubscription<T>, starling_client::ClientError> {
+    peers.client(p).await?.stream(source.request()).await
+}
 
 impl Shared {
     /// Results of every node for one output, merged into one subscription; members that
@@ -27,9 +63,33 @@ impl Shared {
         let engine = self.engine()?;
         let stage = stage_of_output(&self.current(), dataflow, output)
             .unwrap_or_else(|| dataflow.to_string());
-        let dataflow = stage.as_str();
-        let local = engine.subscribe_local(dataflow, output)?;
-        let (tx, sub) = feed::<Arc<[Update]>>(engine.subscriber_queue());
+        let local = engine.subscribe_local(&stage, output)?;
+        let source = Source::Output {
+            dataflow: stage,
+            output: output.to_string(),
+        };
+        self.merged(local, source)
+    }
+
+    /// The events of a topic appended anywhere in the cluster, merged into one
+    /// subscription: each event comes once, from the owner that logged it, in the order of
+    /// its shard; members that join later are merged in as they create the topic.
+    pub(crate) fn subscribe_topic(
+        &self,
+        topic: &str,
+    ) -> Result<Subscription<Arc<[Event]>>, EngineError> {
+        let local = self.engine()?.subscribe_topic(topic)?;
+        self.merged(local, Source::Topic(topic.to_string()))
+    }
+
+    /// This node's stream `local` and every live peer's stream of `source`, merged.
+    fn merged<T: PeerItem>(
+        &self,
+        local: Subscription<Arc<[T]>>,
+        source: Source,
+    ) -> Result<Subscription<Arc<[T]>>, EngineError> {
+        let engine = self.engine()?;
+        let (tx, sub) = feed::<Arc<[T]>>(engine.subscriber_queue());
         let peers: Vec<NodeId> = self
             .live_members()
             .into_iter()
@@ -40,13 +100,7 @@ impl Shared {
         let opened = self.block(async {
             let mut opened = Vec::new();
             for p in peers {
-                let c = self
-                    .peers
-                    .client(p)
-                    .await
-                    .map_err(|e| EngineError::Unavailable(format!("node {p:016x}: {e}")))?;
-                let s = c
-                    .subscribe_output_local(dataflow, output)
+                let s = open_on::<T>(&self.peers, p, &source)
                     .await
                     .map_err(|e| EngineError::Unavailable(format!("node {p:016x}: {e}")))?;
                 opened.push((p, s));
@@ -64,14 +118,13 @@ impl Shared {
         for (p, s) in opened {
             tokio::spawn(forward_results(p, s, tx.clone(), watch.clone()));
         }
-        // Members that join later are added as soon as they run the dataflow, which is
-        // before the leader gives them a shard (that waits for the controller's next round
-        // and the hand-off drain), so their results are merged too.
+        // Members that join later are added as soon as they run the dataflow (or have the
+        // topic), which is before the leader gives them a shard (that waits for the
+        // controller's next round and the hand-off drain), so their part is merged too.
         {
             let mut state = self.state.clone();
             let peers = Arc::clone(&self.peers);
             let tx = tx.clone();
-            let (dataflow, output) = (dataflow.to_string(), output.to_string());
             tokio::spawn(async move {
                 loop {
                     tokio::select! {
@@ -93,12 +146,9 @@ impl Shared {
                             .collect()
                     };
                     for p in new {
-                        let opened = match peers.client(p).await {
-                            Ok(c) => c.subscribe_output_local(&dataflow, &output).await,
-                            Err(e) => Err(e),
-                        };
-                        // Not yet (the dataflow is still being installed there): next round.
-                        if let Ok(s) = opened {
+                        // Not yet (the dataflow or topic is still being installed there):
+                        // next round.
+                        if let Ok(s) = open_on::<T>(&peers, p, &source).await {
                             subscribed
                                 .lock()
                                 .unwrap_or_else(|p| p.into_inner())
@@ -169,10 +219,10 @@ const MEMBER_GONE_WAIT: Duration = Duration::from_secs(10);
 /// left the cluster, is leaving or died ends its part quietly: its shards, and their
 /// results, are on the other members now (a dead owner's shards are rebuilt from their logs
 /// by the replicas promoted in its place).
-async fn forward_results(
+async fn forward_results<T: PeerItem>(
     p: NodeId,
-    mut s: peer_link::PeerSubscription,
-    tx: crate::runtime::Feed<Arc<[Update]>>,
+    mut s: PeerSubscription<T>,
+    tx: crate::runtime::Feed<Arc<[T]>>,
     watch: Watch,
 ) {
     // The stream is read by its own task (reading a frame is not cancel-safe), so this one

@@ -10,7 +10,7 @@ use std::time::Duration;
 use starling_client::quic::unexpected;
 use starling_client::{ClientError, Trust};
 
-use super::peer_link::{Link, PeerNet, PeerSubscription};
+use super::peer_link::{Link, PeerItem, PeerNet, PeerSubscription};
 use crate::quic::wire::{self, PeerRequest, Response};
 
 /// A connection to a peer's listener. Cheap to clone.
@@ -73,16 +73,13 @@ impl PeerClient {
         self.link.call(&wire::encode_peer(req)?).await
     }
 
-    /// Node to node: this peer's own results of one output (not merged with its peers').
-    pub async fn subscribe_output_local(
+    /// Node to node: a stream of this peer's own part of something several nodes hold
+    /// (`SubscribeOutputLocal`: one output's results; `SubscribeTopicLocal`: the events it
+    /// appends as their shards' owner), not merged with its peers'.
+    pub(crate) async fn stream<T: PeerItem>(
         &self,
-        dataflow: &str,
-        output: &str,
-    ) -> Result<PeerSubscription, ClientError> {
-        let req = PeerRequest::SubscribeOutputLocal {
-            dataflow: dataflow.into(),
-            output: output.into(),
-        };
+        req: PeerRequest,
+    ) -> Result<PeerSubscription<T>, ClientError> {
         self.link.subscribe(wire::encode_peer(req)?).await
     }
 

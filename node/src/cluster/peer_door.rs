@@ -165,6 +165,13 @@ fn handle(
             };
             return ("subscribe_output_local", outcome);
         }
+        ArchivedPeerRequest::SubscribeTopicLocal { topic } => {
+            let outcome = match engine.subscribe_topic(topic.as_str()) {
+                Ok(s) => Outcome::Topic(s),
+                Err(e) => Outcome::Reply(engine_error(&e)),
+            };
+            return ("subscribe_topic_local", outcome);
+        }
     };
     (
         op,

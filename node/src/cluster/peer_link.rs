@@ -17,6 +17,7 @@ use rkyv::util::AlignedVec;
 use starling_client::quic::unexpected;
 use starling_client::{ClientError, ConnectOptions, QuicClient, QuicSubscription, Trust};
 use starling_operators::render::Update;
+use starling_operators::Event;
 use tokio::sync::mpsc;
 
 use crate::quic::server::{Handler, Outcome};
@@ -224,19 +225,20 @@ impl Link {
         }
     }
 
-    /// A request frame that opens a stream of output updates.
-    pub(crate) async fn subscribe(&self, frame: Vec<u8>) -> Result<PeerSubscription, ClientError> {
+    /// A request frame that opens a stream of `T`s (output updates or topic events).
+    pub(crate) async fn subscribe<T: PeerItem>(
+        &self,
+        frame: Vec<u8>,
+    ) -> Result<PeerSubscription<T>, ClientError> {
         match self {
-            Link::Quic(c) => Ok(PeerSubscription::Quic(c.subscribe(frame, updates).await?)),
+            Link::Quic(c) => Ok(PeerSubscription::Quic(c.subscribe(frame, T::decode).await?)),
             Link::Memory(m) => match m.handle(&frame).await? {
                 Outcome::Reply(Response::Error { code, message }) => {
                     Err(ClientError::Server { code, message })
                 }
                 Outcome::Reply(other) => Err(unexpected(&other)),
-                Outcome::Topic(_) => Err(ClientError::Protocol(
-                    "topic events answered an output subscription".into(),
-                )),
-                Outcome::Output(sub) => {
+                outcome => {
+                    let sub = T::stream(outcome)?;
                     let (tx, rx) = mpsc::channel(4);
                     let open = Arc::clone(&m.open);
                     std::thread::Builder::new()
@@ -271,32 +273,74 @@ impl Link {
     }
 }
 
-/// A peer's own results of one output, batch by batch.
-pub enum PeerSubscription {
-    /// Over QUIC.
-    Quic(QuicSubscription<Update>),
-    /// Over the in-memory network.
-    Memory(mpsc::Receiver<Result<Vec<Update>, ClientError>>),
+/// What a peer streams to a merged subscription: a dataflow's output updates or a topic's
+/// events. Says how each travels, over QUIC (its answer frame) and in memory (the handler's
+/// outcome), so one subscription type serves both.
+pub(crate) trait PeerItem: Clone + Send + Sync + Sized + 'static {
+    /// One answer frame's items.
+    fn decode(r: Response) -> Result<Vec<Self>, ClientError>;
+    /// The subscription an in-memory handler answered with.
+    fn stream(o: Outcome) -> Result<crate::Subscription<Arc<[Self]>>, ClientError>;
 }
 
-impl PeerSubscription {
-    /// The next batch; `Ok(None)` when the stream ended cleanly.
-    pub async fn next(&mut self) -> Result<Option<Vec<Update>>, ClientError> {
-        match self {
-            PeerSubscription::Quic(s) => s.next().await,
-            PeerSubscription::Memory(rx) => rx.recv().await.transpose(),
+impl PeerItem for Update {
+    fn decode(r: Response) -> Result<Vec<Update>, ClientError> {
+        match r {
+            Response::Updates(u) => u
+                .iter()
+                .map(wire::update_from_wire)
+                .collect::<Result<_, _>>()
+                .map_err(ClientError::Protocol),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    fn stream(o: Outcome) -> Result<crate::Subscription<Arc<[Update]>>, ClientError> {
+        match o {
+            Outcome::Output(sub) => Ok(sub),
+            _ => Err(ClientError::Protocol(
+                "a peer answered an output subscription with something else".into(),
+            )),
         }
     }
 }
 
-/// Decodes a batch of a peer's output updates.
-fn updates(r: Response) -> Result<Vec<Update>, ClientError> {
-    match r {
-        Response::Updates(u) => u
-            .iter()
-            .map(wire::update_from_wire)
-            .collect::<Result<_, _>>()
-            .map_err(ClientError::Protocol),
-        other => Err(unexpected(&other)),
+impl PeerItem for Event {
+    fn decode(r: Response) -> Result<Vec<Event>, ClientError> {
+        match r {
+            Response::Events(e) => e
+                .iter()
+                .map(wire::event_from_wire)
+                .collect::<Result<_, _>>()
+                .map_err(ClientError::Protocol),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    fn stream(o: Outcome) -> Result<crate::Subscription<Arc<[Event]>>, ClientError> {
+        match o {
+            Outcome::Topic(sub) => Ok(sub),
+            _ => Err(ClientError::Protocol(
+                "a peer answered a topic subscription with something else".into(),
+            )),
+        }
+    }
+}
+
+/// A peer's own output updates or topic events, batch by batch.
+pub enum PeerSubscription<T> {
+    /// Over QUIC.
+    Quic(QuicSubscription<T>),
+    /// Over the in-memory network.
+    Memory(mpsc::Receiver<Result<Vec<T>, ClientError>>),
+}
+
+impl<T> PeerSubscription<T> {
+    /// The next batch; `Ok(None)` when the stream ended cleanly.
+    pub async fn next(&mut self) -> Result<Option<Vec<T>>, ClientError> {
+        match self {
+            PeerSubscription::Quic(s) => s.next().await,
+            PeerSubscription::Memory(rx) => rx.recv().await.transpose(),
+        }
     }
 }

@@ -282,7 +282,7 @@ pub(super) async fn subscribe(
 ) -> Result<Response, ApiError> {
     let format = Format::choose(q.format(), &headers)?;
     let info = s.engine.topic(&topic)?;
-    let sub = s.engine.subscribe_topic(&topic)?;
+    let sub = s.router.subscribe_topic(&topic)?;
     let schema = info.spec.schema.clone();
     Ok(subscription_response(format, sub, move |e| {
         json!({

@@ -67,7 +67,7 @@ fn handle(router: &Router, frame: &[u8]) -> (&'static str, Outcome) {
             return ("subscribe_output", outcome);
         }
         ArchivedRequest::SubscribeTopic { topic } => {
-            let outcome = match engine.subscribe_topic(topic.as_str()) {
+            let outcome = match router.subscribe_topic(topic.as_str()) {
                 Ok(s) => Outcome::Topic(s),
                 Err(e) => Outcome::Reply(engine_error(&e)),
             };
@@ -133,6 +133,7 @@ fn peer_request_name(r: &wire::ArchivedPeerRequest) -> &'static str {
         P::KvScanLocal { .. } => "KvScanLocal",
         P::SeriesRangeLocal { .. } => "SeriesRangeLocal",
         P::VectorSearchLocal { .. } => "VectorSearchLocal",
+        P::SubscribeTopicLocal { .. } => "SubscribeTopicLocal",
     }
 }
 
