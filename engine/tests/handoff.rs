@@ -93,6 +93,21 @@ fn run_moved_with(
     new_workers: usize,
     moved: &[u32],
 ) -> (BTreeMap<String, isize>, usize) {
+    let m = run_moved_full(text, old_workers, new_workers, moved);
+    (m.results, m.bytes)
+}
+
+/// What a run with a move leaves: the two engines' results together, the bytes moved, and
+/// the engines themselves (to read their views).
+struct Moved {
+    results: BTreeMap<String, isize>,
+    bytes: usize,
+    old: Engine,
+    new: Engine,
+    _dirs: (tempfile::TempDir, tempfile::TempDir),
+}
+
+fn run_moved_full(text: &str, old_workers: usize, new_workers: usize, moved: &[u32]) -> Moved {
     let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let old = engine_on(d1.path(), old_workers);
     let new = engine_on(d2.path(), new_workers);
@@ -138,7 +153,13 @@ fn run_moved_with(
     assert_eq!(old.stragglers(), 0);
     let mut both = drain(&s_old);
     both.extend(drain(&s_new));
-    (consolidate(&both), moved_bytes)
+    Moved {
+        results: consolidate(&both),
+        bytes: moved_bytes,
+        old,
+        new,
+        _dirs: (d1, d2),
+    }
 }
 
 fn reference(window: &str) -> BTreeMap<String, isize> {
@@ -340,4 +361,73 @@ fn an_engine_refuses_a_shard_count_its_store_does_not_have() {
         text.contains("16 shards") && text.contains("has 8"),
         "{text}"
     );
+}
+
+/// Running totals per user (no window), with the kinds of aggregate that keep a value per
+/// distinct input (`count_distinct`, `top_k`), written to a KV view.
+fn totals_def() -> String {
+    format!(
+        "name: win\n{CLICKS_TOPIC}\ninputs:\n  - id: c\n    topic: clicks\n    watermark: {{max_delay: 5s, idle_timeout: 0s}}\nnodes:\n  - id: agg\n    op: aggregate\n    input: c\n    aggregates:\n      - {{name: n, fn: count}}\n      - {{name: s, fn: sum, expr: amount}}\n      - {{name: hi, fn: max, expr: amount}}\n      - {{name: kinds, fn: count_distinct, expr: amount}}\n      - {{name: top, fn: top_k, expr: amount, k: 2}}\n  - {{id: v, op: kv_put, input: agg, view: totals}}\noutputs:\n  - {{name: out, from: agg}}\n"
+    )
+}
+
+/// Every (key, value) of `view` on `engine`.
+fn view_of(engine: &Engine, view: &str) -> BTreeMap<String, String> {
+    let page = engine.kv_scan_local(view, "", None, 10_000).unwrap();
+    assert!(page.next.is_none());
+    page.items
+        .into_iter()
+        .map(|(k, v)| {
+            (
+                String::from_utf8_lossy(&k).into_owned(),
+                String::from_utf8_lossy(&v).into_owned(),
+            )
+        })
+        .collect()
+}
+
+/// The running totals of the moved users go with their shards: the results of the two
+/// engines together equal one engine's, and so does the union of their views, with each key
+/// in one view only (the old owner's view deleted the keys it handed over).
+#[test]
+fn moved_running_totals_and_their_view_give_the_results_of_one_engine() {
+    let text = totals_def();
+    let d = tempfile::tempdir().unwrap();
+    let one = engine_on(d.path(), 2);
+    one.install_text(&text).unwrap();
+    let sub = one.subscribe_local("win", "out").unwrap();
+    for b in batches() {
+        publish(&one, &b.iter().map(|(_, j)| j.clone()).collect::<Vec<_>>());
+    }
+    settle(&one, "win", "clicks", 200_000);
+    let expected = consolidate(&drain(&sub));
+    assert_eq!(expected.len(), 40, "one result per user: {expected:#?}");
+    let want_view = view_of(&one, "totals");
+    assert_eq!(want_view.len(), 40);
+
+    let m = run_moved_full(&text, 2, 3, &[0, 3, 5]);
+    assert!(m.bytes > 0, "the moved users' totals went with them");
+    assert_eq!(m.results, expected);
+    let (old_view, new_view) = (view_of(&m.old, "totals"), view_of(&m.new, "totals"));
+    assert!(
+        old_view.keys().all(|k| !new_view.contains_key(k)),
+        "a key is in both views: {old_view:#?} {new_view:#?}"
+    );
+    let mut both = old_view;
+    both.extend(new_view);
+    assert_eq!(both, want_view);
+}
+
+/// `distinct` moved while copies are still within their time to live: nothing seen before the
+/// move is reported again after it, and expiries follow the keys.
+#[test]
+fn a_moved_distinct_reports_each_first_occurrence_once() {
+    let text = format!(
+        "name: win\n{CLICKS_TOPIC}\ninputs:\n  - id: c\n    topic: clicks\n    watermark: {{max_delay: 5s, idle_timeout: 0s}}\nnodes:\n  - id: amounts\n    op: map\n    input: c\n    fields: [{{amount: amount}}]\n  - {{id: first, op: distinct, input: amounts, ttl: 3600s}}\noutputs:\n  - {{name: out, from: first}}\n"
+    );
+    let expected = reference_with(&text);
+    assert!(expected.len() > 40, "{}", expected.len());
+    let (got, bytes) = run_moved_with(&text, 2, 2, &[1, 2, 6]);
+    assert!(bytes > 0);
+    assert_eq!(got, expected);
 }

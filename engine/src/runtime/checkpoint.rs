@@ -6,8 +6,7 @@
 //! dataflow's inputs at their watermarks on every worker (events keep entering, at that
 //! watermark), each worker's window operators write their state once the frontier settles
 //! there, and `Release` lets the inputs move again at the same point of the order on every
-//! worker. Dataflows with state that cannot be snapshotted yet (unwindowed aggregates, joins,
-//! distinct) or that read topics other dataflows write are not checkpointed: a restart
+//! worker. Dataflows with state that cannot be snapshotted yet (joins, distinct) or that read topics other dataflows write are not checkpointed: a restart
 //! replays their whole log.
 
 use std::collections::{BTreeMap, HashMap};
@@ -169,7 +168,6 @@ impl Restore {
 /// Why a plan cannot be checkpointed yet, if it cannot.
 pub(crate) fn unsupported(plan: &Plan) -> Option<&'static str> {
     plan.nodes.iter().find_map(|n| match n.kind {
-        NodeKind::Aggregate { .. } => Some("an unwindowed aggregate"),
         NodeKind::IntervalJoin { .. } | NodeKind::TableJoin { .. } => Some("a join"),
         NodeKind::Distinct { .. } => Some("distinct"),
         _ => None,

@@ -16,6 +16,7 @@ pub mod aggregate;
 pub mod distinct;
 pub mod handoff;
 pub mod join;
+mod ledger;
 pub mod sink;
 pub mod snapshot;
 pub mod state;
@@ -146,6 +147,7 @@ pub fn render<'s>(
                 &node.id,
                 aggs.clone(),
                 Rc::clone(&dead),
+                (Rc::clone(&ctx.handoff), Rc::clone(&ctx.checkpoints)),
             ),
             NodeKind::IntervalJoin {
                 left,
@@ -166,7 +168,12 @@ pub fn render<'s>(
                 streams[*right].clone(),
                 !plan.nodes[*right].append_only,
             ),
-            NodeKind::Distinct { input, ttl } => distinct::distinct(streams[*input].clone(), *ttl),
+            NodeKind::Distinct { input, ttl } => distinct::distinct(
+                streams[*input].clone(),
+                &node.id,
+                *ttl,
+                Rc::clone(&ctx.handoff),
+            ),
             NodeKind::Union { inputs } => {
                 scope.concatenate(inputs.iter().map(|i| streams[*i].clone()))
             }

@@ -163,6 +163,9 @@ pub struct SessionSnap {
 pub enum WindowSnap {
     Panes(Vec<PaneSnap>),
     Sessions(Vec<SessionSnap>),
+    /// A ledger's records (the consolidated input of an unwindowed aggregate); last, so
+    /// that checkpoints written before it existed still read.
+    Records(Vec<RecordSnap>),
 }
 
 /// One update on its way through a window's time-order stage, in wire form: a record that
