@@ -255,6 +255,46 @@ async fn a_restarted_node_reloads_its_state_and_catches_up() {
     }
 }
 
+/// After a whole-cluster stop, the first member comes back alone: bootstrapping again needs
+/// nobody and returns at once, while recording new addresses needs a majority and fails
+/// until one is back (what made a restarted node exit before it retried in the background).
+/// Once a second voter returns, the record commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_restarted_alone_bootstraps_at_once_and_records_itself_once_a_majority_is_back() {
+    let net = Arc::new(Net::default());
+    let (_keep, dirs) = dirs(3);
+    let nodes = three_nodes(&net, &dirs).await;
+    for n in &nodes {
+        n.shutdown().await.unwrap();
+        net.leave(n.id());
+    }
+
+    let n1 = start(&net, 1, &dirs[0]).await.unwrap();
+    assert!(n1.was_initialized().await.unwrap());
+    let t = Instant::now();
+    assert!(!n1.bootstrap(&info(1).peer_addr).await.unwrap());
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    let mut moved = info(1);
+    moved.peer_addr = "127.0.0.1:9001".into();
+    assert!(!n1.has_record(&moved));
+    let alone = n1.initialize(moved.clone()).await;
+    assert!(
+        matches!(alone, Err(RaftError::Propose(_))),
+        "recorded without a majority? {alone:?}"
+    );
+    assert!(!n1.lease_valid(Duration::from_millis(1500)));
+
+    let n2 = start(&net, 2, &dirs[1]).await.unwrap();
+    n1.initialize(moved.clone()).await.unwrap();
+    assert!(n1.has_record(&moved));
+    eventually("a lease with a majority back", || {
+        n1.lease_valid(Duration::from_millis(1500))
+    })
+    .await;
+    n1.shutdown().await.unwrap();
+    n2.shutdown().await.unwrap();
+}
+
 /// A one-node cluster with a few entries, shut down, leaving its directory behind.
 async fn one_node_dir(dir: &Path) {
     let net = Arc::new(Net::default());

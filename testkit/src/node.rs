@@ -35,6 +35,25 @@ impl NodeProc {
         )
     }
 
+    /// Like [`NodeProc::start_in`], with HTTP and QUIC at `http` and `quic` rather than on
+    /// OS-chosen ports: a node restarted at the addresses its first start got (give
+    /// `--gossip` and `--peer` in `extra` too, for a cluster member).
+    pub fn start_in_at(
+        dir: tempfile::TempDir,
+        http: SocketAddr,
+        quic: SocketAddr,
+        extra: &[&str],
+    ) -> NodeProc {
+        Launch::default()
+            .spawn_at(
+                Command::new(crate::bin::starling()),
+                (&http.to_string(), &quic.to_string()),
+                dir,
+                extra,
+            )
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
     /// Starts `starling node` through `command` (the binary itself, or a wrapper such as
     /// `ip netns exec NS <binary>`), listening on `ip` with OS-chosen ports.
     pub fn spawn(command: Command, ip: &str, dir: tempfile::TempDir, extra: &[&str]) -> NodeProc {
@@ -159,8 +178,21 @@ impl Launch {
     /// the node said.
     pub fn spawn(
         &self,
-        mut command: Command,
+        command: Command,
         ip: &str,
+        dir: tempfile::TempDir,
+        extra: &[&str],
+    ) -> Result<NodeProc, String> {
+        let any_port = format!("{ip}:0");
+        self.spawn_at(command, (&any_port, &any_port), dir, extra)
+    }
+
+    /// Like [`Launch::spawn`], with HTTP and QUIC listening at `(http, quic)` (`IP:PORT`,
+    /// port 0 for one the OS picks).
+    pub fn spawn_at(
+        &self,
+        mut command: Command,
+        (http, quic): (&str, &str),
         dir: tempfile::TempDir,
         extra: &[&str],
     ) -> Result<NodeProc, String> {
@@ -183,16 +215,8 @@ impl Launch {
                 std::fs::read_to_string(&log_path).unwrap_or_default()
             }
         };
-        let any_port = format!("{ip}:0");
         command
-            .args([
-                "node",
-                "--http",
-                &any_port,
-                "--quic",
-                &any_port,
-                "--workers",
-            ])
+            .args(["node", "--http", http, "--quic", quic, "--workers"])
             .arg(self.workers.to_string())
             .arg("--data-dir")
             .arg(dir.path().join("data"))

@@ -15,6 +15,9 @@ use super::{PeerAddr, Shared, MOVES_IN_FLIGHT};
 /// what the controller decides, until the table is at its target.
 pub(super) async fn leader_loop(s: Arc<Shared>) {
     let mut tick = tokio::time::interval(Duration::from_millis(250));
+    // This node's own record (a leader restarted at new addresses): retried every round
+    // until it commits, with the warnings spaced out.
+    let mut own_record = Backoff::default();
     loop {
         tick.tick().await;
         if !s.raft.is_leader() {
@@ -36,12 +39,18 @@ pub(super) async fn leader_loop(s: Arc<Shared>) {
             {
                 if m.node_id == s.me {
                     // The leader itself (restarted at new addresses): only its record changes.
-                    let _ = s
+                    match s
                         .propose(Command::AddMember {
                             node: m.node_id,
                             info,
                         })
-                        .await;
+                        .await
+                    {
+                        Ok(()) => own_record.succeeded("recorded this node's addresses"),
+                        Err(e) => {
+                            own_record.failed("could not record this node's addresses yet", &e)
+                        }
+                    }
                 } else if let Err(e) = s.raft.add_node(m.node_id, info).await {
                     // `add_node` records the member (AddMember) as well as adding it to Raft.
                     tracing::warn!(node = %format!("{:016x}", m.node_id), error = %e, "could not add a member to Raft");
@@ -87,6 +96,34 @@ pub(super) async fn leader_loop(s: Arc<Shared>) {
                 }
             }
         }
+    }
+}
+
+/// Spaces out the warnings of a proposal retried every round: the first failure is logged
+/// at once, then only after 1, 2, 4 … 60 s of further failures; a success after failures
+/// is logged at info.
+#[derive(Default)]
+struct Backoff {
+    failures: u32,
+    next_warning: Option<std::time::Instant>,
+}
+
+impl Backoff {
+    fn failed(&mut self, what: &str, e: &crate::EngineError) {
+        self.failures += 1;
+        let now = std::time::Instant::now();
+        if self.next_warning.is_none_or(|t| now >= t) {
+            tracing::warn!(failures = self.failures, error = %e, "{what}; retrying");
+            let wait = Duration::from_secs(1 << self.failures.min(6)).min(Duration::from_secs(60));
+            self.next_warning = Some(now + wait);
+        }
+    }
+
+    fn succeeded(&mut self, what: &str) {
+        if self.failures > 0 {
+            tracing::info!(after_failures = self.failures, "{what}");
+        }
+        *self = Backoff::default();
     }
 }
 

@@ -86,6 +86,9 @@ pub struct Cluster {
 pub(crate) struct Shared {
     me: NodeId,
     name: String,
+    /// What this node tells the cluster about itself (name, peer and HTTP addresses): what
+    /// the committed state must record before the node is ready.
+    info: MemberInfo,
     cluster_id: String,
     shards: u32,
     engine: Weak<Engine>,
@@ -148,25 +151,6 @@ impl Cluster {
             .node_name
             .clone()
             .unwrap_or_else(|| format!("n{:04x}", me & 0xffff));
-        let mut mc = MembershipConfig::new(
-            me,
-            name.clone(),
-            config.cluster_id.clone(),
-            config.shards,
-            config.gossip_addr,
-            endpoints.peer,
-            endpoints.http,
-        );
-        mc.seeds = config.seeds.clone();
-        mc.peer_fingerprint = endpoints.fingerprint.clone();
-        mc.gossip_interval = Duration::from_millis(200);
-        let membership = Membership::start(mc).await?;
-        if !config.seeds.is_empty() {
-            if let Err(e) = membership.check_seeds(Duration::from_secs(10)).await {
-                let _ = membership.shutdown().await;
-                return Err(e.into());
-            }
-        }
         let peers = Arc::new(peers::Peers::new(
             endpoints.net.clone(),
             Some(endpoints.peer),
@@ -174,6 +158,7 @@ impl Cluster {
         let transport = Arc::new(transport::QuicRaftTransport {
             peers: Arc::clone(&peers),
         });
+        // Raft first: whether this node was a member before decides what its seeds must do.
         let raft = ClusterRaft::start(
             me,
             data_dir,
@@ -187,6 +172,37 @@ impl Cluster {
             },
         )
         .await?;
+        let fail = |raft: ClusterRaft, e: ClusterError| async move {
+            let _ = raft.shutdown().await;
+            Err(e)
+        };
+        let restarted = match raft.was_initialized().await {
+            Ok(r) => r,
+            Err(e) => return fail(raft, e.into()).await,
+        };
+        let mut mc = MembershipConfig::new(
+            me,
+            name.clone(),
+            config.cluster_id.clone(),
+            config.shards,
+            config.gossip_addr,
+            endpoints.peer,
+            endpoints.http,
+        );
+        mc.seeds = config.seeds.clone();
+        mc.peer_fingerprint = endpoints.fingerprint.clone();
+        mc.gossip_interval = Duration::from_millis(200);
+        let membership = match Membership::start(mc).await {
+            Ok(m) => m,
+            Err(e) => return fail(raft, e.into()).await,
+        };
+        if !config.seeds.is_empty() && !restarted {
+            // A new node must find its cluster (and not another one) before it joins.
+            if let Err(e) = membership.check_seeds(Duration::from_secs(10)).await {
+                let _ = membership.shutdown().await;
+                return fail(raft, e.into()).await;
+            }
+        }
         let info = MemberInfo {
             name: name.clone(),
             peer_addr: endpoints.peer.to_string(),
@@ -194,12 +210,29 @@ impl Cluster {
             leaving: false,
         };
         if config.seeds.is_empty() {
-            raft.initialize(info).await?;
+            // Local only: a restarted member must not wait here for peers that may come back
+            // much later. Its record (new addresses) is proposed by the leader loop, which
+            // retries until a majority is back.
+            match raft.bootstrap(&info.peer_addr).await {
+                // A new one-voter cluster commits on its own: record the node before the
+                // start returns, so that it owns its shards at once.
+                Ok(true) => {
+                    if let Err(e) = raft.initialize(info.clone()).await {
+                        tracing::warn!(error = %e, "could not record this node as a member yet; the leader loop retries");
+                    }
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    let _ = membership.shutdown().await;
+                    return fail(raft, e.into()).await;
+                }
+            }
         }
         let state = raft.state();
         let shared = Arc::new(Shared {
             me,
             name,
+            info,
             cluster_id: config.cluster_id.clone(),
             shards: config.shards,
             engine: Arc::downgrade(engine),
@@ -233,6 +266,7 @@ impl Cluster {
             tokio::spawn(repartition::mark_loop(Arc::clone(&shared))),
             tokio::spawn(handoff::hand_off_loop(Arc::clone(&shared))),
             tokio::spawn(replication::replica_loop(Arc::clone(&shared))),
+            tokio::spawn(status::ready_loop(Arc::clone(&shared))),
         ];
         shared.membership.set_state(MemberState::Live).await;
         tracing::info!(node = %format!("{me:016x}"), cluster = %config.cluster_id, "joined the cluster");
@@ -251,6 +285,12 @@ impl Cluster {
             self.shared.me,
             self.shared.membership.gossip_addr()
         )
+    }
+
+    /// Whether this member can serve now; otherwise what it waits for (a leader, its own
+    /// record, its lease, its shards), in words for `/readyz`.
+    pub async fn readiness(&self) -> Result<(), String> {
+        status::check(&self.shared).await.map_err(|r| r.to_string())
     }
 
     /// The cluster as `GET /v1/cluster` shows it.
@@ -273,15 +313,24 @@ impl Cluster {
                 .iter()
                 .filter(|(_, e)| e.owner == Some(s.me) || e.moving_to == Some(s.me))
                 .count();
-            let others = st.members.keys().filter(|n| **n != s.me).count();
+            // Members that stay: when every member is stopped at once (maintenance), each
+            // sees the others leaving too, and waiting for its shards to move would only
+            // hold its stop up until the timeout.
+            let others = st
+                .members
+                .iter()
+                .filter(|(n, m)| **n != s.me && !m.leaving)
+                .count();
             // Owning nothing is not enough: state released to a receiver and records
             // diverted after a release must reach their owners first.
-            if mine == 0 && s.handoffs.idle() {
+            let idle = s.handoffs.idle();
+            if mine == 0 && idle {
                 return Ok(());
             }
-            if others == 0 {
+            if others == 0 && idle {
                 return Err(EngineError::BadRequest(format!(
-                    "this node is the only member: its {mine} shards have nowhere to go; \
+                    "no other member stays in the cluster (it is the only one, or the others \
+                     are leaving too): its {mine} shards have nowhere to go and stay here; \
                      start another node first, or stop this one"
                 )));
             }

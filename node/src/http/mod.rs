@@ -55,6 +55,9 @@ pub struct AppState {
     pub limits: Limits,
     /// The cluster side, set once the node joined its cluster (empty on a single node).
     pub cluster: Arc<std::sync::OnceLock<Arc<crate::cluster::Cluster>>>,
+    /// Whether the node runs in cluster mode: `cluster` is empty both on a node alone and on
+    /// a member still starting, and only the second is not ready.
+    pub clustered: bool,
 }
 
 /// `GET /v1/cluster`: members, Raft leader and the shard table.
@@ -128,17 +131,30 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// `GET /readyz`: 200 once the node can serve. In a cluster that also means the member has
+/// found its cluster (a Raft leader, its own record, its lease, every shard's owner back);
+/// until then 503 names what it waits for, since after a restart a node waits for its peers
+/// for as long as it takes instead of exiting.
 async fn readyz(State(s): State<AppState>) -> Response {
-    if s.engine.is_running() {
-        (StatusCode::OK, "ready\n").into_response()
-    } else {
-        ApiError::new(
+    if !s.engine.is_running() {
+        return ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "shutting_down",
             "the node is shutting down",
         )
-        .into_response()
+        .into_response();
     }
+    if s.clustered {
+        let waiting = match s.cluster.get() {
+            None => Err("this node is still starting its cluster membership".to_string()),
+            Some(c) => c.readiness().await,
+        };
+        if let Err(why) = waiting {
+            return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", why)
+                .into_response();
+        }
+    }
+    (StatusCode::OK, "ready\n").into_response()
 }
 
 async fn metrics(State(s): State<AppState>) -> Response {

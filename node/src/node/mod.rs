@@ -155,6 +155,7 @@ impl Node {
             metrics: Arc::clone(&metrics),
             limits: config.limits,
             cluster: Arc::clone(&cluster),
+            clustered: config.cluster.is_some(),
         });
         let (stop, mut stopped) = watch::channel(false);
         let http = tokio::spawn(async move {

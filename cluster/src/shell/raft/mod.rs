@@ -317,26 +317,44 @@ impl ClusterRaft {
         Ok(me)
     }
 
-    /// Bootstraps a one-voter cluster made of this node, unless this node's Raft was ever
-    /// initialised (or joined) before, then records the node as a member. Only the first
-    /// node of a new cluster calls this; a node that starts with seeds waits to be added by
-    /// the leader instead. Idempotent, so a restarted first node may call it again.
-    pub async fn initialize(&self, self_info: MemberInfo) -> Result<(), RaftError> {
-        if !self.raft.is_initialized().await.map_err(stopped)? {
-            let nodes = BTreeMap::from([(self.id, BasicNode::new(&self_info.peer_addr))]);
-            match self.raft.initialize(nodes).await {
-                Ok(()) => tracing::info!(node = self.id, "bootstrapped a new Raft cluster"),
-                Err(OrRaftError::APIError(InitializeError::NotAllowed(_))) => {}
-                Err(e) => return Err(RaftError::Membership(e.to_string())),
-            }
+    /// Bootstraps a one-voter cluster made of this node at `peer_addr`, unless this node's
+    /// Raft was ever initialised (or joined) before. Returns whether it bootstrapped now.
+    ///
+    /// Needs no other node: a restarted member of a larger cluster must be able to call it
+    /// while its peers are still down (after a power loss every node comes back at its own
+    /// pace), so it never waits for a commit. Recording the node as a member is left to the
+    /// caller ([`ClusterRaft::initialize`], or the engine's leader loop).
+    pub async fn bootstrap(&self, peer_addr: &str) -> Result<bool, RaftError> {
+        if self.raft.is_initialized().await.map_err(stopped)? {
+            return Ok(false);
         }
-        let known = self.state.borrow().members.get(&self.id).cloned();
-        let same = known.is_some_and(|m| {
-            m.name == self_info.name
-                && m.peer_addr == self_info.peer_addr
-                && m.http_addr == self_info.http_addr
-        });
-        if !same {
+        let nodes = BTreeMap::from([(self.id, BasicNode::new(peer_addr))]);
+        match self.raft.initialize(nodes).await {
+            Ok(()) => {
+                tracing::info!(node = self.id, "bootstrapped a new Raft cluster");
+                Ok(true)
+            }
+            Err(OrRaftError::APIError(InitializeError::NotAllowed(_))) => Ok(false),
+            Err(e) => Err(RaftError::Membership(e.to_string())),
+        }
+    }
+
+    /// Whether this node's Raft was initialised or joined before (its log holds a
+    /// membership): a restarted member rather than a node that has never been part of a
+    /// cluster.
+    pub async fn was_initialized(&self) -> Result<bool, RaftError> {
+        self.raft.is_initialized().await.map_err(stopped)
+    }
+
+    /// [Bootstraps](Self::bootstrap), then records the node as a member unless the
+    /// committed state already has it with these addresses. Idempotent. The record is a
+    /// proposal: on a restarted member of a larger cluster it waits for a majority of the
+    /// voters and fails after `RaftSettings::propose_timeout` if they are not back, so a
+    /// node that must come back at its peers' pace bootstraps alone and leaves the record
+    /// to a loop that retries.
+    pub async fn initialize(&self, self_info: MemberInfo) -> Result<(), RaftError> {
+        self.bootstrap(&self_info.peer_addr).await?;
+        if !self.has_record(&self_info) {
             self.propose(Command::AddMember {
                 node: self.id,
                 info: self_info,
@@ -344,6 +362,13 @@ impl ClusterRaft {
             .await?;
         }
         Ok(())
+    }
+
+    /// Whether the committed state records this node with `info`'s name and addresses.
+    pub fn has_record(&self, info: &MemberInfo) -> bool {
+        self.state.borrow().members.get(&self.id).is_some_and(|m| {
+            m.name == info.name && m.peer_addr == info.peer_addr && m.http_addr == info.http_addr
+        })
     }
 
     /// Adds `node` (reached at `info.peer_addr`) as a learner, records it as a member, and

@@ -30,7 +30,7 @@ use tokio::sync::Notify;
 
 pub(super) use fetch::replica_loop;
 pub(super) use owner::{await_replicas, check_min_insync, mark_epochs};
-pub(super) use promotion::{check_ready, recovered, take_over, watching};
+pub(super) use promotion::{check_ready, rebuilding, recovered, take_over, watching};
 pub(super) use serve::serve_fetch;
 pub(super) use starling_cluster::replication::promoted;
 

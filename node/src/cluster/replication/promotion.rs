@@ -43,6 +43,12 @@ pub(in crate::cluster) fn watching(s: &Shared, st: &Arc<ClusterState>, promoted:
     *lock(&s.replication.watched) = Some(Arc::clone(st));
 }
 
+/// The shards whose logged history is still being replayed here (writes for them wait):
+/// what `/readyz` names while there are any.
+pub(in crate::cluster) fn rebuilding(s: &Shared) -> Vec<u32> {
+    lock(&s.replication.recovering).iter().copied().collect()
+}
+
 /// Writes for `shards` may go ahead: their history is in the dataflows.
 pub(in crate::cluster) fn recovered(s: &Shared, shards: &[u32]) {
     let mut recovering = lock(&s.replication.recovering);
