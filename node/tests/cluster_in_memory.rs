@@ -123,14 +123,15 @@ fn ndjson(events: &[Json]) -> Vec<u8> {
     body
 }
 
-/// Follows `w/out` on `m`; lines arrive in the returned vector.
-fn collect(m: &Member) -> (Arc<Mutex<Vec<Json>>>, tokio::task::JoinHandle<()>) {
+/// Follows `target` (`dataflow/output`) on `m`; lines arrive in the returned vector.
+fn collect(m: &Member, target: &str) -> (Arc<Mutex<Vec<Json>>>, tokio::task::JoinHandle<()>) {
     let lines = Arc::new(Mutex::new(Vec::new()));
     let sink = Arc::clone(&lines);
     let client = m.http.clone();
+    let target = target.to_string();
     let task = tokio::spawn(async move {
         let _ = client
-            .subscribe("w/out", |line| {
+            .subscribe(&target, |line| {
                 sink.lock().expect("lines").push(line);
                 true
             })
@@ -199,6 +200,84 @@ async fn windows_closing_during_a_join_and_a_leave_give_one_nodes_results() {
     run(window_yaml("w", "clicks"), 30 * 3, Changes::JoinAndLeave).await;
 }
 
+/// Running totals per user (no window) into a KV view: state that lives in differential
+/// arrangements and in the nodes' stores, not in windows.
+const TOTALS: &str = r#"name: w
+inputs:
+  - {id: c, topic: clicks, watermark: {max_delay: 5s, idle_timeout: 0s}}
+nodes:
+  - id: n
+    op: aggregate
+    input: c
+    aggregates: [{name: clicks, fn: count}, {name: spent, fn: sum, expr: amount}]
+  - {id: v, op: kv_put, input: n, view: totals}
+outputs:
+  - {name: out, from: n}
+"#;
+
+/// Running totals and their view through a join and a leave: the merged output, consolidated,
+/// and the view read through any member equal one node's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn running_totals_and_their_view_through_a_join_and_a_leave_equal_one_nodes() {
+    run_checked(TOTALS.to_string(), Check::Totals, Changes::JoinAndLeave).await;
+}
+
+/// What is compared with one node's run.
+#[derive(Clone, Copy, PartialEq)]
+enum Check {
+    /// Exactly this many window results, each once.
+    Windows(usize),
+    /// The output consolidated (one current row per user), and the `totals` view.
+    Totals,
+}
+
+/// An output's updates summed per line (without its diff); lines that cancel out dropped.
+fn consolidated(lines: &[Json]) -> std::collections::BTreeMap<String, i64> {
+    let mut m = std::collections::BTreeMap::new();
+    for l in lines {
+        let mut l = l.clone();
+        let diff = l["diff"].as_i64().unwrap_or(0);
+        if let Some(o) = l.as_object_mut() {
+            o.remove("diff");
+            o.remove("time");
+            o.remove("event_time");
+        }
+        *m.entry(l.to_string()).or_insert(0) += diff;
+    }
+    m.retain(|_, d| *d != 0);
+    m
+}
+
+/// Waits until the consolidated output has one row per user, counting all `per_user` of
+/// the user's events.
+async fn wait_consolidated(lines: &Arc<Mutex<Vec<Json>>>, users: usize, per_user: usize) {
+    let start = Instant::now();
+    loop {
+        let c = consolidated(&lines.lock().expect("lines"));
+        let complete = c.iter().all(|(row, d)| {
+            *d == 1
+                && serde_json::from_str::<Json>(row)
+                    .is_ok_and(|r| r["row"]["clicks"] == per_user as u64)
+        });
+        if c.len() == users && complete {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the output did not settle on one row per user: {c:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The whole `totals` view as one member answers it (a scan, which spans the cluster).
+async fn view(m: &Member) -> Json {
+    let url = format!("http://{}/v1/kv/totals?limit=1000", m.node.http_addr());
+    let r = reqwest::get(&url).await.expect("the view answers");
+    assert!(r.status().is_success(), "{url}: {}", r.status());
+    r.json().await.expect("JSON")
+}
+
 /// What happens to the membership while events flow.
 #[derive(Clone, Copy, PartialEq)]
 enum Changes {
@@ -208,6 +287,10 @@ enum Changes {
 }
 
 async fn run(definition: String, windows: usize, changes: Changes) {
+    run_checked(definition, Check::Windows(windows), changes).await;
+}
+
+async fn run_checked(definition: String, check: Check, changes: Changes) {
     // `STARLING_LOG=starling_node=debug` shows the nodes' logs, as it does for the binary.
     if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("STARLING_LOG") {
         let _ = tracing_subscriber::fmt()
@@ -227,7 +310,7 @@ async fn run(definition: String, windows: usize, changes: Changes) {
         .await
         .unwrap();
     single.http.submit(&definition).await.unwrap();
-    let (want, task) = collect(&single);
+    let (want, task) = collect(&single, "w/out");
     tokio::time::sleep(Duration::from_millis(500)).await;
     for chunk in all.chunks(100) {
         single
@@ -241,7 +324,10 @@ async fn run(definition: String, windows: usize, changes: Changes) {
         .advance_watermark("clicks", 2_000_000)
         .await
         .unwrap();
-    wait_for(&want, windows).await;
+    match check {
+        Check::Windows(windows) => wait_for(&want, windows).await,
+        Check::Totals => wait_consolidated(&want, users, per_user).await,
+    }
     task.abort();
 
     // Three members, then a fourth joins and one leaves while events flow.
@@ -262,7 +348,7 @@ async fn run(definition: String, windows: usize, changes: Changes) {
     c.http.submit(&definition).await.unwrap();
     // Subscribed before anything joins or leaves: the merged stream takes in the member that
     // joins and lets the one that leaves go.
-    let (got, task) = collect(&a);
+    let (got, task) = collect(&a, "w/out");
     tokio::time::sleep(Duration::from_millis(1000)).await;
 
     let (first, rest) = all.split_at(all.len() / 3);
@@ -309,14 +395,30 @@ async fn run(definition: String, windows: usize, changes: Changes) {
     }
     assert_eq!(accepted, all.len() as u64);
     a.http.advance_watermark("clicks", 2_000_000).await.unwrap();
-    wait_for(&got, windows).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    task.abort();
-
-    let want = sorted(&want.lock().expect("lines"));
-    let got = sorted(&got.lock().expect("lines"));
-    assert_eq!(want.len(), windows, "{want:#?}");
-    assert_eq!(got, want, "the cluster's results differ from one node's");
+    match check {
+        Check::Windows(windows) => {
+            wait_for(&got, windows).await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            task.abort();
+            let want = sorted(&want.lock().expect("lines"));
+            let got = sorted(&got.lock().expect("lines"));
+            assert_eq!(want.len(), windows, "{want:#?}");
+            assert_eq!(got, want, "the cluster's results differ from one node's");
+        }
+        Check::Totals => {
+            wait_consolidated(&got, users, per_user).await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            task.abort();
+            let want = consolidated(&want.lock().expect("lines"));
+            let got = consolidated(&got.lock().expect("lines"));
+            assert_eq!(got, want, "the cluster's totals differ from one node's");
+            let want_view = view(&single).await;
+            assert_eq!(want_view["items"].as_array().map_or(0, Vec::len), users);
+            for m in [&a, &c, d] {
+                assert_eq!(view(m).await, want_view, "the view read through a member");
+            }
+        }
+    }
     // Every node stops; then it is gone from the in-memory network too.
     for m in [a, b, c] {
         m.node.shutdown().await;

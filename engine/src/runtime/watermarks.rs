@@ -16,6 +16,10 @@ use crate::EngineError;
 /// so no replica copies it and no owner's offsets move for it.
 pub const WATERMARK_SHARD: u32 = u32::MAX;
 
+/// The watermark a departing node's inputs end at: past every event time, below `u64::MAX`
+/// so that "every result before it is out" is a time a probe can pass.
+const END_OF_TIME: u64 = u64::MAX - 1;
+
 impl Engine {
     /// Forces the watermark of every input reading `topic` on this node up to `time` (like an
     /// end-of-input mark up to that time). Events older than it that arrive later are late.
@@ -46,6 +50,42 @@ impl Engine {
             pos,
         });
         Ok(())
+    }
+
+    /// Lets every dataflow on this node emit everything it still holds back, for a node that
+    /// has handed all its shards away and is about to stop: each input's watermark goes to the
+    /// end of time *in memory only*. Nothing is logged, so the node's log, should it come
+    /// back, replays with the watermarks it had. What comes out is what the hand-offs left:
+    /// the retractions of the results whose state moved (an unwindowed aggregate's), which
+    /// the nodes merging this one's outputs must see before it goes. Waits up to `timeout`
+    /// for them to be out; returns whether they all were.
+    pub fn drain_before_leaving(&self, timeout: Duration) -> Result<bool, EngineError> {
+        let topics: Vec<Arc<Topic>> = self.inner.read_topics().values().cloned().collect();
+        {
+            let next_seq = self.inner.lock_ingest();
+            if self.inner.shutting_down.load(Ordering::Relaxed) {
+                return Err(EngineError::ShuttingDown);
+            }
+            let pos = next_seq.saturating_add(1);
+            for t in topics {
+                self.inner.broadcast(|| Command::Watermark {
+                    topic: t.spec.name.as_str().into(),
+                    time: END_OF_TIME,
+                    pos,
+                });
+            }
+        }
+        let deadline = Instant::now() + timeout;
+        let names: Vec<String> = self.inner.lock_dataflows().keys().cloned().collect();
+        let mut all = true;
+        for name in names {
+            let left = deadline.saturating_duration_since(Instant::now());
+            // A dataflow dropped meanwhile has nothing left to say.
+            all &= self
+                .wait_until(&name, END_OF_TIME - 1, left)
+                .unwrap_or(true);
+        }
+        Ok(all)
     }
 
     /// Waits until every result of `dataflow` up to `time` is out (its probe passed `time`

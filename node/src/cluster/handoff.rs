@@ -415,6 +415,27 @@ pub(super) fn receive(
     Ok(())
 }
 
+/// How long a leaving node waits for its dataflows to emit what the hand-offs left behind.
+const DRAIN: Duration = Duration::from_secs(5);
+
+/// On a node that has handed every shard away and is about to leave: lets its dataflows emit
+/// what they still hold back (the retractions of results whose state moved, which wait for a
+/// watermark this node will never see again), so that the members merging its outputs get
+/// them before its streams end.
+pub(super) async fn drain_outputs(s: &Shared) {
+    let Ok(engine) = s.engine() else { return };
+    match tokio::task::spawn_blocking(move || engine.drain_before_leaving(DRAIN)).await {
+        Ok(Ok(true)) => {}
+        Ok(Ok(false)) => {
+            tracing::warn!(waited = ?DRAIN, "some dataflow results were still on their way out when this node left")
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "the dataflows could not be drained before leaving")
+        }
+        Err(e) => tracing::warn!(error = %e, "draining the dataflows failed"),
+    }
+}
+
 /// Makes this node's dataflows count `shards` again (a promotion): they were released when
 /// another node owned them.
 pub(super) fn readopt(

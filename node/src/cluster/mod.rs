@@ -325,6 +325,7 @@ impl Cluster {
             // diverted after a release must reach their owners first.
             let idle = s.handoffs.idle();
             if mine == 0 && idle {
+                handoff::drain_outputs(s).await;
                 return Ok(());
             }
             if others == 0 && idle {
