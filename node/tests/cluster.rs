@@ -213,6 +213,20 @@ fn topic_stream_is_whole(label: &str, lines: &[Json], published: &[Json]) {
     );
 }
 
+/// Running totals per user (no window) into the `running_totals` view.
+const RUNNING_YAML: &str = r#"name: running
+inputs:
+  - {id: c, topic: clicks, watermark: {max_delay: 5s, idle_timeout: 0s}}
+nodes:
+  - id: t
+    op: aggregate
+    input: c
+    aggregates: [{name: n, fn: count}]
+  - {id: v, op: kv_put, input: t, view: running_totals}
+outputs:
+  - {name: out, from: t}
+"#;
+
 /// (time, user) of every event in a node's log of `topic`.
 async fn log_events(node: &NodeProc, topic: &str) -> Vec<(u64, String)> {
     let http = reqwest::Client::new();
@@ -341,9 +355,13 @@ fn scale_out_and_leave_under_load() {
         // Per user and second of event time; nothing closes until the final watermark, so
         // every window is open through every move and its state must travel with its shard.
         admin.submit(PER_SECOND_YAML).await.unwrap();
+        // And running totals per user (no window) into a KV view: state in a differential
+        // arrangement and in the nodes' stores, which must move with the shards too.
+        admin.submit(RUNNING_YAML).await.unwrap();
         // Subscribed before any node joins or leaves: the merged stream takes in the members
         // that join later and lets the one that leaves go quietly.
         let (lines, task) = collect(&n1, "per_second/out");
+        let (totals, totals_task) = collect(&n1, "running/out");
 
         let bases = Arc::new(Mutex::new(vec![n1.base(), n2.base()]));
         let acked = Arc::new(Mutex::new(Vec::<(u64, String)>::new()));
@@ -479,6 +497,54 @@ fn scale_out_and_leave_under_load() {
             &differ[..differ.len().min(20)]
         );
         println!("scale-out: {} per-user windows over {} events equal one node's", truth.len(), acked.len());
+
+        // The running totals: consolidated, the merged output holds one row per user with
+        // all of the user's acknowledged events, and the view agrees through any member.
+        let mut want: BTreeMap<String, i64> = BTreeMap::new();
+        for (_, user) in &acked {
+            *want.entry(user.clone()).or_insert(0) += 1;
+        }
+        let current = |lines: &[Json]| {
+            let mut rows: BTreeMap<(String, i64), i64> = BTreeMap::new();
+            for l in lines {
+                let key = (l["key"].as_str().unwrap_or_default().to_string(), l["row"]["n"].as_i64().unwrap_or(-1));
+                *rows.entry(key).or_insert(0) += l["diff"].as_i64().unwrap_or(0);
+            }
+            rows.retain(|_, d| *d != 0);
+            rows
+        };
+        let want_rows: BTreeMap<(String, i64), i64> = want.iter().map(|(u, n)| ((u.clone(), *n), 1)).collect();
+        let t = Instant::now();
+        while current(&totals.lock().unwrap()) != want_rows && t.elapsed() < Duration::from_secs(30) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        totals_task.abort();
+        let got_rows = current(&totals.lock().unwrap());
+        let wrong: Vec<_> = want_rows.keys().filter(|k| !got_rows.contains_key(*k)).collect();
+        assert!(
+            got_rows == want_rows,
+            "running totals of {} of {} users differ (first: {:?}); {} rows in all",
+            wrong.len(),
+            want.len(),
+            &wrong[..wrong.len().min(10)],
+            got_rows.len()
+        );
+        for n in [&n1, &n3, &n4] {
+            let v: Json = reqwest::get(n.url("/v1/kv/running_totals?limit=1000"))
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let view: BTreeMap<String, i64> = v["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|i| (i["key"].as_str().unwrap_or_default().to_string(), i["value"]["n"].as_i64().unwrap_or(-1)))
+                .collect();
+            assert_eq!(view, want, "the view read through {}", n.base());
+        }
+        println!("scale-out: running totals of {} users and their view equal one node's", want.len());
 
         // b is still a process but owns nothing; the other three share the shards evenly.
         let mut n2 = n2;
