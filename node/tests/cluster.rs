@@ -550,6 +550,17 @@ fn scale_out_and_leave_under_load() {
         let mut n2 = n2;
         n2.sigterm();
         assert!(n2.wait_exit(Duration::from_secs(30)).is_some(), "b did not exit");
+        // b is gone for good: reads through the others go on answering in full, whether or
+        // not they still list it as leaving.
+        let listed = cluster_view(&n1)
+            .await
+            .map(|v| v.to_string().contains("\"b\""))
+            .unwrap_or(false);
+        let r = reqwest::get(n1.url("/v1/kv/running_totals?limit=1000")).await.unwrap();
+        assert_eq!(r.status(), 200, "a read once the leaver exited (b still listed: {listed})");
+        let v: Json = r.json().await.unwrap();
+        assert_eq!(v["items"].as_array().map_or(0, Vec::len), want.len());
+        println!("after b exited: the view answered in full (b still listed: {listed})");
         let took = settled(&[&n1, &n3, &n4], 3, Duration::from_secs(60)).await;
         println!("after b left: settled in {took:?}");
         let view = cluster_view(&n3).await.unwrap();

@@ -9,7 +9,8 @@
 //! - vector search: hits merged by distance, the nearest `k` kept.
 //!
 //! An answer that would be incomplete (a peer unreachable) is refused as `unavailable`
-//! rather than returned short, except a get that found its value anyway.
+//! rather than returned short, except a get that found its value anyway, and except a peer
+//! that left the cluster (or is leaving it): its shards' state moved to their new owners.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -91,7 +92,18 @@ impl Shared {
             }
             (p, r)
         });
-        futures_util::future::join_all(asks).await
+        let mut answers = futures_util::future::join_all(asks).await;
+        // A member that left (or is leaving) and can no longer be reached has handed its
+        // shards on: what moved is answered by their new owners, so its silence is not a
+        // hole in the answer (it was the reason reads failed for a while after a leave).
+        answers
+            .retain(|(p, r)| !(r.as_ref().is_err_and(|e| e.code().is_none()) && self.departed(*p)));
+        answers
+    }
+
+    /// Whether `p` left the cluster or is leaving it (a planned departure, not a crash).
+    fn departed(&self, p: NodeId) -> bool {
+        self.current().members.get(&p).is_none_or(|m| m.leaving)
     }
 
     /// The nodes most likely to hold the current value of a view key: the owner (and the
