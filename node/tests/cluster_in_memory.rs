@@ -439,3 +439,161 @@ async fn net_closed(net: &MemoryNet, addr: SocketAddr) -> bool {
     .await;
     c.is_err()
 }
+
+/// The shipped support-desk agent through a join and a leave: its final per-minute activity,
+/// the escalations its trigger publishes (read as a topic subscription on one member, which
+/// merges every owner's), and its live per-channel counts (an unwindowed aggregate behind a
+/// repartition by channel) equal one node's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_support_desk_agent_through_a_join_and_a_leave_equals_one_node() {
+    let definition = starling_dataflows::SUPPORT_DESK;
+    // 20 users over 5 minutes, three channels, some messages negative; bursts make some
+    // users cross the escalation thresholds.
+    let channels = ["chat", "mail", "phone"];
+    let mut all = Vec::new();
+    for i in 0..60u64 {
+        for u in 0..20u64 {
+            let burst = u % 5 == 0 && (i / 12) % 2 == 0;
+            let n = if burst { 2 } else { 1 };
+            for k in 0..n {
+                let text = if (i + u + k) % 4 == 0 {
+                    "I want a refund"
+                } else {
+                    "hello"
+                };
+                all.push(json!({
+                    "user": format!("u{u}"),
+                    "ts": 1_000_000 + i * 5_000 + u * 10 + k,
+                    "channel": channels[((i + u) % 3) as usize],
+                    "text": text,
+                }));
+            }
+        }
+    }
+    let users = 20;
+    type Lines = Arc<Mutex<Vec<Json>>>;
+    struct Seen {
+        activity: Lines,
+        escalations: Lines,
+        counts: Lines,
+        tasks: Vec<tokio::task::JoinHandle<()>>,
+    }
+    let follow = |m: &Member| {
+        let (activity, t1) = collect(m, "support_desk/activity");
+        let (escalations, t2) = collect(m, "escalations");
+        let (counts, t3) = collect(m, "support_desk/channel_counts");
+        Seen {
+            activity,
+            escalations,
+            counts,
+            tasks: vec![t1, t2, t3],
+        }
+    };
+    // Once every minute is closed: one activity row per user and minute.
+    let minutes = 6; // event times 1000 s to 1300 s: minutes 16 to 21
+    let wait_done = |seen: &Seen| {
+        let activity = Arc::clone(&seen.activity);
+        async move { wait_for(&activity, users * minutes).await }
+    };
+
+    let single = Member::start(None).await;
+    single.http.submit(definition).await.unwrap();
+    let want = follow(&single);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for chunk in all.chunks(100) {
+        single
+            .http
+            .publish_ndjson("messages", ndjson(chunk))
+            .await
+            .unwrap();
+    }
+    single
+        .http
+        .advance_watermark("messages", 10_000_000)
+        .await
+        .unwrap();
+    wait_done(&want).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+
+    let net = MemoryNet::new();
+    let a = Member::start(Some((&net, "a", None))).await;
+    let seed = a.gossip();
+    let b = Member::start(Some((&net, "b", Some(seed)))).await;
+    let c = Member::start(Some((&net, "c", Some(seed)))).await;
+    settled(&[&a, &b, &c], 3).await;
+    c.http.submit(definition).await.unwrap();
+    let got = follow(&a);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let (first, rest) = all.split_at(all.len() / 3);
+    let (second, third) = rest.split_at(rest.len() / 2);
+    for (i, chunk) in first.chunks(100).enumerate() {
+        let m = [&a, &b, &c][i % 3];
+        m.http
+            .publish_ndjson("messages", ndjson(chunk))
+            .await
+            .unwrap();
+    }
+    let d = Member::start(Some((&net, "d", Some(seed)))).await;
+    settled(&[&a, &b, &c, &d], 4).await;
+    let members = [&a, &c, &d];
+    for (i, chunk) in second.chunks(100).enumerate() {
+        let m = members[i % 3];
+        m.http
+            .publish_ndjson("messages", ndjson(chunk))
+            .await
+            .unwrap();
+    }
+    b.http.leave_cluster().await.unwrap();
+    settled(&[&a, &c, &d], 3).await;
+    for (i, chunk) in third.chunks(100).enumerate() {
+        let m = members[i % 3];
+        m.http
+            .publish_ndjson("messages", ndjson(chunk))
+            .await
+            .unwrap();
+    }
+    a.http
+        .advance_watermark("messages", 10_000_000)
+        .await
+        .unwrap();
+    wait_done(&got).await;
+    // The live counts settle on the single node's (their updates may be split differently).
+    let target = consolidated(&want.counts.lock().expect("lines"));
+    let start = Instant::now();
+    while consolidated(&got.counts.lock().expect("lines")) != target
+        && start.elapsed() < Duration::from_secs(30)
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    for t in want.tasks.iter().chain(got.tasks.iter()) {
+        t.abort();
+    }
+
+    let activity = sorted(&want.activity.lock().expect("lines"));
+    assert_eq!(activity.len(), users * minutes);
+    assert_eq!(
+        sorted(&got.activity.lock().expect("lines")),
+        activity,
+        "per-minute activity"
+    );
+    let escalations = sorted(&want.escalations.lock().expect("lines"));
+    assert!(
+        !escalations.is_empty(),
+        "the input makes some users escalate"
+    );
+    assert_eq!(
+        sorted(&got.escalations.lock().expect("lines")),
+        escalations,
+        "escalations"
+    );
+    assert_eq!(target.len(), 3, "one live count per channel: {target:#?}");
+    assert_eq!(
+        consolidated(&got.counts.lock().expect("lines")),
+        target,
+        "live per-channel counts"
+    );
+    for m in [a, b, c, d, single] {
+        m.node.shutdown().await;
+    }
+}
