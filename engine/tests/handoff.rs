@@ -431,3 +431,34 @@ fn a_moved_distinct_reports_each_first_occurrence_once() {
     assert!(bytes > 0);
     assert_eq!(got, expected);
 }
+
+/// A view written straight from the stream (the latest click per user, no aggregate): its
+/// entries of the moved users go with their shards, so the two engines' views together equal
+/// one engine's, each key in one view only.
+#[test]
+fn a_moved_view_of_latest_rows_gives_the_view_of_one_engine() {
+    let text = format!(
+        "name: win\n{CLICKS_TOPIC}\ninputs:\n  - id: c\n    topic: clicks\n    watermark: {{max_delay: 5s, idle_timeout: 0s}}\nnodes:\n  - {{id: v, op: kv_put, input: c, view: latest}}\noutputs:\n  - {{name: out, from: v}}\n"
+    );
+    let d = tempfile::tempdir().unwrap();
+    let one = engine_on(d.path(), 2);
+    one.install_text(&text).unwrap();
+    for b in batches() {
+        publish(&one, &b.iter().map(|(_, j)| j.clone()).collect::<Vec<_>>());
+    }
+    settle(&one, "win", "clicks", 200_000);
+    let want = view_of(&one, "latest");
+    assert_eq!(want.len(), 40);
+
+    let m = run_moved_full(&text, 2, 3, &[0, 3, 5]);
+    assert!(m.bytes > 0, "the moved users' entries went with them");
+    let (old_view, new_view) = (view_of(&m.old, "latest"), view_of(&m.new, "latest"));
+    assert!(!new_view.is_empty());
+    assert!(
+        old_view.keys().all(|k| !new_view.contains_key(k)),
+        "a key is in both views"
+    );
+    let mut both = old_view;
+    both.extend(new_view);
+    assert_eq!(both, want);
+}

@@ -31,20 +31,14 @@ use crate::value::Value;
 /// The nodes of `plan` whose state stays on a node when a shard leaves it, with why: the
 /// cluster warns when it moves a shard of such a dataflow. Windows and interval joins move
 /// their keyed state; unwindowed aggregates and `distinct` move their ledger (see
-/// `ledger.rs`), and a `kv_put` fed by such an aggregate follows it; a table join's
-/// arrangements and the other stores stay.
+/// `ledger.rs`); a `kv_put` moves its view's entries; a table join's arrangements, series
+/// and vector collections stay.
 pub fn state_that_stays(plan: &Plan) -> Vec<(String, &'static str)> {
-    // An aggregate's retraction on the old owner deletes the key from its view, and the new
-    // owner's result writes it there: the view follows the aggregate.
-    let follows = |input: usize| matches!(plan.nodes[input].kind, NodeKind::Aggregate { .. });
     plan.nodes
         .iter()
         .filter_map(|n| {
             let why = match n.kind {
                 NodeKind::TableJoin { .. } => "a table join",
-                NodeKind::KvPut { input, .. } if !follows(input) => {
-                    "a KV view not fed by an unwindowed aggregate (written on the node that computed it)"
-                }
                 NodeKind::Series { .. } => "a series (written on the node that computed it)",
                 NodeKind::VectorUpsert { .. } => "a vector collection (kept per node)",
                 _ => return None,

@@ -212,6 +212,14 @@ pub fn render<'s>(
                     plan.nodes[*input].schema.clone(),
                     kv.clone(),
                     Arc::clone(&ctx.stats),
+                    state::Moving {
+                        handoff: Rc::clone(&ctx.handoff),
+                        key_type: plan.nodes[*input].key_type.clone(),
+                        fed_by_moving_state: matches!(
+                            plan.nodes[*input].kind,
+                            NodeKind::Aggregate { .. }
+                        ),
+                    },
                 ),
                 None => streams[*input].clone(),
             },

@@ -211,12 +211,17 @@ pub struct MovedSnap {
     pub panes: Vec<PaneSnap>,
     pub sessions: Vec<SessionSnap>,
     pub records: Vec<RecordSnap>,
+    /// Entries of a KV view written by a `kv_put`, as stored (key bytes, value bytes).
+    pub kv: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 impl MovedSnap {
     /// Whether there is nothing to hand over.
     pub fn is_empty(&self) -> bool {
-        self.panes.is_empty() && self.sessions.is_empty() && self.records.is_empty()
+        self.panes.is_empty()
+            && self.sessions.is_empty()
+            && self.records.is_empty()
+            && self.kv.is_empty()
     }
 }
 

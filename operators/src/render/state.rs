@@ -18,13 +18,14 @@ use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
 
+use super::handoff::Handoff;
 use super::sink::DeadLetters;
-use super::window::in_time_order;
+use super::window::{in_time_order, in_time_order_diverting, Divert};
 use super::{DataflowStats, Update, Updates};
 use crate::expr::Expr;
 use crate::json::{row_to_json, value_from_json, value_to_json};
 use crate::schema::{Field, Schema};
-use crate::value::Value;
+use crate::value::{DataType, Value};
 
 type Out = CapacityContainerBuilder<Vec<Update>>;
 
@@ -92,7 +93,24 @@ impl<K: std::hash::Hash + Eq + Clone, V: PartialEq> Net<K, V> {
     }
 }
 
+/// Where a `kv_put` meets the shard hand-off, and what it needs to find a stored key's shard.
+pub struct Moving {
+    pub handoff: Rc<Handoff>,
+    /// The type of the keys written (stored as text, see [`key_bytes`]).
+    pub key_type: DataType,
+    /// Whether the input is an operator whose state moves and whose new owner computes the
+    /// key's later results (an unwindowed aggregate): then nothing that arrives after a
+    /// release goes to the new owner. Otherwise newer values still in flight do.
+    pub fed_by_moving_state: bool,
+}
+
 /// Writes the latest row per key into `view`, and passes the stream on.
+///
+/// The view's entries move with their shard: on a release this worker takes the entries of
+/// its released keys out of the view and hands them over (records still waiting in the
+/// time-order stage go too); the new owner writes what it is handed. Finding them scans the
+/// view, as a release is rare next to writes.
+#[allow(clippy::too_many_arguments)]
 pub fn kv_put<'s>(
     s: Updates<'s>,
     name: &str,
@@ -101,11 +119,47 @@ pub fn kv_put<'s>(
     schema: Schema,
     kv: KvStore,
     stats: Arc<DataflowStats>,
+    moving: Moving,
 ) -> Updates<'s> {
-    let s = in_time_order(s, name);
+    let Moving {
+        handoff,
+        key_type,
+        fed_by_moving_state,
+    } = moving;
+    let which = if fed_by_moving_state {
+        Divert::Nothing
+    } else {
+        Divert::Insertions
+    };
+    let s = in_time_order_diverting(
+        s,
+        name,
+        Some((Rc::clone(&handoff), format!("{name}~stash"))),
+        which,
+    );
+    let node = format!("{name}~view");
     let name = name.to_string();
-    s.unary::<Out, _, _, _>(Pipeline, "KvPut", move |_, _| {
+    let scope = s.scope();
+    s.unary::<Out, _, _, _>(Pipeline, "KvPut", move |_, info| {
+        handoff.register(&node, scope.activator_for(info.address.clone()));
         move |input, output| {
+            let adopted: Vec<KvWrite> = handoff
+                .take_adopted(&node)
+                .into_iter()
+                .flat_map(|part| part.kv)
+                .filter(|(k, _)| handoff.owns_here(&stored_key(k, &key_type)))
+                .map(|(key, value)| KvWrite::Put {
+                    key,
+                    value,
+                    expires_at_ms: ttl_ms.map(|t| now_ms().saturating_add(t)),
+                })
+                .collect();
+            if !adopted.is_empty() {
+                if let Err(e) = kv.put_batch(&view, &adopted) {
+                    stats.store_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(node = %name, view = %view, error = %e, "KV entries handed over could not be written");
+                }
+            }
             input.for_each_stamp(|cap, data| {
                 let mut net = Net::new();
                 for batch in data {
@@ -134,8 +188,63 @@ pub fn kv_put<'s>(
                     }
                 }
             });
+            if handoff.take_due(&node) {
+                if let Err(e) = hand_over_entries(&kv, &view, &handoff, &node, &key_type) {
+                    stats.store_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(node = %name, view = %view, error = %e, "KV entries of released shards could not be handed over");
+                }
+            }
         }
     })
+}
+
+/// The key a view entry was stored under, as the value it was written from.
+fn stored_key(bytes: &[u8], key_type: &DataType) -> Value {
+    let text = String::from_utf8_lossy(bytes);
+    if *key_type == DataType::String {
+        return Value::str(&text);
+    }
+    serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|j| value_from_json("key", key_type, &j).ok())
+        .unwrap_or_else(|| Value::str(&text))
+}
+
+/// Takes the entries of this worker's released keys out of `view`, into the hand-off.
+fn hand_over_entries(
+    kv: &KvStore,
+    view: &str,
+    handoff: &Handoff,
+    node: &str,
+    key_type: &DataType,
+) -> Result<(), starling_storage::StorageError> {
+    if !handoff.any_released() {
+        return Ok(());
+    }
+    let now = now_ms();
+    let mut after: Option<Vec<u8>> = None;
+    let mut gone = Vec::new();
+    loop {
+        let page = kv.scan(view, b"", after.as_deref(), 1000, now)?;
+        for (k, v) in page.items {
+            let key = stored_key(&k, key_type);
+            if !handoff.owns_here(&key) {
+                continue;
+            }
+            if let Some(shard) = handoff.released_shard(&key) {
+                handoff.part(node, shard, |m| m.kv.push((k.clone(), v)));
+                gone.push(KvWrite::Delete { key: k });
+            }
+        }
+        match page.next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    if !gone.is_empty() {
+        kv.put_batch(view, &gone)?;
+    }
+    Ok(())
 }
 
 /// Adds the fields of the `view` entry under each event's key (or `key`).

@@ -44,9 +44,9 @@ use crate::value::Value;
 
 use panes::panes;
 use sessions::sessions;
-use time_order::in_time_order_moving;
 pub(crate) use time_order::{
-    follow, in_time_order, stash_by_time, stash_diverting, take_released_records, TimeStash,
+    follow, in_time_order, in_time_order_diverting, in_time_order_moving, stash_by_time,
+    stash_diverting, take_released_records, Divert, TimeStash,
 };
 
 type HashMap<K, V> = hashbrown::HashMap<K, V, FxBuildHasher>;

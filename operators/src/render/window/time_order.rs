@@ -23,12 +23,37 @@ pub(crate) fn in_time_order<'s>(s: Updates<'s>, name: &str) -> Updates<'s> {
     in_time_order_moving(s, name, None)
 }
 
-/// [`in_time_order`] for a window that hands its keys' state over when their shard moves:
+/// [`in_time_order`] for an operator that hands its keys' state over when their shard moves:
 /// records waiting here move with the shard, and records handed over wait here again.
-pub(super) fn in_time_order_moving<'s>(
+pub(crate) fn in_time_order_moving<'s>(
     s: Updates<'s>,
     name: &str,
     handoff: Option<(Rc<Handoff>, String)>,
+) -> Updates<'s> {
+    in_time_order_diverting(s, name, handoff, Divert::All)
+}
+
+/// Which records of a released key that arrive after the release go to the new owner.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Divert {
+    /// Every one (a window: its state moved, so every record belongs to the new owner).
+    All,
+    /// Insertions only; a retraction stays here. A store writer fed by the stream wants this:
+    /// its entries moved whole at the release, an insertion still in flight is a newer value
+    /// the new owner must have, and a retraction is this node taking back its own result.
+    Insertions,
+    /// None: a store writer fed by an operator whose state moved (an unwindowed aggregate),
+    /// whose new owner computes every later result itself; what arrives here is this node's
+    /// own results being taken back.
+    Nothing,
+}
+
+/// [`in_time_order_moving`], choosing which late records of released keys are diverted.
+pub(crate) fn in_time_order_diverting<'s>(
+    s: Updates<'s>,
+    name: &str,
+    handoff: Option<(Rc<Handoff>, String)>,
+    which: Divert,
 ) -> Updates<'s> {
     let exchange = Exchange::new(|u: &Update| u.0.key.stable_hash());
     let scope = s.scope();
@@ -63,6 +88,8 @@ pub(super) fn in_time_order_moving<'s>(
                 // channel from another worker) go to the shard's new owner.
                 Some((h, node)) if h.any_released() => {
                     let divert = |u: &Update| match h.released_shard(&u.0.key) {
+                        Some(_) if which == Divert::Nothing => false,
+                        Some(_) if which == Divert::Insertions && u.2 < 0 => false,
                         Some(shard) => {
                             h.divert(node, shard, u);
                             true
