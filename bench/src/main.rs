@@ -92,6 +92,11 @@ enum Cmd {
         /// Events/s of the publisher running during the hand-off part.
         #[arg(long, default_value_t = 20_000)]
         handoff_rate: u64,
+        /// Keys of unwindowed state (running totals per key, kept in a KV view) loaded into
+        /// the hand-off cluster before the join, so that the moves carry that much state
+        /// besides the windows; 0 loads none.
+        #[arg(long, default_value_t = 0)]
+        handoff_keys: u64,
         /// Largest replication factor of the replication part (3-node clusters with
         /// R = 1 … this, `acks = all`); 1 skips the part.
         #[arg(long, default_value_t = 3)]
@@ -409,6 +414,7 @@ fn main() -> Result<()> {
             workers,
             nodes,
             handoff_rate,
+            handoff_keys,
             max_replication,
             json,
         } => {
@@ -423,6 +429,7 @@ fn main() -> Result<()> {
                 workers,
                 nodes,
                 handoff_rate,
+                handoff_keys,
                 max_replication,
             };
             o.check()?;

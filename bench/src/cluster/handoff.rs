@@ -38,6 +38,8 @@ pub struct Handoff {
     pub leave: Move,
     pub load: LoadResult,
     pub rate: u64,
+    /// Keys of unwindowed state loaded before the join.
+    pub keys: u64,
 }
 
 /// A 2-node cluster under a paced publisher (clients on both nodes); a 3rd node joins, the
@@ -69,6 +71,9 @@ pub(super) async fn handoff(o: &Options, spec: &Spec) -> Result<Handoff> {
         .await
         .context("submitting the windowed dataflow whose state the hand-off moves")?;
     let clients = connect(&[&h1, &h2], 2).await?;
+    if o.handoff_keys > 0 {
+        load_running_totals(&h1, &clients, o.handoff_keys).await?;
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let phase = Arc::new(AtomicU8::new(0));
     let publisher = tokio::spawn(run_load(Load {
@@ -155,5 +160,48 @@ pub(super) async fn handoff(o: &Options, spec: &Spec) -> Result<Handoff> {
         leave,
         load,
         rate: o.handoff_rate,
+        keys: o.handoff_keys,
     })
+}
+
+/// Unwindowed state to move: running totals per key (a ledger in front of the aggregate, a
+/// KV view behind it), one event for each of `keys` keys, acknowledged before the join.
+async fn load_running_totals(
+    h1: &Member,
+    clients: &[starling_node::client::quic::QuicClient],
+    keys: u64,
+) -> Result<()> {
+    use starling_engine::operators::Value;
+    use starling_node::quic::wire::row_to_wire;
+    HttpClient::new(&h1.base())
+        .submit(&format!(
+            "name: totals\ninputs:\n  - {{id: c, topic: {TOPIC}, watermark: {{max_delay: 5s, idle_timeout: 1s}}}}\nnodes:\n  - id: t\n    op: aggregate\n    input: c\n    aggregates: [{{name: n, fn: count}}, {{name: s, fn: sum, expr: amount}}]\n  - {{id: v, op: kv_put, input: t, view: totals}}\noutputs:\n  - {{name: out, from: t}}\n"
+        ))
+        .await
+        .context("submitting the running totals whose state the hand-off moves")?;
+    let note = "an event of about one hundred bytes";
+    let mut sent = 0u64;
+    while sent < keys {
+        let n = (keys - sent).min(1000);
+        let rows: Vec<_> = (sent..sent + n)
+            .map(|k| {
+                row_to_wire(&[
+                    Value::str(&format!("key-{k:07}")),
+                    Value::Timestamp(1_000),
+                    Value::Int((k % 1000) as i64),
+                    Value::str(note),
+                ])
+            })
+            .collect();
+        let client = &clients[(sent / 1000) as usize % clients.len()];
+        let acked = client
+            .publish(TOPIC, rows)
+            .await
+            .context("loading the running totals")?;
+        if acked != n {
+            bail!("{acked} of {n} events of the running totals acknowledged");
+        }
+        sent += n;
+    }
+    Ok(())
 }

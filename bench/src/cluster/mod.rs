@@ -72,6 +72,8 @@ pub struct Options {
     pub nodes: usize,
     /// Events/s of the publisher running during hand-off.
     pub handoff_rate: u64,
+    /// Keys of unwindowed state loaded before the hand-off part's join (0: none).
+    pub handoff_keys: u64,
     /// The replication part runs 3-node clusters with R = 1 … this (1: skipped).
     pub max_replication: u32,
 }

@@ -70,7 +70,7 @@ impl Report {
                 "events": o.events, "rounds": o.rounds, "connections": o.connections,
                 "streams": o.streams, "batch": o.batch, "durability": o.durability,
                 "shards": o.shards, "workers": o.workers, "nodes": o.nodes,
-                "handoff_rate": o.handoff_rate,
+                "handoff_rate": o.handoff_rate, "handoff_keys": o.handoff_keys,
             },
             "throughput": {
                 "runs": self.runs.iter().map(|r| json!({
@@ -187,8 +187,8 @@ impl Report {
         let h = &self.handoff;
         let _ = writeln!(
             s,
-            "hand-off under load ({} events/s published over QUIC to the 2 original nodes):",
-            h.rate
+            "hand-off under load ({} events/s published over QUIC to the 2 original nodes; {} keys of running totals loaded before):",
+            h.rate, h.keys
         );
         for m in [&h.join, &h.leave] {
             let _ = writeln!(
