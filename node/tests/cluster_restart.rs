@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cluster_common::{rt, settled};
+use cluster_common::{cluster_view, rt, settled};
 use node_common::{clicks_topic, metric_sum, window_yaml, NodeProc};
 use serde_json::{json, Value as Json};
 use starling_node::client::http::HttpClient;
@@ -367,6 +367,15 @@ fn whole_cluster_restart(how: Restart) {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let took = settled(&refs, 3, Duration::from_secs(60)).await;
+        // Stopped before their shards could move, they were marked leaving; back, they stay.
+        let view = cluster_view(&nodes[0]).await.unwrap_or(Json::Null);
+        let leaving: Vec<&Json> = view["members"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|m| m["leaving"] != false)
+            .collect();
+        assert!(leaving.is_empty(), "members still leaving: {view:#}");
         println!(
             "{how:?}: ready after {:?} (from the first start), settled {took:?} later",
             ready_after

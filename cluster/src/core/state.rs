@@ -92,6 +92,11 @@ pub enum Command {
     },
     /// Makes an in-sync replica the owner (the owner died), at the next epoch.
     Promote { shard: ShardId, node: NodeId },
+    /// A member marked leaving is back and stays: it was stopped before its shards could
+    /// move (every member stopped at once, or the last one), and has been started again.
+    /// Clears `leaving`, so that placement gives it shards again instead of draining and
+    /// removing it. Only the member itself proposes it, from a process that is not leaving.
+    Rejoin { node: NodeId },
 }
 
 /// What applying a command did.
@@ -150,6 +155,13 @@ impl ClusterState {
             Command::SetLeaving { node } => match self.members.get_mut(node) {
                 Some(m) => {
                     m.leaving = true;
+                    Outcome::Done
+                }
+                None => Outcome::Refused(format!("node {node} is not a member")),
+            },
+            Command::Rejoin { node } => match self.members.get_mut(node) {
+                Some(m) => {
+                    m.leaving = false;
                     Outcome::Done
                 }
                 None => Outcome::Refused(format!("node {node} is not a member")),
@@ -313,5 +325,28 @@ mod tests {
         );
         assert_eq!(s.table.owner(0), Some(2));
         assert_eq!(s.apply(&Command::RemoveMember { node: 1 }), Outcome::Done);
+    }
+
+    #[test]
+    fn a_member_back_from_leaving_stays_and_an_address_update_keeps_the_mark() {
+        let mut s = ClusterState::new("c", 2).unwrap();
+        s.apply(&Command::AddMember {
+            node: 1,
+            info: member("a"),
+        });
+        s.apply(&Command::SetLeaving { node: 1 });
+        // Addresses learnt from gossip do not say whether the member still leaves.
+        s.apply(&Command::AddMember {
+            node: 1,
+            info: member("a"),
+        });
+        assert!(s.members[&1].leaving);
+        assert_eq!(s.apply(&Command::Rejoin { node: 1 }), Outcome::Done);
+        assert!(!s.members[&1].leaving);
+        assert!(matches!(
+            s.apply(&Command::Rejoin { node: 2 }),
+            Outcome::Refused(_)
+        ));
+        assert!(!s.members.contains_key(&2));
     }
 }

@@ -24,6 +24,7 @@ pub mod peer_link;
 mod peer_ops;
 mod peers;
 mod placement;
+mod rejoin;
 mod repartition;
 mod replication;
 mod scatter;
@@ -107,6 +108,9 @@ pub(crate) struct Shared {
     /// producer gone too early would close windows before its records arrive.
     dead: Arc<Mutex<BTreeSet<NodeId>>>,
     replication: replication::Replication,
+    /// Set once this process starts to leave the cluster ([`Cluster::leave`]): from then on
+    /// a leaving mark in the agreed state is its own, not one left from before a restart.
+    leaving: std::sync::atomic::AtomicBool,
     /// R from this node's configuration, proposed by the first leader that finds it unset.
     replication_factor: u32,
     /// The next publish batch number of this node (see `Request::Forward`'s `origin`);
@@ -246,6 +250,7 @@ impl Cluster {
             handoffs: handoff::Handoffs::default(),
             dead: Arc::new(Mutex::new(BTreeSet::new())),
             replication: replication::Replication::default(),
+            leaving: std::sync::atomic::AtomicBool::new(false),
             replication_factor: config.replication,
             batches: std::sync::atomic::AtomicU64::new(
                 std::time::SystemTime::now()
@@ -267,6 +272,7 @@ impl Cluster {
             tokio::spawn(handoff::hand_off_loop(Arc::clone(&shared))),
             tokio::spawn(replication::replica_loop(Arc::clone(&shared))),
             tokio::spawn(status::ready_loop(Arc::clone(&shared))),
+            tokio::spawn(rejoin::rejoin_loop(Arc::clone(&shared))),
         ];
         shared.membership.set_state(MemberState::Live).await;
         tracing::info!(node = %format!("{me:016x}"), cluster = %config.cluster_id, "joined the cluster");
@@ -303,6 +309,7 @@ impl Cluster {
     /// seen gone).
     pub async fn leave(&self, timeout: Duration) -> Result<(), EngineError> {
         let s = &self.shared;
+        s.leaving.store(true, std::sync::atomic::Ordering::Relaxed);
         s.membership.set_state(MemberState::Leaving).await;
         let deadline = Instant::now() + timeout;
         let mut state = s.state.clone();

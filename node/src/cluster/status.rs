@@ -33,6 +33,9 @@ pub(crate) enum NotReady {
     OldAddresses { peer: String, http: String },
     /// This node is handing its shards over to leave the cluster.
     Leaving,
+    /// The committed state still marks this node leaving from before its restart (it was
+    /// stopped before its shards could move): it stays once `Rejoin` commits.
+    MarkedLeaving,
     /// Shards this node owns are being rebuilt from their log (after a promotion).
     Rebuilding { shards: Vec<u32> },
     /// Shards are owned by members that are not back: writes to them wait.
@@ -71,6 +74,10 @@ impl std::fmt::Display for NotReady {
             NotReady::Leaving => {
                 f.write_str("this node is leaving the cluster (handing its shards over)")
             }
+            NotReady::MarkedLeaving => f.write_str(
+                "the cluster still marks this node as leaving, from before its restart: \
+                 waiting for the Raft leader to commit that it stays",
+            ),
             NotReady::Rebuilding { shards } => write!(
                 f,
                 "{} shards this node owns are being rebuilt from their log: {shards:?}",
@@ -138,6 +145,9 @@ pub(crate) fn readiness(f: &Facts<'_>) -> Result<(), NotReady> {
     }
     if f.leaving {
         return Err(NotReady::Leaving);
+    }
+    if recorded.leaving {
+        return Err(NotReady::MarkedLeaving);
     }
     if !f.rebuilding.is_empty() {
         return Err(NotReady::Rebuilding {
@@ -406,7 +416,7 @@ mod tests {
     }
 
     #[test]
-    fn a_member_back_on_new_ports_waits_for_them_to_be_recorded() {
+    fn a_member_back_waits_for_its_addresses_and_its_stay_to_be_recorded() {
         let mut s = three();
         s.apply(&Command::AddMember {
             node: 1,
@@ -414,6 +424,11 @@ mod tests {
         });
         let why = judge(&s, Some(1), &[1, 2, 3]).unwrap_err();
         assert!(matches!(why, NotReady::OldAddresses { .. }), "{why}");
+        let mut s = three();
+        s.apply(&Command::SetLeaving { node: 1 });
+        assert_eq!(judge(&s, Some(2), &[1, 2, 3]), Err(NotReady::MarkedLeaving));
+        s.apply(&Command::Rejoin { node: 1 });
+        assert_eq!(judge(&s, Some(2), &[1, 2, 3]), Ok(()));
         let mut s = three();
         s.apply(&Command::Assign { shard: 0, node: 2 });
         s.apply(&Command::RemoveMember { node: 1 });
