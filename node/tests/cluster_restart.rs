@@ -125,20 +125,41 @@ async fn publish(to: &[&NodeProc], events: &[Json]) {
     }
 }
 
-/// Subscribes to the window results on `node`; the lines arrive in the returned vector.
+/// Subscribes to the window results on `node`; the lines arrive in the returned vector. A
+/// subscription that could not be opened (a peer's part not ready yet: the node refuses
+/// rather than merge part of the cluster) is tried again until one line arrived.
 fn collect(node: &NodeProc) -> (Arc<Mutex<Vec<Json>>>, tokio::task::JoinHandle<()>) {
     let lines = Arc::new(Mutex::new(Vec::new()));
     let sink = Arc::clone(&lines);
     let client = HttpClient::new(&node.base());
     let task = tokio::spawn(async move {
-        let _ = client
-            .subscribe("w/out", |line| {
-                sink.lock().unwrap().push(line);
-                true
-            })
-            .await;
+        let started = Instant::now();
+        loop {
+            let r = client
+                .subscribe("w/out", |line| {
+                    sink.lock().unwrap().push(line);
+                    true
+                })
+                .await;
+            let got_some = !sink.lock().unwrap().is_empty();
+            match r {
+                Err(e) if !got_some && started.elapsed() < Duration::from_secs(30) => {
+                    println!("subscription not opened yet: {e}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                _ => return,
+            }
+        }
     });
     (lines, task)
+}
+
+/// The tests of this file each run three or four node processes; on two cores, run at once
+/// they starve each other's elections and timers. They take turns.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Waits until at least `at_least` lines arrived and no more came for a second; returns
@@ -231,6 +252,7 @@ enum Restart {
 const PAUSE: Duration = Duration::from_secs(7);
 
 fn whole_cluster_restart(how: Restart) {
+    let _turn = one_at_a_time();
     rt().block_on(async {
         let began = Instant::now();
         let events = events();
@@ -317,9 +339,22 @@ fn whole_cluster_restart(how: Restart) {
                         println!("a alone, after {PAUSE:?}: /readyz {status} {body}");
                     }
                     if i == 1 {
-                        // A majority is back, but c's shards wait for c.
+                        // A majority is back, but c's shards wait for c (once a and b have
+                        // elected a leader, which a loaded machine may take a while to do).
                         for n in &nodes {
-                            let (status, body) = readyz(n).await;
+                            let since = Instant::now();
+                            let (status, body) = loop {
+                                let (status, body) = readyz(n).await;
+                                let waiting_for_c =
+                                    body.contains("not back yet") && body.contains("[c]");
+                                if status != 503
+                                    || waiting_for_c
+                                    || since.elapsed() > Duration::from_secs(30)
+                                {
+                                    break (status, body);
+                                }
+                                tokio::time::sleep(Duration::from_millis(200)).await;
+                            };
                             assert_eq!(status, 503, "ready without c? {body}");
                             assert!(
                                 body.contains("not back yet") && body.contains("[c]"),
@@ -454,4 +489,143 @@ fn a_cluster_killed_at_once_comes_back_when_started_at_once() {
 #[test]
 fn a_cluster_killed_at_once_comes_back_one_node_at_a_time() {
     whole_cluster_restart(Restart::KilledOneByOne);
+}
+
+/// Per user, 10 s windows that stay open through every restart (`max_delay: 3600s`: nothing
+/// closes before the final watermark), so each node's window state leaves with its shards on
+/// SIGTERM and must come back to it without being counted twice; and running totals per user
+/// (no window) into a KV view.
+const ROLLING_YAML: &str = r#"name: w
+inputs:
+  - {id: c, topic: clicks, watermark: {max_delay: 3600s, idle_timeout: 0s}}
+nodes:
+  - {id: win, op: window, input: c, kind: tumbling, size: 10s}
+  - id: n
+    op: aggregate
+    input: win
+    aggregates: [{name: clicks, fn: count}, {name: spent, fn: sum, expr: amount}]
+  - id: t
+    op: aggregate
+    input: c
+    aggregates: [{name: n, fn: count}]
+  - {id: v, op: kv_put, input: t, view: totals}
+outputs:
+  - {name: out, from: n}
+"#;
+
+/// A rolling restart under publishing, as every upgrade is done: three members, a quarter of
+/// the events, then each member in turn stopped with SIGTERM (it hands its shards off) and
+/// started again on its data directory and addresses, the cluster settling on three members
+/// before the next quarter. Every window result equals one node's, no window state is left
+/// on any node, and the running totals' view holds every user's count. (Windows open at each
+/// restart come out doubled: the restarted node's replay rebuilds their state from its old
+/// log, and the state handed back to it is merged on top.)
+///
+/// Ignored: it reproduces the rolling-restart bug of the exactness issue in about one run of
+/// three (105 of 500 windows doubled, `clicks` 80 instead of 40; the other runs exact, the
+/// totals' view always exact). The handoff core's `reconcile` leaves out shards moving to
+/// this node and runs only 2 s after the start, so replayed state of a shard that comes back
+/// at once is kept. Dropping unreleased state at the first chunk of a release fixed this run
+/// but lost the open windows of whole-cluster restarts (state restored from a checkpoint is
+/// not "released" either): the fix needs to tell replayed state from restored state.
+#[test]
+#[ignore = "rolling restarts still double some windows: see the exactness issue"]
+fn a_rolling_restart_under_publishing_equals_one_node() {
+    let _turn = one_at_a_time();
+    rt().block_on(async {
+        let events = events();
+        // One node: the reference.
+        let single = NodeProc::start(&["--shards", SHARDS]);
+        let admin = HttpClient::new(&single.base());
+        admin.create_topic(&clicks_topic("clicks")).await.unwrap();
+        admin.submit(ROLLING_YAML).await.unwrap();
+        publish(&[&single], &events).await;
+        let (lines, task) = collect(&single);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        admin.advance_watermark("clicks", 2_000_000).await.unwrap();
+        let n = quiet(&lines, USERS * 10, Duration::from_secs(60)).await;
+        task.abort();
+        assert_eq!(n, USERS * 10);
+        let mut want: Vec<String> = lines.lock().unwrap().iter().map(Json::to_string).collect();
+        want.sort();
+
+        let (a, pa) = first_start("a", None);
+        let (b, pb) = first_start("b", Some(&pa.gossip));
+        let (c, pc) = first_start("c", Some(&pa.gossip));
+        let places = vec![pa, pb, pc];
+        let mut nodes = vec![a, b, c];
+        {
+            let refs: Vec<&NodeProc> = nodes.iter().collect();
+            settled(&refs, 3, Duration::from_secs(60)).await;
+        }
+        let admin = HttpClient::new(&nodes[0].base());
+        admin.create_topic(&clicks_topic("clicks")).await.unwrap();
+        admin.submit(ROLLING_YAML).await.unwrap();
+        let quarters: Vec<&[Json]> = events.chunks(events.len().div_ceil(4)).collect();
+        {
+            let refs: Vec<&NodeProc> = nodes.iter().collect();
+            publish(&refs, quarters[0]).await;
+        }
+        for (i, quarter) in quarters[1..].iter().enumerate() {
+            // Stop member i (it hands its shards to the others), start it again.
+            let node = nodes.remove(i);
+            node.sigterm();
+            let mut node = node;
+            let exit = node.wait_exit(Duration::from_secs(60));
+            assert!(exit.is_some_and(|s| s.success()), "{} did not stop cleanly", node.base());
+            let dir = node.sigkill();
+            nodes.insert(i, restart(&places[i], dir, &places, false));
+            let refs: Vec<&NodeProc> = nodes.iter().collect();
+            settled(&refs, 3, Duration::from_secs(90)).await;
+            println!("rolling restart: {} back and settled", places[i].name);
+            publish(&refs, quarter).await;
+        }
+        let refs: Vec<&NodeProc> = nodes.iter().collect();
+        let (lines, task) = collect(&nodes[0]);
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        HttpClient::new(&nodes[1].base())
+            .advance_watermark("clicks", 2_000_000)
+            .await
+            .unwrap();
+        quiet(&lines, USERS * 10, Duration::from_secs(60)).await;
+        task.abort();
+        let mut got: Vec<String> = lines.lock().unwrap().iter().map(Json::to_string).collect();
+        got.sort();
+        let missing = want.iter().filter(|l| !got.contains(l)).count();
+        let extra: Vec<&String> = got.iter().filter(|l| !want.contains(l)).collect();
+        assert!(
+            got == want,
+            "window results after a rolling restart: {missing} of {} missing, {} not one node's, e.g. {:?}\n{}",
+            want.len(),
+            extra.len(),
+            &extra[..extra.len().min(5)],
+            logs(&refs)
+        );
+        // Every window retired everywhere (the state that moved back and forth included).
+        for n in &refs {
+            let since = Instant::now();
+            let state = loop {
+                let d = HttpClient::new(&n.base()).dataflow("w").await.unwrap();
+                let state = d["counters"]["window_state"].as_i64();
+                if state == Some(0) || since.elapsed() > Duration::from_secs(10) {
+                    break state;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            };
+            assert_eq!(state, Some(0), "window state left on {}", n.base());
+        }
+        // The running totals' view holds every user's whole count, read through any member.
+        let v: Json = reqwest::get(refs[2].url("/v1/kv/totals?limit=1000"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let items = v["items"].as_array().cloned().unwrap_or_default();
+        assert_eq!(items.len(), USERS, "{v:#}");
+        for i in &items {
+            assert_eq!(i["value"]["n"], PER_USER as u64, "{i}");
+        }
+        println!("rolling restart: {} window results and {USERS} running totals equal one node's", got.len());
+    });
 }
