@@ -15,7 +15,9 @@
 //! adds becomes a learner, and is promoted to voter once caught up while there are fewer
 //! than [`MAX_VOTERS`]. A leaving voter is replaced by a caught-up learner if there is one.
 
+mod error;
 mod network;
+mod settings;
 mod store;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -27,11 +29,12 @@ use std::time::Duration;
 use openraft::error::{ClientWriteError, InitializeError, RaftError as OrRaftError};
 use openraft::storage::Adaptor;
 use openraft::{BasicNode, ChangeMembers, Config, Raft, SnapshotPolicy, TokioRuntime};
-use thiserror::Error;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+pub use error::{ProposeError, RaftError};
 pub use network::{ForwardError, RaftRpc, RaftRpcReply, RaftTransport, RpcRequest, TransportError};
+pub use settings::RaftSettings;
 pub use store::StoreError;
 
 use crate::core::state::{ClusterState, Command, MemberInfo, Outcome};
@@ -56,98 +59,6 @@ openraft::declare_raft_types!(
 /// The most voters the cluster keeps: five tolerate two failures; more would only slow
 /// every commit down. Further nodes follow the log as learners.
 pub const MAX_VOTERS: usize = 5;
-
-/// Timing and size limits of the Raft shell. The defaults suit a LAN (and loopback tests):
-/// a leader heartbeats every 100 ms and a follower that hears nothing for a random 300–600 ms
-/// starts an election, so a dead leader is replaced in well under a second while a few
-/// delayed heartbeats do not cause needless elections.
-#[derive(Clone, Debug)]
-pub struct RaftSettings {
-    /// How often the leader sends heartbeats (and replication) to each peer.
-    pub heartbeat: Duration,
-    /// The shortest silence after which a follower calls an election.
-    pub election_timeout_min: Duration,
-    /// The longest; each follower draws its timeout between the two, so that elections
-    /// rarely collide.
-    pub election_timeout_max: Duration,
-    /// Take a snapshot (the serialized `ClusterState`) every this many applied entries,
-    /// then purge the log up to it: this bounds the log on disk and in memory.
-    pub snapshot_every: u64,
-    /// Entries kept before the snapshot point, so that a briefly lagging follower catches
-    /// up from the log rather than by receiving a whole snapshot.
-    pub keep_after_snapshot: u64,
-    /// How long [`ClusterRaft::propose`] waits for a leader and for its proposal to commit.
-    pub propose_timeout: Duration,
-    /// How long [`ClusterRaft::add_node`] waits for a new learner to catch up before
-    /// leaving it a learner (the leader promotes it later, [`ClusterRaft::promote`]).
-    pub catch_up_timeout: Duration,
-    /// The largest RPC (request or reply) accepted, in bytes; bounds what a hostile or
-    /// broken peer can make a node allocate and parse.
-    pub max_rpc_bytes: usize,
-}
-
-impl Default for RaftSettings {
-    fn default() -> Self {
-        RaftSettings {
-            heartbeat: Duration::from_millis(100),
-            election_timeout_min: Duration::from_millis(300),
-            election_timeout_max: Duration::from_millis(600),
-            snapshot_every: 1000,
-            keep_after_snapshot: 100,
-            propose_timeout: Duration::from_secs(5),
-            catch_up_timeout: Duration::from_secs(5),
-            max_rpc_bytes: 64 << 20,
-        }
-    }
-}
-
-/// Why a Raft operation failed. Each variant says what the caller can do about it.
-#[derive(Debug, Error)]
-pub enum RaftError {
-    /// The node's Raft directory could not be opened or written.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// The settings are inconsistent (for example an election timeout below the heartbeat).
-    #[error("invalid Raft settings: {0}")]
-    Settings(String),
-    /// Membership changes are made by the leader; call this on it.
-    #[error("node {me} is not the Raft leader (the leader is {leader:?}); ask the leader")]
-    NotLeader { me: NodeId, leader: Option<NodeId> },
-    /// Removing the last voter would leave nobody to decide anything.
-    #[error("node {0} is the only voter and cannot be removed")]
-    LastVoter(NodeId),
-    /// openraft refused a membership change (another change in progress, unknown learner).
-    #[error("membership change refused: {0}")]
-    Membership(String),
-    /// The Raft core stopped (shut down, or a storage failure it cannot survive).
-    #[error("the Raft core stopped: {0}")]
-    Stopped(String),
-    /// Recording the node in the cluster state failed.
-    #[error(transparent)]
-    Propose(#[from] ProposeError),
-}
-
-/// Why a proposal has no outcome.
-#[derive(Debug, Error)]
-pub enum ProposeError {
-    /// No leader was known, or reachable, within the timeout (an election is going on, or
-    /// this node is cut off from the majority). Nothing was applied; safe to retry.
-    #[error("no Raft leader reachable within {0:?}")]
-    NoLeader(Duration),
-    /// The proposal may or may not have been committed: the leader was asked but did not
-    /// answer. Read [`ClusterRaft::state`] before retrying a command that is not idempotent.
-    #[error("the leader ({leader:?}) did not confirm the proposal: {reason}")]
-    Uncertain {
-        leader: Option<NodeId>,
-        reason: String,
-    },
-    /// The leader refused the request itself (too large, wrong cluster).
-    #[error("the leader refused the proposal: {0}")]
-    Refused(String),
-    /// The Raft core of this node stopped.
-    #[error("the Raft core stopped: {0}")]
-    Stopped(String),
-}
 
 /// Leader contacts a follower keeps for its lease: one comes every [`LEASE_POLL`], so this
 /// covers well over a lease's worth.
