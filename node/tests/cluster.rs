@@ -57,34 +57,9 @@ fn ndjson(events: &[Json]) -> Vec<u8> {
     body
 }
 
-/// Subscribes to `target` on `node`; the lines arrive in the returned vector. A subscription
-/// that could not be opened (a peer's part not installed yet: the node refuses rather than
-/// merge part of the cluster) is tried again until a line arrived.
+/// Follows `target` on `node` (see `cluster_common::collect`).
 fn collect(node: &NodeProc, target: &str) -> (Arc<Mutex<Vec<Json>>>, tokio::task::JoinHandle<()>) {
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    let sink = Arc::clone(&lines);
-    let client = HttpClient::new(&node.base());
-    let target = target.to_string();
-    let task = tokio::spawn(async move {
-        let started = Instant::now();
-        loop {
-            let r = client
-                .subscribe(&target, |line| {
-                    sink.lock().unwrap().push(line);
-                    true
-                })
-                .await;
-            let got_some = !sink.lock().unwrap().is_empty();
-            match r {
-                Err(e) if !got_some && started.elapsed() < Duration::from_secs(30) => {
-                    println!("{target}: subscription not opened yet: {e}");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                _ => return,
-            }
-        }
-    });
-    (lines, task)
+    cluster_common::collect(&node.base(), target)
 }
 
 /// Final window results as sorted text, whatever node they came from.

@@ -125,41 +125,17 @@ async fn publish(to: &[&NodeProc], events: &[Json]) {
     }
 }
 
-/// Subscribes to the window results on `node`; the lines arrive in the returned vector. A
-/// subscription that could not be opened (a peer's part not ready yet: the node refuses
-/// rather than merge part of the cluster) is tried again until one line arrived.
-fn collect(node: &NodeProc) -> (Arc<Mutex<Vec<Json>>>, tokio::task::JoinHandle<()>) {
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    let sink = Arc::clone(&lines);
-    let client = HttpClient::new(&node.base());
-    let task = tokio::spawn(async move {
-        let started = Instant::now();
-        loop {
-            let r = client
-                .subscribe("w/out", |line| {
-                    sink.lock().unwrap().push(line);
-                    true
-                })
-                .await;
-            let got_some = !sink.lock().unwrap().is_empty();
-            match r {
-                Err(e) if !got_some && started.elapsed() < Duration::from_secs(30) => {
-                    println!("subscription not opened yet: {e}");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                _ => return,
-            }
-        }
-    });
-    (lines, task)
-}
-
 /// The tests of this file each run three or four node processes; on two cores, run at once
 /// they starve each other's elections and timers. They take turns.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Follows the window results on `node` (see `cluster_common::collect`).
+fn collect(node: &NodeProc) -> (Arc<Mutex<Vec<Json>>>, tokio::task::JoinHandle<()>) {
+    cluster_common::collect(&node.base(), "w/out")
 }
 
 /// Waits until at least `at_least` lines arrived and no more came for a second; returns

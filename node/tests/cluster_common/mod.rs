@@ -2,9 +2,43 @@
 //! here is the steady publisher and the per-second window flow several tests share.
 #![allow(dead_code)]
 
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
+use serde_json::Value as Json;
+use starling_node::client::http::HttpClient;
 pub use starling_testkit::cluster::*;
+
+/// Subscribes to `target` (`dataflow/output`, or a topic) on the node at `base`; the lines
+/// arrive in the returned vector. A subscription that could not be opened (a peer's part not
+/// installed yet: the node refuses rather than merge part of the cluster) is tried again
+/// until a line arrived, for up to 30 s.
+pub fn collect(base: &str, target: &str) -> (Arc<Mutex<Vec<Json>>>, tokio::task::JoinHandle<()>) {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&lines);
+    let client = HttpClient::new(base);
+    let target = target.to_string();
+    let task = tokio::spawn(async move {
+        let started = Instant::now();
+        loop {
+            let r = client
+                .subscribe(&target, |line| {
+                    sink.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+                    true
+                })
+                .await;
+            let got_some = !sink.lock().unwrap_or_else(|p| p.into_inner()).is_empty();
+            match r {
+                Err(e) if !got_some && started.elapsed() < Duration::from_secs(30) => {
+                    println!("{target}: subscription not opened yet: {e}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                _ => return,
+            }
+        }
+    });
+    (lines, task)
+}
 
 /// Per user and second of event time, nothing closing until the final watermark: every
 /// window is open through any move or failover, so its state must survive it.
