@@ -21,6 +21,7 @@ use starling_cluster::handoff::{
 };
 use starling_cluster::{controller, NodeId};
 
+use super::released::Released;
 use super::Shared;
 use crate::quic::wire::{WireShardPart, MAX_FRAME};
 use crate::runtime::ShardPart;
@@ -44,12 +45,8 @@ pub(super) struct Handoffs {
     stragglers: Mutex<Vec<(u64, ShardPart)>>,
     /// Per shard moving here: the release whose chunks were merged, and which chunks.
     inbox: Mutex<Inbox>,
-    /// Shards whose keys this node's dataflows no longer count.
-    released: Mutex<BTreeSet<u32>>,
-    /// Set when a move to this node completed: once no more are arriving, the dataflows are
-    /// checkpointed, so that a restart restores the state that came over (it is in no log
-    /// of this node) instead of rebuilding only the part logged here.
-    checkpoint_due: std::sync::atomic::AtomicBool,
+    /// Shards whose keys this node's dataflows no longer count, kept on disk.
+    released: Mutex<Released>,
 }
 
 impl Handoffs {
@@ -135,21 +132,6 @@ async fn step(s: &Arc<Shared>) -> Result<(), EngineError> {
         }
     }
     reconcile(s, &st, &engine).await?;
-    let arriving = st.table.iter().any(|(_, e)| e.moving_to == Some(s.me));
-    if !arriving
-        && s.handoffs
-            .checkpoint_due
-            .swap(false, std::sync::atomic::Ordering::Relaxed)
-    {
-        let e2 = Arc::clone(&engine);
-        tokio::task::spawn_blocking(move || {
-            for d in e2.dataflows() {
-                if let Err(e) = e2.checkpoint(&d.name) {
-                    tracing::debug!(dataflow = %d.name, error = %e, "no checkpoint after a hand-off");
-                }
-            }
-        });
-    }
 
     // On the receiving side: a move that completed needs no record of its chunks any more;
     // one that was aborted after some chunks were merged here leaves state this node must not
@@ -257,7 +239,7 @@ async fn reconcile(
     let (stale, taken) = {
         let released = lock(&s.handoffs.released);
         let sending: BTreeSet<u32> = lock(&s.handoffs.outbox).shards().collect();
-        handoff::reconcile(&st.table, s.me, &released, &sending)
+        handoff::reconcile(&st.table, s.me, released.set(), &sending)
     };
     if !taken.is_empty() {
         engine.adopt_shards(&taken, Vec::new())?;
@@ -405,14 +387,54 @@ pub(super) fn receive(
     let complete = inbox.merged(shard, chunk, chunks);
     drop(inbox);
     if complete {
+        // The moved state exists nowhere else once the move completes (the old owner has
+        // dropped it, and no log holds it): it is made durable here first, or a restart of
+        // this node would come back without it.
+        checkpoint_all(&engine);
         if let Some(command) = controller::complete(&st, shard, s.me) {
             s.block(s.propose(command))?;
         }
-        s.handoffs
-            .checkpoint_due
-            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
     Ok(())
+}
+
+/// Checkpoints every dataflow that can be, retrying one that is busy (a periodic checkpoint
+/// under way, inputs not aligned yet) for a little while.
+pub(super) fn checkpoint_all(engine: &crate::Engine) {
+    for d in engine.dataflows() {
+        let mut tries = 0;
+        loop {
+            match engine.checkpoint(&d.name) {
+                Ok(_) => break,
+                // Its state cannot be checkpointed (yet): a restart replays its log.
+                Err(EngineError::BadRequest(_) | EngineError::NoStorage(_)) => break,
+                Err(e) if tries >= CHECKPOINT_TRIES => {
+                    tracing::warn!(dataflow = %d.name, error = %e, "moved state not checkpointed: a restart of this node before the next checkpoint loses it");
+                    break;
+                }
+                Err(_) => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        }
+    }
+}
+
+/// How often a busy checkpoint is tried again after a move.
+const CHECKPOINT_TRIES: u32 = 20;
+
+/// On a node that has handed every shard away: checkpoints its dataflows, which now hold no
+/// shard's state, so that when it starts again it restores nothing and replays nothing of
+/// the shards it gave away. Without it, the restart would rebuild their state from its old
+/// log and checkpoint, and a shard handed back to it would be merged on top of that copy,
+/// counting those events twice. Before the drain, whose end-of-time watermarks must never
+/// be saved.
+pub(super) async fn checkpoint_released(s: &Shared) {
+    let Ok(engine) = s.engine() else { return };
+    if let Err(e) = tokio::task::spawn_blocking(move || checkpoint_all(&engine)).await {
+        tracing::warn!(error = %e, "the dataflows could not be checkpointed before leaving");
+    }
 }
 
 /// How long a leaving node waits for its dataflows to emit what the hand-offs left behind.
@@ -433,6 +455,32 @@ pub(super) async fn drain_outputs(s: &Shared) {
             tracing::warn!(error = %e, "the dataflows could not be drained before leaving")
         }
         Err(e) => tracing::warn!(error = %e, "draining the dataflows failed"),
+    }
+}
+
+/// At start, before any peer can send state: takes the record of the shards this node had
+/// handed away (see [`Released`]) and drops what the log replay rebuilt for them.
+pub(super) async fn restore_released(s: &Shared, data_dir: &std::path::Path) {
+    let released = Released::open(data_dir);
+    let shards: Vec<u32> = released.set().iter().copied().collect();
+    *lock(&s.handoffs.released) = released;
+    if shards.is_empty() {
+        return;
+    }
+    let Ok(engine) = s.engine() else { return };
+    let n = shards.len();
+    match tokio::task::spawn_blocking(move || engine.release_shards(&shards)).await {
+        Ok(Ok(parts)) => tracing::info!(
+            shards = n,
+            parts = parts.len(),
+            "dropped the state this node's restart rebuilt for shards it had handed away"
+        ),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "could not drop the rebuilt state of shards handed away")
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "could not drop the rebuilt state of shards handed away")
+        }
     }
 }
 

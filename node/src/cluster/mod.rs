@@ -25,6 +25,7 @@ mod peer_ops;
 mod peers;
 mod placement;
 mod rejoin;
+mod released;
 mod repartition;
 mod replication;
 mod scatter;
@@ -264,6 +265,7 @@ impl Cluster {
                 path: data_dir.display().to_string(),
                 message: e.to_string(),
             })?;
+        handoff::restore_released(&shared, data_dir).await;
         let tasks = vec![
             tokio::spawn(leader::leader_loop(Arc::clone(&shared))),
             tokio::spawn(follow::follow_loop(Arc::clone(&shared))),
@@ -332,6 +334,7 @@ impl Cluster {
             // diverted after a release must reach their owners first.
             let idle = s.handoffs.idle();
             if mine == 0 && idle {
+                handoff::checkpoint_released(s).await;
                 handoff::drain_outputs(s).await;
                 return Ok(());
             }

@@ -94,11 +94,7 @@ pub(in crate::cluster) async fn take_over(
                 events += e2.replay_shard(topic, *shard, end)?;
             }
         }
-        for d in e2.dataflows() {
-            if let Err(e) = e2.checkpoint(&d.name) {
-                tracing::debug!(dataflow = %d.name, error = %e, "no checkpoint after a promotion");
-            }
-        }
+        crate::cluster::handoff::checkpoint_all(&e2);
         Ok(events)
     })
     .await
