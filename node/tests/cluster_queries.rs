@@ -225,3 +225,101 @@ fn kv_and_series_reads_answer_for_the_whole_cluster() {
         assert_eq!(points.len(), 1, "limit is honoured after the merge");
     });
 }
+
+/// A log read on any member says, per shard, what that member's copy is and which member
+/// owns the shard; the owner named there has every event published for the shard, whichever
+/// member took it in.
+#[test]
+fn a_log_read_names_each_shards_owner() {
+    let nodes = members(3);
+    let refs: Vec<&NodeProc> = nodes.iter().collect();
+    let rt = rt();
+    rt.block_on(async {
+        settled(&refs, 3, Duration::from_secs(60)).await;
+        let admin = HttpClient::new(&nodes[0].base());
+        admin.create_topic(&clicks_topic("clicks")).await.unwrap();
+        let mut body = Vec::new();
+        for e in clicks() {
+            body.extend_from_slice(e.to_string().as_bytes());
+            body.push(b'\n');
+        }
+        // The topic reaches the other members through the catalog a moment later.
+        let since = Instant::now();
+        loop {
+            match HttpClient::new(&nodes[1].base())
+                .publish_ndjson("clicks", body.clone())
+                .await
+            {
+                Ok(n) => break assert_eq!(n as usize, clicks().len()),
+                Err(e) => assert!(since.elapsed() < Duration::from_secs(10), "{e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let (_, view) = get_json(nodes[0].url("/v1/cluster")).await;
+        let owner_of: BTreeMap<u64, Json> = view["shards"]
+            .as_array()
+            .expect("shards")
+            .iter()
+            .map(|e| (e["shard"].as_u64().unwrap(), e["owner"].clone()))
+            .collect();
+        let http_of: BTreeMap<String, String> = view["members"]
+            .as_array()
+            .expect("members")
+            .iter()
+            .map(|m| {
+                (
+                    m["id"].as_str().unwrap().to_string(),
+                    m["http"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect();
+        let mut events = 0;
+        for node in &nodes {
+            let (_, me) = get_json(node.url("/v1/cluster")).await;
+            let me_id = me["node"]["id"].clone();
+            let (status, list) = get_json(node.url("/v1/topics/clicks/log")).await;
+            assert_eq!(status, 200, "{list}");
+            for s in list["shards"].as_array().unwrap() {
+                let shard = s["shard"].as_u64().unwrap();
+                let holder = &s["holder"];
+                if shard == u64::from(u32::MAX) {
+                    assert_eq!(holder["role"], "marks", "{s}");
+                    continue;
+                }
+                let owner = &owner_of[&shard];
+                assert_eq!(&holder["owner"]["id"], owner, "shard {shard}: {s}");
+                let want = if *owner == me_id { "owner" } else { "none" };
+                assert_eq!(
+                    holder["role"],
+                    want,
+                    "shard {shard} on {}: {s}",
+                    node.base()
+                );
+                // The named owner answers for the whole shard.
+                let http = holder["owner"]["http"]
+                    .as_str()
+                    .expect("the owner's address");
+                assert_eq!(http, http_of[owner.as_str().unwrap()]);
+                let (status, read) = get_json(format!(
+                    "http://{http}/v1/topics/clicks/log?shard={shard}&limit=10000"
+                ))
+                .await;
+                assert_eq!(status, 200, "{read}");
+                assert_eq!(read["holder"]["role"], "owner", "{read}");
+                if want == "owner" {
+                    events += read["entries"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|e| e["events"].as_array().map_or(0, Vec::len))
+                        .sum::<usize>();
+                }
+            }
+        }
+        assert_eq!(
+            events,
+            clicks().len(),
+            "the owners' logs hold every event once"
+        );
+    });
+}

@@ -47,6 +47,45 @@ pub(super) struct Handoffs {
     inbox: Mutex<Inbox>,
     /// Shards whose keys this node's dataflows no longer count, kept on disk.
     released: Mutex<Released>,
+    /// Checkpoints that make merged state durable before moves complete, shared by the moves
+    /// completing at the same time.
+    durable: GroupCheckpoint,
+}
+
+/// Group commit for checkpoints: a caller needs a checkpoint that *starts* after its call
+/// (it then holds what the caller merged). Callers that arrive while one runs share the next,
+/// so the many shards of a join cost a few checkpoints, not one each.
+#[derive(Default)]
+struct GroupCheckpoint {
+    /// (checkpoints started, checkpoints finished, whether one is running).
+    gens: Mutex<(u64, u64, bool)>,
+    done: std::sync::Condvar,
+}
+
+impl GroupCheckpoint {
+    /// Returns once a checkpoint that started after this call has finished.
+    fn after_now(&self, engine: &crate::Engine) {
+        let mut g = lock(&self.gens);
+        let want = g.0 + 1;
+        loop {
+            if g.1 >= want {
+                return;
+            }
+            if g.2 {
+                g = self.done.wait(g).unwrap_or_else(|p| p.into_inner());
+                continue;
+            }
+            g.0 += 1;
+            g.2 = true;
+            let mine = g.0;
+            drop(g);
+            checkpoint_all(engine);
+            g = lock(&self.gens);
+            g.1 = mine;
+            g.2 = false;
+            self.done.notify_all();
+        }
+    }
 }
 
 impl Handoffs {
@@ -390,7 +429,7 @@ pub(super) fn receive(
         // The moved state exists nowhere else once the move completes (the old owner has
         // dropped it, and no log holds it): it is made durable here first, or a restart of
         // this node would come back without it.
-        checkpoint_all(&engine);
+        s.handoffs.durable.after_now(&engine);
         if let Some(command) = controller::complete(&st, shard, s.me) {
             s.block(s.propose(command))?;
         }

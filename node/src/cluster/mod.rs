@@ -306,6 +306,34 @@ impl Cluster {
         status::cluster_json(&self.shared).await
     }
 
+    /// What this node's copy of `shard`'s log is, and who owns the shard, for a log read
+    /// that must say where the whole log is: `role` is `owner`, `replica` (in sync),
+    /// `joining` (a replica still copying) or `none` (this node holds at most what it logged
+    /// while it owned the shard). `None` for a shard the table does not have.
+    pub fn log_holder(&self, shard: u32) -> Option<serde_json::Value> {
+        let st = self.shared.current();
+        let e = st.table.get(shard).ok()?;
+        let me = self.shared.me;
+        let role = if e.owner == Some(me) {
+            "owner"
+        } else if e.replicas.contains(&me) {
+            "replica"
+        } else if e.joining.contains(&me) {
+            "joining"
+        } else {
+            "none"
+        };
+        let owner = e.owner.map(|o| {
+            let info = st.members.get(&o);
+            serde_json::json!({
+                "id": format!("{o:016x}"),
+                "name": info.map(|m| m.name.as_str()),
+                "http": info.map(|m| m.http_addr.as_str()),
+            })
+        });
+        Some(serde_json::json!({ "role": role, "owner": owner }))
+    }
+
     /// Hands this node's shards to the others, then leaves gossip and Raft. Used by SIGTERM
     /// and `starling leave`; gives up after `timeout` (the shards then move when the node is
     /// seen gone).

@@ -50,6 +50,16 @@ pub(super) async fn read(
         }
     }
     let from = q.from;
+    // In a cluster each shard's log is whole only on its owner (and its replicas): every
+    // answer says what this node's copy is and where the owner answers.
+    let cluster = s.cluster.get().cloned();
+    let holder = move |shard: u32| -> JsonValue {
+        match &cluster {
+            Some(_) if shard == crate::runtime::WATERMARK_SHARD => json!({ "role": "marks" }),
+            Some(c) => c.log_holder(shard).unwrap_or(JsonValue::Null),
+            None => json!({ "role": "owner" }),
+        }
+    };
     blocking(move || {
         let log = store.log();
         let Some(shard) = q.shard else {
@@ -59,6 +69,7 @@ pub(super) async fn read(
                     "shard": shard,
                     "first_offset": log.first_offset(&topic, shard).map_err(EngineError::from)?,
                     "next_offset": log.next_offset(&topic, shard).map_err(EngineError::from)?,
+                    "holder": holder(shard),
                 }));
             }
             return Ok(Json(json!({ "topic": topic, "shards": shards })));
@@ -93,6 +104,7 @@ pub(super) async fn read(
             "shard": shard,
             "first_offset": log.first_offset(&topic, shard).map_err(EngineError::from)?,
             "next_offset": log.next_offset(&topic, shard).map_err(EngineError::from)?,
+            "holder": holder(shard),
             "entries": out,
         })))
     })
