@@ -122,6 +122,11 @@ pub struct ClusterState {
     /// from its configuration, which means 1.
     #[serde(default)]
     pub replication: u32,
+    /// How many catalog changes took effect (`PutCatalog`, `DropCatalog`): each member
+    /// gossips the version it has installed, so a submit can wait until every member runs
+    /// the new dataflow (an event published before would not be counted there).
+    #[serde(default)]
+    pub catalog_version: u64,
 }
 
 impl ClusterState {
@@ -133,6 +138,7 @@ impl ClusterState {
             members: BTreeMap::new(),
             catalog: BTreeMap::new(),
             replication: 0,
+            catalog_version: 0,
         })
     }
 
@@ -215,6 +221,7 @@ impl ClusterState {
             Command::PutCatalog(entry) => {
                 self.catalog
                     .insert((entry.kind, entry.name.clone()), entry.clone());
+                self.catalog_version += 1;
                 Outcome::Done
             }
             Command::SetReplication { factor } => {
@@ -262,7 +269,10 @@ impl ClusterState {
                 .map_or_else(refused, Outcome::Epoch),
             Command::DropCatalog { kind, name } => {
                 match self.catalog.remove(&(*kind, name.clone())) {
-                    Some(_) => Outcome::Done,
+                    Some(_) => {
+                        self.catalog_version += 1;
+                        Outcome::Done
+                    }
                     None => Outcome::Refused(format!("no {kind:?} named `{name}`")),
                 }
             }
@@ -279,6 +289,32 @@ mod tests {
             name: name.into(),
             ..MemberInfo::default()
         }
+    }
+
+    #[test]
+    fn the_catalog_version_counts_the_changes_that_took_effect() {
+        let mut s = ClusterState::new("c", 2).unwrap();
+        let put = Command::PutCatalog(CatalogEntry {
+            kind: CatalogKind::Dataflow,
+            name: "w".into(),
+            text: "{}".into(),
+        });
+        let drop = Command::DropCatalog {
+            kind: CatalogKind::Dataflow,
+            name: "w".into(),
+        };
+        assert_eq!(s.catalog_version, 0);
+        s.apply(&put);
+        assert_eq!(s.catalog_version, 1);
+        s.apply(&drop);
+        assert_eq!(s.catalog_version, 2);
+        assert!(matches!(s.apply(&drop), Outcome::Refused(_)));
+        assert_eq!(s.catalog_version, 2, "a refused drop changes nothing");
+        // A state saved before the field existed reads as version 0.
+        let mut old = serde_json::to_value(&s).unwrap();
+        old.as_object_mut().unwrap().remove("catalog_version");
+        let back: ClusterState = serde_json::from_value(old).unwrap();
+        assert_eq!(back.catalog_version, 0);
     }
 
     #[test]

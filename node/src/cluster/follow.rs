@@ -58,7 +58,10 @@ pub(super) async fn follow_loop(s: Arc<Shared>) {
         let Ok(engine) = s.engine() else { return };
         let s2 = Arc::clone(&s);
         let st2 = Arc::clone(&st);
-        let _ = tokio::task::spawn_blocking(move || sync_catalog(&engine, &st2, &s2)).await;
+        let installed = tokio::task::spawn_blocking(move || sync_catalog(&engine, &st2, &s2)).await;
+        if installed.unwrap_or(false) {
+            s.membership.set_catalog(st.catalog_version).await;
+        }
         complete_moves(&s, &st).await;
         if !promoted.is_empty() {
             tracing::info!(shards = ?promoted, "promoted to owner of shards whose owner died");
@@ -94,8 +97,9 @@ pub(super) fn stage_of_output(st: &ClusterState, dataflow: &str, output: &str) -
         .map(|s| s.definition.name)
 }
 
-/// Makes this node's topics and dataflows match the agreed catalog.
-fn sync_catalog(engine: &Engine, st: &ClusterState, s: &Shared) {
+/// Makes this node's topics and dataflows match the agreed catalog; true once they do.
+fn sync_catalog(engine: &Engine, st: &ClusterState, s: &Shared) -> bool {
+    let mut whole = true;
     for ((kind, name), entry) in &st.catalog {
         match kind {
             CatalogKind::Topic if engine.topic_spec(name).is_err() => {
@@ -103,9 +107,13 @@ fn sync_catalog(engine: &Engine, st: &ClusterState, s: &Shared) {
                     Ok(def) => {
                         if let Err(e) = engine.create_topic_local(&def) {
                             tracing::error!(topic = %name, error = %e, "cannot create an agreed topic");
+                            whole = false;
                         }
                     }
-                    Err(e) => tracing::error!(topic = %name, error = %e, "bad agreed topic"),
+                    Err(e) => {
+                        tracing::error!(topic = %name, error = %e, "bad agreed topic");
+                        whole = false;
+                    }
                 }
             }
             CatalogKind::Dataflow => match Definition::from_json(&entry.text) {
@@ -118,11 +126,15 @@ fn sync_catalog(engine: &Engine, st: &ClusterState, s: &Shared) {
                         }
                         if let Err(e) = engine.install_local(d) {
                             tracing::error!(dataflow = %d.name, error = %e, "cannot install an agreed dataflow");
+                            whole = false;
                             break;
                         }
                     }
                 }
-                Err(e) => tracing::error!(dataflow = %name, error = %e, "bad agreed dataflow"),
+                Err(e) => {
+                    tracing::error!(dataflow = %name, error = %e, "bad agreed dataflow");
+                    whole = false;
+                }
             },
             _ => {}
         }
@@ -140,9 +152,13 @@ fn sync_catalog(engine: &Engine, st: &ClusterState, s: &Shared) {
             if !expected.contains(&d.name) {
                 if let Err(e) = engine.drop_dataflow_local(&d.name) {
                     tracing::warn!(dataflow = %d.name, error = %e, "cannot drop a dataflow the cluster dropped");
+                    whole = false;
                 }
             }
         }
+        whole
+    } else {
+        false
     }
 }
 

@@ -71,6 +71,7 @@ impl Shared {
             loop {
                 if engine.dataflow(&last).is_ok() {
                     if let Ok(info) = engine.dataflow(&name) {
+                        self.installed_everywhere(&name, deadline).await;
                         return Ok(info);
                     }
                 }
@@ -83,6 +84,35 @@ impl Shared {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         })
+    }
+
+    /// Waits (until `deadline`) for every live member to report in gossip that it installed
+    /// the catalog as of now: a dataflow counts only what reaches it after it runs, so an
+    /// event published right after a submit returned would be missed by a member that had
+    /// not installed it yet. A member that does not catch up in time is named in the log;
+    /// the submit still succeeds (the definition is agreed and will run there).
+    async fn installed_everywhere(&self, dataflow: &str, deadline: Instant) {
+        let version = self.current().catalog_version;
+        loop {
+            let st = self.current();
+            let behind: Vec<String> = self
+                .membership
+                .members()
+                .await
+                .into_iter()
+                .filter(|m| m.node_id != self.me && m.catalog < version)
+                .filter(|m| st.members.get(&m.node_id).is_some_and(|i| !i.leaving))
+                .map(|m| m.name)
+                .collect();
+            if behind.is_empty() {
+                return;
+            }
+            if Instant::now() > deadline {
+                tracing::warn!(dataflow, members = ?behind, "submitted, but not yet running on every member: events those members own that arrive before it starts there are not counted");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Agrees a topic declaration with the cluster, then waits until it exists here.

@@ -60,6 +60,9 @@ pub mod keys {
     pub const STATE: &str = "state";
     /// A load figure (e.g. events/s) for placement and the UI.
     pub const LOAD: &str = "load";
+    /// The catalog version (`ClusterState::catalog_version`) the node has installed: every
+    /// agreed topic and dataflow up to it runs there.
+    pub const CATALOG: &str = "catalog";
 }
 
 /// Where a node is in its life. Published so that the placement leader only gives shards to
@@ -225,6 +228,8 @@ pub struct Member {
     pub state: MemberState,
     /// Its last published load (e.g. events/s).
     pub load: u64,
+    /// The catalog version it has installed (0 from a node that does not say).
+    pub catalog: u64,
 }
 
 /// A Starling node seen in gossip that belongs to another cluster (other cluster id or shard
@@ -412,6 +417,7 @@ impl Membership {
                 MemberState::Joining.as_str().to_string(),
             ),
             (keys::LOAD.to_string(), "0".to_string()),
+            (keys::CATALOG.to_string(), "0".to_string()),
         ];
         let transport = PreBound::new(Box::new(socket));
         let handle = spawn_chitchat(chitchat_config, initial, &transport)
@@ -585,6 +591,12 @@ impl Membership {
     pub async fn set_load(&self, load: u64) {
         let mut guard = self.chitchat.lock().await;
         guard.self_node_state().set(keys::LOAD, load);
+    }
+
+    /// Publishes the catalog version this node has installed (see [`keys::CATALOG`]).
+    pub async fn set_catalog(&self, version: u64) {
+        let mut guard = self.chitchat.lock().await;
+        guard.self_node_state().set(keys::CATALOG, version);
     }
 
     /// A receiver of the live members (as [`Membership::members`]) that changes when a member

@@ -33,6 +33,7 @@ pub(super) struct Peer {
     pub(super) shards: u32,
     pub(super) state: MemberState,
     pub(super) load: u64,
+    pub(super) catalog: u64,
 }
 
 impl Peer {
@@ -62,6 +63,11 @@ pub(super) fn parse_peer(state: &NodeState) -> Option<Peer> {
             shards: state.get(keys::SHARDS)?.parse().ok()?,
             state: state.get(keys::STATE)?.parse().ok()?,
             load: state.get(keys::LOAD)?.parse().ok()?,
+            // Optional: a node that does not publish it has installed nothing it vouches for.
+            catalog: state
+                .get(keys::CATALOG)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
         })
     })();
     if parsed.is_none() {
@@ -108,6 +114,7 @@ pub(super) fn classify<'a>(
             http_addr: peer.http_addr,
             state: peer.state,
             load: peer.load,
+            catalog: peer.catalog,
         };
         match members.get(&member.node_id) {
             Some((g, _)) if *g >= generation => {}
@@ -123,7 +130,8 @@ pub(super) fn classify<'a>(
     }
 }
 
-/// Equal apart from load: load changes every second and must not wake every watcher.
+/// Equal apart from load and catalog version: load changes every second and must not wake
+/// every watcher; the catalog version is read by a submit that polls for it.
 pub(super) fn same_membership(a: &[Member], b: &[Member]) -> bool {
     a.len() == b.len()
         && a.iter().zip(b).all(|(x, y)| {
