@@ -360,6 +360,7 @@ fn scale_out_and_leave_under_load() {
             997,
             Arc::clone(&acked),
             Arc::clone(&stop),
+            Duration::from_millis(5),
         );
         tokio::time::sleep(Duration::from_secs(1)).await;
         let t = Instant::now();

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cluster_common::{cluster_view, rt, settled};
-use node_common::{clicks_topic, metric_sum, window_yaml, NodeProc};
+use node_common::{clicks_topic, late_events, window_yaml, NodeProc};
 use serde_json::{json, Value as Json};
 use starling_node::client::http::HttpClient;
 
@@ -156,17 +156,6 @@ async fn quiet(lines: &Arc<Mutex<Vec<Json>>>, at_least: usize, limit: Duration) 
     }
 }
 
-/// The events the node's dataflows counted as late (every dataflow, since its start).
-async fn late(node: &NodeProc) -> f64 {
-    let text = reqwest::get(node.url("/metrics"))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics text");
-    metric_sum(&text, "starling_late_events_total").unwrap_or(0.0)
-}
-
 /// `/readyz`: status and body.
 async fn readyz(node: &NodeProc) -> (u16, String) {
     match reqwest::get(node.url("/readyz")).await {
@@ -206,7 +195,7 @@ async fn one_node(events: &[Json]) -> (usize, Vec<String>, f64) {
     assert_eq!(all, USERS * 10, "one node: every user has ten windows");
     let mut out: Vec<String> = lines.lock().unwrap().iter().map(Json::to_string).collect();
     out.sort();
-    (half, out, late(&single).await)
+    (half, out, late_events(&single).await)
 }
 
 /// How the members are stopped and started again.
@@ -253,7 +242,7 @@ fn whole_cluster_restart(how: Restart) {
         );
         let mut late_before = 0.0;
         for n in [&a, &b, &c] {
-            late_before += late(n).await;
+            late_before += late_events(n).await;
         }
 
         // Stop every member.
@@ -422,7 +411,7 @@ fn whole_cluster_restart(how: Restart) {
         println!("{how:?}: subscriptions ended with {ends:?}");
         let mut late_after = 0.0;
         for n in &nodes {
-            late_after += late(n).await;
+            late_after += late_events(n).await;
         }
         let missing: Vec<&String> = single.iter().filter(|l| !got.contains(l)).collect();
         let extra: Vec<&String> = got.iter().filter(|l| !single.contains(l)).collect();

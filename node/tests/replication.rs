@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cluster_common::{cluster_view, rt, settled, state_of, PER_SECOND_YAML};
-use node_common::{clicks_topic, NodeProc};
+use node_common::{clicks_topic, late_events, NodeProc};
 use serde_json::Value as Json;
 use starling_node::client::http::HttpClient;
 
@@ -105,6 +105,46 @@ fn collect(node: &NodeProc, target: &str) -> (Arc<Mutex<Vec<Json>>>, tokio::task
 
 #[test]
 fn a_killed_owner_loses_no_acknowledged_event_and_results_stay_exact() {
+    killed_owner(PER_SECOND_YAML, Duration::from_millis(5));
+}
+
+/// Per-user 1 s windows that close as event time moves (`max_delay: 5s`), while the
+/// publisher sends flat out, so event time runs several times ahead of the wall clock, as in
+/// any catch-up: the windows open when the owner is killed must come out whole on its
+/// promoted replica, and no event may be counted late (one node fed the same events in
+/// order counts none). With a 5 ms pause between batches it passes; flat out it does not.
+///
+/// Ignored: it reproduces the failover bug of the exactness issue (two runs: 187 of 3 992
+/// windows wrong, 125 of them missing; 95 of 4 442 short, e.g. 1 event instead of 2). The
+/// promoted owner replays the dead owner's shards into dataflows whose watermark its own
+/// shards moved on during failure detection, so the windows open at the kill lose their
+/// events as late. The fix needs the cluster-wide watermark of ARCHITECTURE §4 (see the
+/// issue's notes).
+#[test]
+#[ignore = "failover under a fast event clock still counts replayed events late: see the exactness issue"]
+fn a_killed_owner_under_a_fast_event_clock_keeps_every_window_whole() {
+    killed_owner(CLOSING_YAML, Duration::ZERO);
+}
+
+/// Like `PER_SECOND_YAML`, but windows close 5 s of event time (about half a second of wall
+/// time here) after their end: slack for batches forwarded between members out of order.
+const CLOSING_YAML: &str = r#"name: per_second
+inputs:
+  - {id: c, topic: clicks, watermark: {max_delay: 5s, idle_timeout: 0s}}
+nodes:
+  - {id: w, op: window, input: c, kind: tumbling, size: 1s}
+  - id: n
+    op: aggregate
+    input: w
+    aggregates: [{name: clicks, fn: count}]
+outputs:
+  - {name: out, from: n}
+"#;
+
+/// Three members with R = 2 under steady publishing; one owner SIGKILLed; the survivors
+/// must keep every acknowledged event once, hold equal copies, count nothing late, and give
+/// the window results of one node over the events they kept.
+fn killed_owner(yaml: &str, pause: Duration) {
     rt().block_on(async {
         let a = member(None, "a", "2");
         let seed = a.banner_field("gossip");
@@ -118,7 +158,7 @@ fn a_killed_owner_loses_no_acknowledged_event_and_results_stay_exact() {
         }
         let admin = HttpClient::new(&a.base());
         admin.create_topic(&clicks_topic("clicks")).await.unwrap();
-        admin.submit(PER_SECOND_YAML).await.unwrap();
+        admin.submit(yaml).await.unwrap();
         let (lines, task) = collect(&a, "per_second/out");
 
         let acked = Arc::new(Mutex::new(Vec::<(u64, String)>::new()));
@@ -128,6 +168,7 @@ fn a_killed_owner_loses_no_acknowledged_event_and_results_stay_exact() {
             499,
             Arc::clone(&acked),
             Arc::clone(&stop),
+            pause,
         );
         tokio::time::sleep(Duration::from_secs(2)).await;
         let before = acked.lock().unwrap().len();
@@ -269,6 +310,8 @@ fn a_killed_owner_loses_no_acknowledged_event_and_results_stay_exact() {
             &differ[..differ.len().min(10)]
         );
         println!("{} per-user windows equal one node's over every kept event", truth.len());
+        let late = late_events(&a).await + late_events(&b).await;
+        assert_eq!(late, 0.0, "events counted late (one node in order counts none)");
     });
 }
 

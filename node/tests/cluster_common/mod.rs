@@ -55,14 +55,17 @@ outputs:
   - {name: out, from: n}
 "#;
 
-/// Publishes batches of 50 `clicks` events (`users` users, event times from 1 000 000 up)
-/// every 5 ms to the nodes of `bases` in turn, until `stop`; every acknowledged event goes
+/// Publishes batches of 50 `clicks` events (`users` users, event times from 1 000 000 up,
+/// one millisecond apart) with `pause` between batches to the nodes of `bases` in turn, until
+/// `stop` (with no pause, event time runs about ten times ahead of the wall clock); every
+/// acknowledged event goes
 /// into `acked` as (ts, user). Returns how many publishes were not acknowledged.
 pub fn publish_steadily(
     bases: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     users: u64,
     acked: std::sync::Arc<std::sync::Mutex<Vec<(u64, String)>>>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    pause: Duration,
 ) -> tokio::task::JoinHandle<usize> {
     tokio::spawn(async move {
         let mut i = 0u64;
@@ -96,7 +99,7 @@ pub fn publish_steadily(
                 }
             }
             i += 1;
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            tokio::time::sleep(pause).await;
         }
         refused
     })

@@ -45,6 +45,17 @@ outputs:
     )
 }
 
+/// The events a node's dataflows counted as late (every dataflow, since its start).
+pub async fn late_events(node: &NodeProc) -> f64 {
+    let text = reqwest::get(node.url("/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    metric_sum(&text, "starling_late_events_total").unwrap_or(0.0)
+}
+
 /// Sum of every sample of a metric family whose line starts with `name` (`name{` or `name `).
 pub fn metric_sum(text: &str, name: &str) -> Option<f64> {
     let mut found = false;
