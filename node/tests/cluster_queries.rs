@@ -323,3 +323,110 @@ fn a_log_read_names_each_shards_owner() {
         );
     });
 }
+
+/// A read during a move waits for the move or answers from the old owner, never from a
+/// half-moved shard: with every total in the view, a fourth member joins, and while its
+/// shards move every key is read again and again through every member; each read must
+/// give the key's whole total, and a paged scan every key.
+#[test]
+fn view_reads_during_a_join_never_see_a_half_moved_shard() {
+    let mut nodes = members(3);
+    let rt = rt();
+    rt.block_on(async {
+        {
+            let refs: Vec<&NodeProc> = nodes.iter().collect();
+            settled(&refs, 3, Duration::from_secs(60)).await;
+        }
+        let admin = HttpClient::new(&nodes[0].base());
+        admin.create_topic(&clicks_topic("clicks")).await.unwrap();
+        admin.submit(COUNTS).await.unwrap();
+        let mut body = Vec::new();
+        for e in clicks() {
+            body.extend_from_slice(e.to_string().as_bytes());
+            body.push(b'\n');
+        }
+        HttpClient::new(&nodes[1].base())
+            .publish_ndjson("clicks", body)
+            .await
+            .unwrap();
+        let start = Instant::now();
+        for u in 0..USERS {
+            loop {
+                let (status, body) =
+                    get_json(nodes[2].url(&format!("/v1/kv/totals/{}", user(u)))).await;
+                if status == 200 && body["value"]["n"] == expected_count(u) {
+                    break;
+                }
+                assert!(
+                    start.elapsed() < Duration::from_secs(30),
+                    "{}: {status} {body}",
+                    user(u)
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        let seed = nodes[0].banner_field("gossip");
+        nodes.push(cluster_common::member(Some(&seed), "d"));
+        let bases: Vec<String> = nodes.iter().map(NodeProc::base).collect();
+        let settle = {
+            let refs: Vec<&NodeProc> = nodes.iter().collect();
+            let t = Instant::now();
+            let mut reads = 0;
+            let mut wrong: Vec<String> = Vec::new();
+            let mut scans = 0;
+            loop {
+                for (i, base) in bases[..3].iter().enumerate() {
+                    for u in 0..USERS {
+                        let (status, body) =
+                            get_json(format!("{base}/v1/kv/totals/{}", user(u))).await;
+                        reads += 1;
+                        if status != 200 || body["value"]["n"] != expected_count(u) {
+                            wrong.push(format!("{} via node {i}: {status} {body}", user(u)));
+                        }
+                    }
+                    let (status, page) = get_json(format!("{base}/v1/kv/totals?limit=100")).await;
+                    scans += 1;
+                    let n = page["items"].as_array().map_or(0, Vec::len);
+                    if status != 200 || n != USERS {
+                        wrong.push(format!("scan via node {i}: {status}, {n} keys"));
+                    }
+                }
+                let v = cluster_common::cluster_view(&nodes[0])
+                    .await
+                    .unwrap_or(Json::Null);
+                let moving = v["shards"]
+                    .as_array()
+                    .is_none_or(|s| s.iter().any(|e| !e["moving_to"].is_null()));
+                let members = v["members"].as_array().map_or(0, Vec::len);
+                if members == 4 && !moving && t.elapsed() > Duration::from_secs(3) {
+                    break;
+                }
+                assert!(
+                    t.elapsed() < Duration::from_secs(90),
+                    "the join did not settle: {v:#}"
+                );
+            }
+            let took = settled(&refs, 4, Duration::from_secs(60)).await;
+            println!(
+                "{reads} reads and {scans} scans during the join, {} wrong",
+                wrong.len()
+            );
+            assert!(
+                wrong.is_empty(),
+                "{} of {reads} reads and {scans} scans gave a half-moved answer, e.g. {:?}",
+                wrong.len(),
+                &wrong[..wrong.len().min(8)]
+            );
+            took
+        };
+        let view = cluster_common::cluster_view(&nodes[0]).await.unwrap();
+        let d_owns = cluster_common::owned_by_name(&view)
+            .get("d")
+            .copied()
+            .unwrap_or(0);
+        assert!(
+            d_owns > 0,
+            "d owns no shard after settling {settle:?}: {view:#}"
+        );
+    });
+}

@@ -15,7 +15,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value as Json};
 use starling_cluster::NodeId;
@@ -32,6 +32,12 @@ use crate::EngineError;
 
 /// How long a peer may take to answer its part of a read.
 const PEER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a view read waits for moves under way to end before it answers anyway.
+const MOVE_WAIT: Duration = Duration::from_secs(10);
+
+/// How often it looks again.
+const MOVE_POLL: Duration = Duration::from_millis(20);
 
 /// A peer's refusal or failure as the caller's error: its own refusal of the caller's input
 /// stays a bad request; anything else means the merged answer cannot be complete.
@@ -128,13 +134,59 @@ impl Shared {
         out
     }
 
-    /// The live value of a KV key: a view is written on the node that processes the key, so
-    /// this node's store and every peer's are asked; the first value present wins.
+    /// Where the shards that may hold `key` stand: (epoch, owner, receiver of a move).
+    fn key_shards(&self, key: &str) -> Vec<(u64, Option<NodeId>, Option<NodeId>)> {
+        let mut candidates = vec![Value::str(key)];
+        if let Ok(n) = key.parse::<i64>() {
+            candidates.push(Value::Int(n));
+        }
+        let state = self.current();
+        candidates
+            .iter()
+            .filter_map(|v| state.table.get(self.shard_of(v)).ok())
+            .map(|e| (e.epoch.0, e.owner, e.moving_to))
+            .collect()
+    }
+
+    /// Every shard's (epoch, receiver of a move): equal before and after a read, with no
+    /// move under way, means no shard's state was in flight while the nodes answered.
+    fn moves(&self) -> Vec<(u64, Option<NodeId>)> {
+        self.current()
+            .table
+            .iter()
+            .map(|(_, e)| (e.epoch.0, e.moving_to))
+            .collect()
+    }
+
+    /// The live value of a KV key (see [`Shared::kv_get_once`]). A miss while the key's
+    /// shard moves is not an answer: between the old owner's release and the receiver's
+    /// merge the key's entry is on the wire, in neither store. The read is then asked again
+    /// until the move has ended (up to [`MOVE_WAIT`]), so it never answers from a
+    /// half-moved shard.
     pub(crate) fn scatter_kv_get(
         &self,
         view: &str,
         key: &str,
     ) -> Result<Option<Vec<u8>>, EngineError> {
+        let deadline = Instant::now() + MOVE_WAIT;
+        loop {
+            let before = self.key_shards(key);
+            let got = self.kv_get_once(view, key)?;
+            if got.is_some() {
+                return Ok(got);
+            }
+            let after = self.key_shards(key);
+            let still = before == after && after.iter().all(|(_, _, to)| to.is_none());
+            if still || Instant::now() > deadline {
+                return Ok(got);
+            }
+            std::thread::sleep(MOVE_POLL);
+        }
+    }
+
+    /// One round of a KV get: a view is written on the node that processes the key, so this
+    /// node's store and every peer's are asked; the first value present wins.
+    fn kv_get_once(&self, view: &str, key: &str) -> Result<Option<Vec<u8>>, EngineError> {
         let engine = self.engine()?;
         let local = engine.kv_get_local(view, key)?;
         let preferred = self.likely_writers(key);
@@ -170,9 +222,32 @@ impl Shared {
         }
     }
 
-    /// A page of a KV view merged from every node in key order, honouring `after` and
-    /// `limit`; `next` is set when any node may hold more.
+    /// A page of a KV view merged from every node (see [`Shared::kv_scan_once`]), taken
+    /// again while any shard moves (up to [`MOVE_WAIT`]): a moving shard's entries are in
+    /// neither store while they are on the wire, and a page cannot tell which keys it lacks.
     pub(crate) fn scatter_kv_scan(
+        &self,
+        view: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<KvPage, EngineError> {
+        let deadline = Instant::now() + MOVE_WAIT;
+        loop {
+            let before = self.moves();
+            let page = self.kv_scan_once(view, prefix, after, limit)?;
+            let now = self.moves();
+            let still = before == now && now.iter().all(|(_, to)| to.is_none());
+            if still || Instant::now() > deadline {
+                return Ok(page);
+            }
+            std::thread::sleep(MOVE_POLL);
+        }
+    }
+
+    /// One round of a KV scan: a page merged from every node in key order, honouring
+    /// `after` and `limit`; `next` is set when any node may hold more.
+    fn kv_scan_once(
         &self,
         view: &str,
         prefix: &str,
