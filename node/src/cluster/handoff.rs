@@ -448,7 +448,7 @@ pub(super) fn checkpoint_all(engine: &crate::Engine) {
                 // Its state cannot be checkpointed (yet): a restart replays its log.
                 Err(EngineError::BadRequest(_) | EngineError::NoStorage(_)) => break,
                 Err(e) if tries >= CHECKPOINT_TRIES => {
-                    tracing::warn!(dataflow = %d.name, error = %e, "moved state not checkpointed: a restart of this node before the next checkpoint loses it");
+                    tracing::warn!(dataflow = %d.name, error = %e, "not checkpointed after a change of this node's shards: state that came with a move is lost if this node restarts before the next checkpoint");
                     break;
                 }
                 Err(_) => {
