@@ -53,6 +53,28 @@ fn clicks() -> Vec<Json> {
     out
 }
 
+/// Publishes every event of [`clicks`] through `node`, retrying while the topic has not
+/// reached it yet (a topic declared on another member arrives through the catalog a moment
+/// later); every event must be accepted.
+async fn publish_clicks(node: &NodeProc) {
+    let mut body = Vec::new();
+    for e in clicks() {
+        body.extend_from_slice(e.to_string().as_bytes());
+        body.push(b'\n');
+    }
+    let since = Instant::now();
+    loop {
+        match HttpClient::new(&node.base())
+            .publish_ndjson("clicks", body.clone())
+            .await
+        {
+            Ok(n) => break assert_eq!(n as usize, clicks().len()),
+            Err(e) => assert!(since.elapsed() < Duration::from_secs(10), "{e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn expected_count(u: usize) -> u64 {
     (u % 5 + 2) as u64
 }
@@ -98,16 +120,7 @@ fn kv_and_series_reads_answer_for_the_whole_cluster() {
         let admin = HttpClient::new(&nodes[0].base());
         admin.create_topic(&clicks_topic("clicks")).await.unwrap();
         admin.submit(COUNTS).await.unwrap();
-        let mut body = Vec::new();
-        for e in clicks() {
-            body.extend_from_slice(e.to_string().as_bytes());
-            body.push(b'\n');
-        }
-        let n = HttpClient::new(&nodes[1].base())
-            .publish_ndjson("clicks", body)
-            .await
-            .unwrap();
-        assert_eq!(n as usize, clicks().len());
+        publish_clicks(&nodes[1]).await;
         admin.advance_watermark("clicks", 2_000_000).await.unwrap();
 
         // Every key, read on node c only, whoever wrote it.
@@ -238,23 +251,7 @@ fn a_log_read_names_each_shards_owner() {
         settled(&refs, 3, Duration::from_secs(60)).await;
         let admin = HttpClient::new(&nodes[0].base());
         admin.create_topic(&clicks_topic("clicks")).await.unwrap();
-        let mut body = Vec::new();
-        for e in clicks() {
-            body.extend_from_slice(e.to_string().as_bytes());
-            body.push(b'\n');
-        }
-        // The topic reaches the other members through the catalog a moment later.
-        let since = Instant::now();
-        loop {
-            match HttpClient::new(&nodes[1].base())
-                .publish_ndjson("clicks", body.clone())
-                .await
-            {
-                Ok(n) => break assert_eq!(n as usize, clicks().len()),
-                Err(e) => assert!(since.elapsed() < Duration::from_secs(10), "{e}"),
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        publish_clicks(&nodes[1]).await;
         let (_, view) = get_json(nodes[0].url("/v1/cluster")).await;
         let owner_of: BTreeMap<u64, Json> = view["shards"]
             .as_array()
@@ -340,15 +337,7 @@ fn view_reads_during_a_join_never_see_a_half_moved_shard() {
         let admin = HttpClient::new(&nodes[0].base());
         admin.create_topic(&clicks_topic("clicks")).await.unwrap();
         admin.submit(COUNTS).await.unwrap();
-        let mut body = Vec::new();
-        for e in clicks() {
-            body.extend_from_slice(e.to_string().as_bytes());
-            body.push(b'\n');
-        }
-        HttpClient::new(&nodes[1].base())
-            .publish_ndjson("clicks", body)
-            .await
-            .unwrap();
+        publish_clicks(&nodes[1]).await;
         let start = Instant::now();
         for u in 0..USERS {
             loop {

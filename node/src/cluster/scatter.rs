@@ -116,14 +116,10 @@ impl Shared {
     /// receiver of a move) of its shard, reading the key as a string and, when it is JSON
     /// text of another value, as that value.
     fn likely_writers(&self, key: &str) -> Vec<NodeId> {
-        let mut candidates = vec![Value::str(key)];
-        if let Ok(n) = key.parse::<i64>() {
-            candidates.push(Value::Int(n));
-        }
         let state = self.current();
         let mut out = Vec::new();
-        for v in candidates {
-            if let Ok(e) = state.table.get(self.shard_of(&v)) {
+        for shard in self.key_shard_ids(key) {
+            if let Ok(e) = state.table.get(shard) {
                 for n in [e.moving_to, e.owner].into_iter().flatten() {
                     if !out.contains(&n) {
                         out.push(n);
@@ -136,16 +132,22 @@ impl Shared {
 
     /// Where the shards that may hold `key` stand: (epoch, owner, receiver of a move).
     fn key_shards(&self, key: &str) -> Vec<(u64, Option<NodeId>, Option<NodeId>)> {
+        let state = self.current();
+        self.key_shard_ids(key)
+            .into_iter()
+            .filter_map(|shard| state.table.get(shard).ok())
+            .map(|e| (e.epoch.0, e.owner, e.moving_to))
+            .collect()
+    }
+
+    /// The shards a view key may live in: read as a string and, when it is the text of an
+    /// integer, as that integer (a view's key keeps the type its dataflow gave it).
+    fn key_shard_ids(&self, key: &str) -> Vec<u32> {
         let mut candidates = vec![Value::str(key)];
         if let Ok(n) = key.parse::<i64>() {
             candidates.push(Value::Int(n));
         }
-        let state = self.current();
-        candidates
-            .iter()
-            .filter_map(|v| state.table.get(self.shard_of(v)).ok())
-            .map(|e| (e.epoch.0, e.owner, e.moving_to))
-            .collect()
+        candidates.iter().map(|v| self.shard_of(v)).collect()
     }
 
     /// Every shard's (epoch, receiver of a move): equal before and after a read, with no
